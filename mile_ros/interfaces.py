@@ -1,0 +1,114 @@
+"""The graph's contract: topic names, message types and their conversions. Standard types only.
+
+Every topic is relative, so nodes started in the namespace `/<robot_name>` keep two robots apart on
+one ROS domain. A *named vector* (state, actions, the arbiter's flags) travels as
+`sensor_msgs/JointState`: `name` holds the dimension names, `position` the values, and the header
+stamp is the control tick's stamp, carried unchanged from the observation through a_r, a_h, the
+flags and the command.
+
+One control tick t:  arm publishes OBSERVATION(t) -> policy_server publishes ACTION_ROBOT(t) ->
+arbiter publishes INTERVENTION(t) (nu, hold, estop), ACTION_HUMAN(t) (only when nu=1) and
+COMMAND(t) -> arm applies COMMAND(t).  The recorder writes every one of them.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+# --- topics (relative; resolved inside /<robot_name>) -------------------------------------------
+JOINT_STATES = "joint_states"          # sensor_msgs/JointState   arm joints + gripper fingers
+EE_POSE = "ee_pose"                    # geometry_msgs/PoseStamped  end-effector in the base frame
+OBSERVATION = "observation"            # sensor_msgs/JointState   the policy's state vector, tick t
+IMAGE = "camera/image_raw"             # sensor_msgs/Image        rgb8
+JOY = "joy"                            # sensor_msgs/Joy          PS3 controller (or sim_human)
+ACTION_ROBOT = "action_robot"          # sensor_msgs/JointState   a_r(t), stamped with obs(t)
+ACTION_HUMAN = "action_human"          # sensor_msgs/JointState   a_h(t), only when nu(t)=1
+INTERVENTION = "intervention"          # sensor_msgs/JointState   FLAG_NAMES, stamped with obs(t)
+COMMAND = "command"                    # sensor_msgs/JointState   executed action (clamped)
+ARBITER_STATUS = "arbiter/status"      # std_msgs/String          human-readable state and reasons
+EPISODE = "episode"                    # std_msgs/String          JSON episode events (below)
+CHECKPOINT = "policy/checkpoint"       # std_msgs/UInt8MultiArray a checkpoint as bytes (tar)
+POLICY_ACTIVE = "policy/active"        # std_msgs/String          JSON {id, state, reason}
+
+FLAG_NAMES = ("nu", "hold", "estop")
+
+# Topics every episode bag holds, with their ROS type names (the recorder writes exactly these,
+# plus IMAGE when images are recorded; the trainer requires the first four).
+STEP_TOPICS = {
+    OBSERVATION: "sensor_msgs/msg/JointState",
+    ACTION_ROBOT: "sensor_msgs/msg/JointState",
+    INTERVENTION: "sensor_msgs/msg/JointState",
+    COMMAND: "sensor_msgs/msg/JointState",
+    ACTION_HUMAN: "sensor_msgs/msg/JointState",
+    EE_POSE: "geometry_msgs/msg/PoseStamped",
+    JOINT_STATES: "sensor_msgs/msg/JointState",
+    EPISODE: "std_msgs/msg/String",
+}
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+
+
+# --- stamps -------------------------------------------------------------------------------------
+def stamp_to_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int, stamp_cls=None):
+    if stamp_cls is None:
+        from builtin_interfaces.msg import Time as stamp_cls
+    return stamp_cls(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+
+# --- named vectors ------------------------------------------------------------------------------
+def vector_msg(names: Sequence[str], values: Sequence[float], stamp_ns: int, frame_id: str = ""):
+    """A sensor_msgs/JointState carrying a named vector."""
+    from sensor_msgs.msg import JointState
+
+    values = [float(v) for v in values]
+    if len(values) != len(names):
+        raise ValueError(f"vector has {len(values)} values for {len(names)} names")
+    msg = JointState()
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.header.frame_id = frame_id
+    msg.name = list(names)
+    msg.position = values
+    return msg
+
+
+def vector_from_msg(msg, names: Sequence[str] | None = None) -> np.ndarray:
+    """Values of a named-vector JointState, reordered to `names` when given."""
+    values = np.asarray(msg.position, dtype=np.float64)
+    if names is None:
+        return values
+    index = {n: i for i, n in enumerate(msg.name)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise ValueError(f"message lacks dimensions {missing}; has {list(msg.name)}")
+    return values[[index[n] for n in names]]
+
+
+def all_finite(values: Any) -> bool:
+    return all(math.isfinite(float(v)) for v in values)
+
+
+# --- episode events (std_msgs/String, JSON) ------------------------------------------------------
+# {"event": "start", "episode": int, "iteration": int, "stamp_ns": int, "seed": int|null}
+# {"event": "end",   "episode": int, "success": bool|null, "reason": "success"|"timeout"|
+#                    "button"|"shutdown"|..., "stamp_ns": int}
+EPISODE_EVENTS = ("start", "end")
+
+
+def episode_event(event: str, episode: int, stamp_ns: int, **fields) -> str:
+    if event not in EPISODE_EVENTS:
+        raise ValueError(f"episode event must be one of {EPISODE_EVENTS}, got {event!r}")
+    return json.dumps({"event": event, "episode": int(episode), "stamp_ns": int(stamp_ns),
+                       **fields})
+
+
+def parse_episode_event(text: str) -> dict:
+    data = json.loads(text)
+    if data.get("event") not in EPISODE_EVENTS or "episode" not in data:
+        raise ValueError(f"not an episode event: {text[:200]!r}")
+    return data

@@ -1,0 +1,1 @@
+"""rclpy nodes, one module per node, each with `main(argv=None)` (a console script)."""

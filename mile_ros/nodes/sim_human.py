@@ -1,0 +1,11 @@
+"""The sim_human node (not implemented yet)."""
+import sys
+
+
+def main(argv=None):
+    print("mile_ros sim_human: not implemented yet", file=sys.stderr)
+    return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
