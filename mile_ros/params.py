@@ -133,6 +133,12 @@ def resolve(node: str, files: list[str | os.PathLike] = (), overrides: dict | No
     return params
 
 
+def _is_builtin(name: str) -> bool:
+    """Parameters rclpy declares on every node."""
+    return name in ("use_sim_time", "start_type_description_service") or name.startswith(
+        "qos_overrides.")
+
+
 def declare_node_parameters(node, node_name: str | None = None) -> dict[str, Any]:
     """Declare every shipped parameter of this node on an rclpy node and return their values.
 
@@ -145,7 +151,7 @@ def declare_node_parameters(node, node_name: str | None = None) -> dict[str, Any
         raise ConfigError(f"no parameters are shipped for node '{node_name}'")
     shipped = base[node_name]
     given = {name: p.value for name, p in node._parameters.items()  # noqa: SLF001
-             if name != "use_sim_time"}
+             if not _is_builtin(name)}
     for name in given:
         if name not in shipped:
             raise ConfigError(f"unknown parameter '{name}' for node '{node_name}' "
