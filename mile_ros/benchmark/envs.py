@@ -1,0 +1,272 @@
+"""Benchmark tasks behind one small adapter: Meta-World v3 (goal-observable), LunarLander-v3 and
+the simulated WidowX.
+
+Every task looks the same to the rest of the benchmark:
+
+    task = make_task("metaworld/drawer-open", seed=0)
+    obs = task.reset(seed=123)                 # float64[S]
+    obs, reward, done, info = task.step(a)     # info["success"] is the episode's verdict once done
+    e = task.expert(obs)                       # ExpertInfo: the expert as a distribution + its action
+
+Observations are stacked (current state first, then the previous three) by `FrameStacker`, the
+same order as `mile_ros.trainer.stack_frames`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .experts import ExpertInfo, GaussianScriptedExpert, LunarLanderExpert
+
+SUCCESS_RETURN_LUNARLANDER = 200.0  # gymnasium's "solved" threshold for one episode
+
+
+class UnknownNameError(ValueError):
+    """A task or method name that does not exist; the message lists the valid ones."""
+
+
+def metaworld_task_names() -> list[str]:
+    """Meta-World v3 tasks that have both a goal-observable env and a scripted policy."""
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
+    from metaworld.policies import ENV_POLICY_MAP
+    names = [k[: -len("-goal-observable")] for k in ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE]
+    return sorted(n[: -len("-v3")] for n in names if n in ENV_POLICY_MAP)
+
+
+def valid_task_names() -> list[str]:
+    try:
+        mw = [f"metaworld/{n}" for n in metaworld_task_names()]
+    except ImportError:  # metaworld not installed: the other tasks still work
+        mw = []
+    return ["lunarlander", "widowx"] + mw
+
+
+def canonical_task_name(name: str) -> str:
+    """'metaworld/drawer-open-v3', 'LunarLander-v3', ... -> the canonical name, or UnknownNameError."""
+    n = name.strip()
+    low = n.lower()
+    if low in ("lunarlander", "lunarlander-v3", "lunar-lander"):
+        return "lunarlander"
+    if low in ("widowx", "sim/widowx"):
+        return "widowx"
+    if low.startswith("metaworld/"):
+        n = "metaworld/" + low[len("metaworld/"):].removesuffix("-goal-observable").removesuffix("-v3")
+    valid = valid_task_names()
+    if n not in valid:
+        raise UnknownNameError(f"unknown task '{name}'; valid tasks: {', '.join(valid)}")
+    return n
+
+
+class BenchTask:
+    """Common interface; see the module docstring."""
+    name: str
+    kind: str            # "continuous" | "discrete"
+    obs_dim: int
+    act_dim: int         # continuous: action dimensions; discrete: number of actions
+    max_steps: int
+    state_names: list[str]
+    action_names: list[str]
+
+    def reset(self, seed: int) -> np.ndarray: ...
+    def step(self, action) -> tuple[np.ndarray, float, bool, dict]: ...
+    def expert(self, obs: np.ndarray) -> ExpertInfo: ...
+    def close(self) -> None: ...
+
+
+class MetaWorldTask(BenchTask):
+    """A goal-observable Meta-World v3 task; the episode ends at success or after `max_steps`.
+    Each reset seed draws its own object/goal positions (seeded, so evaluation seeds are fixed)."""
+    kind = "continuous"
+
+    def __init__(self, task: str, seed: int = 0, max_steps: int = 200, expert_sigma: float = 0.1):
+        import warnings
+
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
+        from metaworld.policies import ENV_POLICY_MAP
+        warnings.filterwarnings("ignore", message="Constant\\(s\\) may be too high")
+        self.name = f"metaworld/{task}"
+        self._env = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[f"{task}-v3-goal-observable"](seed=seed)
+        self._env._freeze_rand_vec = False  # new task configuration at every reset ...
+        self._env.seeded_rand_vec = True    # ... drawn from the env's seeded generator
+        self._policy = ENV_POLICY_MAP[f"{task}-v3"]()
+        self._expert = GaussianScriptedExpert(self._policy.get_action, sigma=expert_sigma)
+        self.obs_dim = int(self._env.observation_space.shape[0])
+        self.act_dim = int(self._env.action_space.shape[0])
+        self.max_steps = min(int(max_steps), int(self._env.max_path_length))
+        self.state_names = [f"s{i}" for i in range(self.obs_dim)]
+        self.action_names = ["dx", "dy", "dz", "gripper"]
+        self._t = 0
+
+    def reset(self, seed: int) -> np.ndarray:
+        self._env.seed(int(seed))
+        obs, _ = self._env.reset()
+        self._t = 0
+        return np.asarray(obs, dtype=np.float64)
+
+    def step(self, action):
+        a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        obs, reward, _, truncated, info = self._env.step(a)
+        self._t += 1
+        success = bool(info.get("success", 0.0))
+        done = success or truncated or self._t >= self.max_steps
+        return np.asarray(obs, dtype=np.float64), float(reward), done, {"success": success}
+
+    def expert(self, obs):
+        return self._expert(obs)
+
+    def close(self):
+        self._env.close()
+
+
+class LunarLanderTask(BenchTask):
+    """LunarLander-v3, 4 discrete actions; an episode counts as a success when its return >= 200."""
+    kind = "discrete"
+
+    def __init__(self, seed: int = 0, max_steps: int = 1000, expert_temperature: float = 0.05):
+        import gymnasium as gym
+        self.name = "lunarlander"
+        self._env = gym.make("LunarLander-v3", max_episode_steps=int(max_steps))
+        self._expert = LunarLanderExpert(self._env, temperature=expert_temperature)
+        self.obs_dim, self.act_dim, self.max_steps = 8, 4, int(max_steps)
+        self.state_names = ["x", "y", "vx", "vy", "angle", "angular_velocity", "leg1", "leg2"]
+        self.action_names = ["noop", "left_engine", "main_engine", "right_engine"]
+        self._return = 0.0
+
+    def reset(self, seed: int) -> np.ndarray:
+        obs, _ = self._env.reset(seed=int(seed))
+        self._return = 0.0
+        return np.asarray(obs, dtype=np.float64)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, _ = self._env.step(int(action))
+        self._return += float(reward)
+        done = bool(terminated or truncated)
+        info = {"success": done and self._return >= SUCCESS_RETURN_LUNARLANDER, "return": self._return}
+        return np.asarray(obs, dtype=np.float64), float(reward), done, info
+
+    def expert(self, obs):
+        return self._expert(obs)
+
+    def close(self):
+        self._env.close()
+
+
+class WidowXBenchTask(BenchTask):
+    """mile_ros.sim.widowx.WidowXTask through the same adapter; its scripted expert (privileged
+    state) becomes a Gaussian with fixed sigma like the Meta-World ones."""
+    kind = "continuous"
+
+    def __init__(self, seed: int = 0, max_steps: int | None = None, expert_sigma: float = 0.1, **kwargs):
+        from mile_ros.sim.widowx import WidowXTask
+        self.name = "widowx"
+        self._env = WidowXTask(seed=seed, **kwargs)
+        self._expert = GaussianScriptedExpert(lambda _obs: self._env.expert_action(), sigma=expert_sigma)
+        self.state_names = list(self._env.observation_names)
+        self.action_names = list(self._env.action_names)
+        self.obs_dim, self.act_dim = len(self.state_names), len(self.action_names)
+        self.max_steps = int(max_steps or self._env.max_episode_steps)
+        self._t = 0
+
+    def reset(self, seed: int) -> np.ndarray:
+        obs, _ = self._env.reset(seed=int(seed))
+        self._t = 0
+        return np.asarray(obs, dtype=np.float64)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self._env.step(np.clip(np.asarray(action, float), -1, 1))
+        self._t += 1
+        success = bool(info.get("success", False))
+        done = success or bool(terminated or truncated) or self._t >= self.max_steps
+        return np.asarray(obs, dtype=np.float64), float(reward), done, {"success": success}
+
+    def expert(self, obs):
+        return self._expert(obs)
+
+    def close(self):
+        self._env.close()
+
+
+@dataclass
+class TaskOptions:
+    max_steps: int | None = None        # None: the task's default cap
+    expert_sigma: float = 0.1           # Gaussian experts (Meta-World, WidowX)
+    expert_temperature: float = 0.05    # LunarLander's Boltzmann expert
+
+
+DEFAULT_MAX_STEPS = {"lunarlander": 1000, "metaworld": 200}
+
+
+def make_task(name: str, seed: int = 0, options: TaskOptions | None = None) -> BenchTask:
+    o = options or TaskOptions()
+    n = canonical_task_name(name)
+    if n == "lunarlander":
+        return LunarLanderTask(seed, o.max_steps or DEFAULT_MAX_STEPS["lunarlander"], o.expert_temperature)
+    if n == "widowx":
+        return WidowXBenchTask(seed, o.max_steps, o.expert_sigma)
+    return MetaWorldTask(n.split("/", 1)[1], seed, o.max_steps or DEFAULT_MAX_STEPS["metaworld"],
+                         o.expert_sigma)
+
+
+class FrameStacker:
+    """[s_t, s_{t-1}, s_{t-2}, s_{t-3}] (current first); at episode start the first state pads."""
+
+    def __init__(self, k: int = 4):
+        self.k = int(k)
+        self._frames: list[np.ndarray] = []
+
+    def reset(self, obs: np.ndarray) -> np.ndarray:
+        self._frames = [np.asarray(obs, dtype=np.float64)] * self.k
+        return self.stacked()
+
+    def push(self, obs: np.ndarray) -> np.ndarray:
+        self._frames = [np.asarray(obs, dtype=np.float64)] + self._frames[: self.k - 1]
+        return self.stacked()
+
+    def stacked(self) -> np.ndarray:
+        return np.concatenate(self._frames)
+
+
+def stack_episode(states: np.ndarray, k: int = 4) -> np.ndarray:
+    """Stack a whole episode's states [T,S] -> [T,k*S] in FrameStacker's order."""
+    states = np.asarray(states)
+    idx = np.arange(len(states))[:, None] - np.arange(k)[None, :]
+    return states[np.clip(idx, 0, None)].reshape(len(states), -1)
+
+
+def evaluate_policy(task_name: str, policy_fn, seeds, options: TaskOptions | None = None,
+                    frame_stack: int = 4, n_envs: int = 10, pool: list[BenchTask] | None = None) -> dict:
+    """Run `policy_fn(stacked_obs[B, k*S]) -> actions[B]` (no person) on every seed, `n_envs` episodes
+    in lockstep so the policy runs batched. Returns per-seed success, return and length lists."""
+    seeds = [int(s) for s in seeds]
+    own = pool is None
+    pool = pool or [make_task(task_name, seed=i, options=options) for i in range(min(n_envs, len(seeds)))]
+    out = {"seeds": seeds, "success": [], "return": [], "length": []}
+    try:
+        for start in range(0, len(seeds), len(pool)):
+            wave = seeds[start:start + len(pool)]
+            envs = pool[: len(wave)]
+            stackers = [FrameStacker(frame_stack) for _ in wave]
+            obs = np.stack([st.reset(e.reset(s)) for st, e, s in zip(stackers, envs, wave)])
+            live = np.ones(len(wave), bool)
+            rets, lens, succ = np.zeros(len(wave)), np.zeros(len(wave), int), np.zeros(len(wave), bool)
+            while live.any():
+                idx = np.flatnonzero(live)
+                acts = policy_fn(obs[idx])
+                for j, a in zip(idx, acts):
+                    o, r, done, info = envs[j].step(a)
+                    rets[j] += r
+                    lens[j] += 1
+                    obs[j] = stackers[j].push(o)
+                    if done:
+                        live[j], succ[j] = False, bool(info["success"])
+            out["success"] += succ.tolist()
+            out["return"] += rets.tolist()
+            out["length"] += lens.tolist()
+    finally:
+        if own:
+            for e in pool:
+                e.close()
+    return out
+
+

@@ -1,0 +1,145 @@
+"""The paper's simulated person (DESIGN §4): a probit decision with the expert as pi_h.
+
+At stacked state s the person intervenes with probability (DESIGN §2, Eq. 2, pi = the expert,
+pihat = the person's mental model of the robot)
+
+    p(nu=1|s) = E_{a~pi}[ Phi( (E_{a'~pihat}[log pi(a|s) - log pi(a'|s)] - c) / beta ) ]
+
+computed in closed form (Gaussian: a chi-square expectation on a fixed quantile grid; discrete: a
+sum over actions). nu ~ Bernoulli(p); when nu=1 the person's action is the expert's own action
+(the scripted action / heuristic choice, not shrunk). The person never sees the robot's action.
+The mental model is fixed: a BC policy fitted to rollouts of the initial policy.
+
+This module is numpy-only on purpose: it is the "ground truth" person, independent of the
+learner's code (mile_ros.mile computes the same quantities differentiably for training).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from scipy.special import ndtr
+from scipy.stats import chi2
+
+from .experts import ExpertInfo
+
+N_QUANTILES = 128
+
+
+@lru_cache(maxsize=16)
+def _chi2_grid(dof: int, n: int = N_QUANTILES) -> np.ndarray:
+    return chi2.ppf((np.arange(n) + 0.5) / n, dof)
+
+
+def gaussian_kc(mu, log_std, mu_hat, log_std_hat) -> np.ndarray:
+    """Kc = sum_d (sigma_hat^2 + (mu_hat - mu)^2) / sigma^2, per row ([B,D] inputs -> [B])."""
+    var = np.exp(2 * np.asarray(log_std))
+    return np.sum((np.exp(2 * np.asarray(log_std_hat)) + (np.asarray(mu_hat) - mu) ** 2) / var, axis=-1)
+
+
+def probit_gaussian(kc: np.ndarray, dof: int, c: float, beta: float = 1.0) -> np.ndarray:
+    """p(nu=1|s) from Kc ([B]) for D=dof action dimensions."""
+    x = _chi2_grid(int(dof))
+    return ndtr((0.5 * (np.asarray(kc)[..., None] - x) - c) / beta).mean(-1)
+
+
+def discrete_delta(expert_logits, mental_logits) -> np.ndarray:
+    """Delta_a = log pi(a) - sum_a' pihat(a') log pi(a'), [B,K]."""
+    logp = _log_softmax(np.asarray(expert_logits, dtype=np.float64))
+    q = np.exp(_log_softmax(np.asarray(mental_logits, dtype=np.float64)))
+    return logp - np.sum(q * logp, axis=-1, keepdims=True)
+
+
+def probit_discrete(expert_logits, delta, c: float, beta: float = 1.0) -> np.ndarray:
+    p_a = np.exp(_log_softmax(np.asarray(expert_logits, dtype=np.float64)))
+    return np.sum(p_a * ndtr((delta - c) / beta), axis=-1)
+
+
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+class ProbitStats:
+    """The c-independent part of the probit model at a batch of states, so that p(c) is cheap to
+    evaluate for many c (calibration) or once per tick (decisions)."""
+
+    def __init__(self, expert_infos: list[ExpertInfo], mental_dist):
+        if expert_infos[0].logits is not None:
+            self.kind = "discrete"
+            self.expert_logits = np.stack([e.logits for e in expert_infos])
+            self.delta = discrete_delta(self.expert_logits, mental_dist)
+        else:
+            self.kind = "continuous"
+            mu = np.stack([e.mean for e in expert_infos])
+            ls = np.stack([e.log_std for e in expert_infos])
+            mu_hat, ls_hat = mental_dist
+            self.kc = gaussian_kc(mu, ls, np.asarray(mu_hat).reshape(mu.shape), np.asarray(ls_hat).reshape(mu.shape))
+            self.dof = mu.shape[-1]
+
+    def p(self, c: float, beta: float = 1.0) -> np.ndarray:
+        if self.kind == "discrete":
+            return probit_discrete(self.expert_logits, self.delta, c, beta)
+        return probit_gaussian(self.kc, self.dof, c, beta)
+
+
+def mental_distribution(mental_model, stacked_obs):
+    """(mu, log_std) or logits of the mental model at [B, k*S] stacked observations."""
+    return mental_model.action_distribution(np.atleast_2d(np.asarray(stacked_obs, dtype=np.float32)))
+
+
+class SimulatedPerson:
+    """SimulatedPerson(expert, mental_model, c, beta, seed).
+
+    expert: callable raw_state -> ExpertInfo (e.g. `task.expert`), used when decide() gets no
+        expert info; mental_model: anything with `.action_distribution(stacked_obs[B, k*S])` ->
+        (mu, log_std) or logits (a MileModel from train_bc); state_dim: S, to take the current
+        state out of a stacked observation (current state first).
+    decide(stacked_obs, expert_info=None) -> (nu: bool, a_h or None, p: float).
+    """
+
+    def __init__(self, expert, mental_model, c: float, beta: float = 1.0, seed: int = 0,
+                 state_dim: int | None = None):
+        self.expert, self.mental_model = expert, mental_model
+        self.c, self.beta = float(c), float(beta)
+        self.state_dim = state_dim
+        self.rng = np.random.default_rng(seed)
+
+    def reseed(self, seed) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def probability(self, stacked_obs, expert_info: ExpertInfo | None = None) -> float:
+        if expert_info is None:
+            s = np.asarray(stacked_obs)[: self.state_dim] if self.state_dim else stacked_obs
+            expert_info = self.expert(s)
+        stats = ProbitStats([expert_info], mental_distribution(self.mental_model, stacked_obs))
+        return float(stats.p(self.c, self.beta)[0])
+
+    def decide(self, stacked_obs, expert_info: ExpertInfo | None = None):
+        if expert_info is None:
+            s = np.asarray(stacked_obs)[: self.state_dim] if self.state_dim else stacked_obs
+            expert_info = self.expert(s)
+        p = self.probability(stacked_obs, expert_info)
+        nu = bool(self.rng.random() < p)
+        return nu, (expert_info.action if nu else None), p
+
+
+def calibrate_c(stats: ProbitStats, target_rate: float, beta: float = 1.0, tol: float = 1e-4) -> float:
+    """The c at which the mean intervention probability over the states in `stats` equals
+    `target_rate` (p decreases monotonically in c; bisection)."""
+    if not 0.0 < target_rate < 1.0:
+        raise ValueError(f"target intervention rate must be in (0, 1), got {target_rate}")
+    lo, hi = -1.0, 1.0
+    while stats.p(lo, beta).mean() < target_rate:
+        lo *= 2
+    while stats.p(hi, beta).mean() > target_rate:
+        hi *= 2
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if stats.p(mid, beta).mean() > target_rate:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < tol:
+            break
+    return 0.5 * (lo + hi)

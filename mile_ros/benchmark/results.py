@@ -1,0 +1,110 @@
+"""The benchmark's results file: one JSON, rewritten atomically after every unit of work, so an
+interrupted run resumes where it stopped.
+
+    {"format": "mile_ros.bench/1", "config": {...the full configuration...},
+     "experts": {...}, "initial": {"<seed>": {...}}, "person": {"<seed>": {...}},
+     "methods": {"<method>": {"<seed>": [ {iteration, success_rate, successes, interventions,
+                                           ticks, episodes, eval_return, train_seconds, ...}, ...]}},
+     "timing": {...}}
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+FORMAT = "mile_ros.bench/1"
+
+
+class ResultsError(ValueError):
+    pass
+
+
+class Results:
+    def __init__(self, path: str | os.PathLike, config: dict):
+        self.path = Path(path)
+        self.data = {"format": FORMAT, "config": config, "experts": {}, "initial": {}, "person": {},
+                     "methods": {}, "timing": {}}
+
+    @classmethod
+    def open(cls, path, config: dict, resume: bool = True) -> "Results":
+        """A new results file, or the existing one when its configuration matches (resume)."""
+        r = cls(path, config)
+        if resume and r.path.exists():
+            old = load_results(r.path)
+            if old["config"] != config:
+                diff = sorted(k for k in set(old["config"]) | set(config) if old["config"].get(k) != config.get(k))
+                raise ResultsError(f"{r.path}: exists with a different configuration ({', '.join(diff)}); "
+                                   "use another --out or --no-resume")
+            r.data = old
+        return r
+
+    def records(self, method: str, seed: int) -> list[dict]:
+        return self.data["methods"].get(method, {}).get(str(seed), [])
+
+    def add_record(self, method: str, seed: int, record: dict) -> None:
+        recs = self.data["methods"].setdefault(method, {}).setdefault(str(seed), [])
+        recs[:] = [r for r in recs if r["iteration"] != record["iteration"]] + [record]
+        recs.sort(key=lambda r: r["iteration"])
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=False))
+        os.replace(tmp, self.path)
+
+
+def load_results(path) -> dict:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{p}: cannot read results file ({e})") from e
+    if data.get("format") != FORMAT:
+        raise ResultsError(f"{p}: not a mile_ros bench results file (format {data.get('format')!r})")
+    return data
+
+
+def mean_se(values) -> tuple[float, float]:
+    v = [float(x) for x in values]
+    if not v:
+        return float("nan"), float("nan")
+    m = sum(v) / len(v)
+    if len(v) < 2:
+        return m, float("nan")
+    var = sum((x - m) ** 2 for x in v) / (len(v) - 1)
+    return m, math.sqrt(var / len(v))
+
+
+def curves(data: dict, key: str = "success_rate") -> dict:
+    """method -> {iteration: (mean, se, n_seeds)} over the training seeds that reached it."""
+    out = {}
+    for method, per_seed in data["methods"].items():
+        by_it: dict[int, list] = {}
+        for recs in per_seed.values():
+            for r in recs:
+                by_it.setdefault(r["iteration"], []).append(r[key])
+        out[method] = {it: (*mean_se(v), len(v)) for it, v in sorted(by_it.items())}
+    return out
+
+
+def summary_table(data: dict, key: str = "success_rate") -> str:
+    """Markdown table: each method's value at iteration 0 (initial), at the last iteration, and the
+    intervention ticks it trained on, mean ± s.e. over training seeds."""
+    cv = curves(data, key)
+    ticks = curves(data, "interventions_total")
+    lines = [f"| method | {key} (initial) | {key} (final) | final iteration | intervention ticks | seeds |",
+             "|---|---|---|---|---|---|"]
+    for m, c in cv.items():
+        last = max(c)
+        first = c.get(0, (float("nan"),) * 3)
+        t = ticks.get(m, {}).get(last, (float("nan"),) * 3)
+        lines.append(f"| {m} | {_fmt(first)} | {_fmt(c[last])} | {last} | {t[0]:.1f} | {c[last][2]} |")
+    return "\n".join(lines)
+
+
+def _fmt(x) -> str:
+    m, se = x[0], x[1]
+    return f"{m:.3f}" if math.isnan(se) else f"{m:.3f} ± {se:.3f}"
