@@ -32,6 +32,16 @@ class ArmKinematics:
     finger_range_m: tuple[float, float]   # finger travel from the gripper centre line (m)
     joint_state_rate_hz: float
 
+    def __post_init__(self):
+        # per-joint constants of exp([S]theta) for a revolute screw: [w], [w]^2, [w]v, [w]^2 v
+        W = np.array([skew(s[:3]) for s in self.Slist])
+        W2 = W @ W
+        for name, value in (("_W", W), ("_W2", W2), ("_Wv", W @ self.Slist[:, 3:, None]),
+                            ("_W2v", W2 @ self.Slist[:, 3:, None])):
+            value = value[..., 0] if value.ndim == 3 and value.shape[-1] == 1 else value
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
+
     def clamp_joints(self, q) -> tuple[np.ndarray, bool]:
         """Clamp joint positions to the limits; returns (q, whether anything was clamped)."""
         q = np.asarray(q, dtype=float)
@@ -113,6 +123,9 @@ def _load_cached(path_str: str) -> ArmKinematics:
     )
 
 
+_EYE3 = np.eye(3)
+
+
 # --- Lie-group helpers -------------------------------------------------------------------------
 
 def skew(w) -> np.ndarray:
@@ -184,24 +197,49 @@ def _check_q(q) -> np.ndarray:
     return q
 
 
+def fk_and_jacobian(kin: ArmKinematics, q, jacobian: bool = True):
+    """(T(q), space Jacobian [6, 6] or None), all joints at once.
+
+    T(q) = exp([S1]q1) ... exp([S6]q6) M; Jacobian column i = Ad(T_1..i-1) S_i, rows (w, v) with
+    v the velocity of the point at the space origin.
+    """
+    q = _check_q(q)
+    s, c = np.sin(q), np.cos(q)
+    E = np.zeros((6, 4, 4))                     # exp([S_i] q_i), Rodrigues form
+    E[:, :3, :3] = _EYE3 + s[:, None, None] * kin._W + (1.0 - c)[:, None, None] * kin._W2
+    E[:, :3, 3] = (q[:, None] * kin.Slist[:, 3:] + (1.0 - c)[:, None] * kin._Wv
+                   + (q - s)[:, None] * kin._W2v)
+    E[:, 3, 3] = 1.0
+    prefix = np.empty((7, 4, 4))                # prefix[i] = E_0 ... E_{i-1}
+    prefix[0] = np.eye(4)
+    for i in range(6):
+        prefix[i + 1] = prefix[i] @ E[i]
+    T = prefix[6] @ kin.M
+    if not jacobian:
+        return T, None
+    R, p = prefix[:6, :3, :3], prefix[:6, :3, 3]
+    Rw = np.einsum("kij,kj->ki", R, kin.Slist[:, :3])
+    Rv = np.einsum("kij,kj->ki", R, kin.Slist[:, 3:])
+    J = np.concatenate([Rw, np.cross(p, Rw) + Rv], axis=1).T
+    return T, J
+
+
 def forward_kinematics(kin: ArmKinematics, q) -> np.ndarray:
     """Space-frame PoE: T(q) = exp([S1]q1) ... exp([S6]q6) M."""
-    q = _check_q(q)
-    T = np.eye(4)
-    for S, theta in zip(kin.Slist, q):
-        T = T @ screw_exp(S, theta)
-    return T @ kin.M
+    return fk_and_jacobian(kin, q, jacobian=False)[0]
 
 
 def space_jacobian(kin: ArmKinematics, q) -> np.ndarray:
     """[6, 6] space Jacobian; rows (w, v) with v the velocity of the point at the space origin."""
-    q = _check_q(q)
-    J = np.zeros((6, 6))
+    return fk_and_jacobian(kin, q)[1]
+
+
+def reference_forward_kinematics(kin: ArmKinematics, q) -> np.ndarray:
+    """Straightforward PoE with generic matrix exponentials (slow; a test oracle)."""
     T = np.eye(4)
-    for i, (S, theta) in enumerate(zip(kin.Slist, q)):
-        J[:, i] = S if i == 0 else adjoint(T) @ S
+    for S, theta in zip(kin.Slist, _check_q(q)):
         T = T @ screw_exp(S, theta)
-    return J
+    return T @ kin.M
 
 
 def default_ik_seed(target_pos, yaw: float = 0.0) -> np.ndarray:
@@ -228,21 +266,24 @@ def inverse_kinematics(kin: ArmKinematics, target_pos, q_init=None, target_rot=N
     R_star = gripper_down_rotation(yaw) if target_rot is None else np.asarray(target_rot, float)
     q = default_ik_seed(p_star, yaw) if q_init is None else _check_q(q_init).copy()
     q = np.clip(q, kin.lower, kin.upper)
-    best = None
+    best, stalled = None, 0
     for it in range(max_iter + 1):
-        T = forward_kinematics(kin, q)
+        T, J = fk_and_jacobian(kin, q)
         p, R = T[:3, 3], T[:3, :3]
         e_p = p_star - p
         e_w = rotation_log(R_star @ R.T)
         err_p, err_w = float(np.linalg.norm(e_p)), float(np.linalg.norm(e_w))
-        score = err_p + rot_weight_m * err_w
-        if best is None or score < best[0]:
-            best = (score, q.copy(), err_p, err_w, it)
         if err_p < tol_pos_m and err_w < tol_rot_rad:
             return IKResult(q.copy(), err_p, err_w, True, it)
-        if it == max_iter:
+        score = err_p + rot_weight_m * err_w
+        if best is None or score < best[0] - 1e-7:
+            stalled = 0
+        else:
+            stalled += 1
+        if best is None or score < best[0]:
+            best = (score, q.copy(), err_p, err_w, it)
+        if it == max_iter or stalled >= 3:     # out of reach or at a joint limit: give up
             break
-        J = space_jacobian(kin, q)
         J_w = J[:3]
         J_p = J[3:] - skew(p) @ J_w        # velocity of the end-effector point
         A = np.vstack([J_p, rot_weight_m * J_w])

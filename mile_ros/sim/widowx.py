@@ -100,7 +100,7 @@ def build_mjcf(kin: ArmKinematics, timestep: float) -> str:
 
     site_rel = ee - points[5]
     pad = f'size="{_fmt(PAD_HALF)}" rgba="0.35 0.35 0.4 1" friction="1.2 0.01 0.0002" solref="0.004 1" solimp="0.95 0.99 0.001"'
-    cam_pos, cam_target = (0.72, -0.28, 0.42), (0.26, 0.0, 0.04)
+    cam_pos, cam_target = (0.60, -0.25, 0.46), (0.25, 0.0, 0.06)
     # the sorter: four walls and a lid of four strips around the square hole
     wall_h = (BOX_TOP - LID) / 2
     lid_z = BOX_TOP - LID / 2
