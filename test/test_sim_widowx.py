@@ -188,7 +188,7 @@ def test_joint_targets_stay_within_limits_and_reach(env, kin):
         action = np.array([1.0, 1.0, 1.0, 0.0]) if t < 60 else rng.uniform(-1, 1, 4)
         _, _, _, _, info = env.step(action)
         reach_clamped |= info["clamped_reach"]
-        assert np.all(env._q_target >= kin.lower) and np.all(env._q_target <= kin.upper)
+        assert np.all(env.joint_targets >= kin.lower) and np.all(env.joint_targets <= kin.upper)
         q = env.joint_positions()[:6]
         assert np.all(q >= kin.lower - 1e-2) and np.all(q <= kin.upper + 1e-2)
     assert reach_clamped                        # the far corner of the box is out of reach

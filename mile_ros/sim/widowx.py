@@ -12,7 +12,20 @@ dropped through the lid into the box.
 Control, one tick at ``control_rate_hz``: action [dx, dy, dz, gripper] in [-1, 1]; dx..dz times
 ``max_ee_step_m`` move a target end-effector position (clamped to the workspace box), the gripper
 pointing down; IK turns it into joint targets (clamped to the joint limits) for position servos;
-gripper -1 = open .. +1 = closed (finger position target). Several physics substeps per tick.
+gripper -1 = open .. +1 = closed (finger position target). Several physics substeps per tick;
+``step`` runs as fast as the CPU allows (pacing to wall clock is the caller's business).
+
+    task = WidowXTask(seed=0)
+    obs, info = task.reset(seed=3)          # obs in task.observation_names order
+    obs, reward, terminated, truncated, info = task.step(task.expert_action())
+
+Observation: ee_x, ee_y, ee_z (end-effector site, m), gripper_opening (gap between the finger
+pads, m), block_x, block_y, block_z (block centre), hole_x, hole_y (centre of the lid's hole).
+Reward 1.0 on the tick the block is in the box (then terminated); truncated at the timeout.
+info: success, clamped (any of clamped_action: action outside [-1, 1] was clipped;
+clamped_workspace: target clipped to the workspace box; clamped_reach: target out of reach, kept
+where IK could go), joint_at_limit, tick, ee_target. Non-finite or wrongly shaped actions raise
+ValueError. ``hold()`` is a tick that keeps every target unchanged.
 """
 from __future__ import annotations
 
@@ -304,15 +317,14 @@ class WidowXTask:
         block_xy = np.array([rng.uniform(*BLOCK_RANGE_X), -side * rng.uniform(*BLOCK_RANGE_Y)])
         self._hole = np.array([rng.uniform(*BOX_RANGE_X), side * rng.uniform(*BOX_RANGE_Y)])
         start = np.asarray(START_EE) + rng.uniform(-1.0, 1.0, 3) * np.asarray(START_EE_JITTER)
+        start = np.clip(start, self.workspace_min, self.workspace_max)
 
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
         m.body_pos[self._sorter_body] = [self._hole[0], self._hole[1], 0.0]
         ik = self.kin.ik(start)
-        if not ik.converged:
-            raise RuntimeError(f"start pose {start} is out of reach")
         self._q_target = ik.q.copy()
-        self._ee_target = np.clip(start, self.workspace_min, self.workspace_max)
+        self._ee_target = start if ik.converged else self.kin.fk(ik.q)[:3, 3]
         self._gripper = -1.0
         d.qpos[self._qadr[:6]] = ik.q
         fingers = self._finger_targets(self._gripper)
@@ -329,7 +341,9 @@ class WidowXTask:
                                      "ee_target": self._ee_target.copy()}
 
     def _finger_targets(self, gripper: float) -> np.ndarray:
-        f_lo, f_hi = self.kin.finger_range_m            # f_hi: open, f_lo: closed
+        # Finger joint = distance of the finger from the gripper's centre line (left +, right -,
+        # as the Interbotix joint states report them): the larger end of the range is open.
+        f_lo, f_hi = self.kin.finger_range_m
         q = f_hi + (gripper + 1.0) / 2.0 * (f_lo - f_hi)
         return np.array([q, -q])
 
@@ -408,6 +422,11 @@ class WidowXTask:
         quat = np.zeros(4)
         mujoco.mju_mat2Quat(quat, self.data.site_xmat[self._ee_site])
         return self.data.site_xpos[self._ee_site].copy(), quat
+
+    @property
+    def joint_targets(self) -> np.ndarray:
+        """The arm's 6 joint position targets (from IK, within the joint limits)."""
+        return self._q_target.copy()
 
     @property
     def ee_target(self) -> np.ndarray:
