@@ -29,6 +29,7 @@ ValueError. ``hold()`` is a tick that keeps every target unchanged.
 """
 from __future__ import annotations
 
+import numbers
 import os
 
 if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
@@ -83,52 +84,50 @@ def _look_at_axes(pos, target) -> str:
     return _fmt(np.concatenate([x, y]))
 
 
+def _sorter_geoms() -> str:
+    """The sorter box in its body frame: four walls and a lid of four strips around the hole."""
+    wall_z, lid_z, half_lid = (BOX_TOP - LID) / 2, BOX_TOP - LID / 2, LID / 2
+    wall_c, strip = BOX_HALF - WALL / 2, (BOX_HALF - HOLE_HALF) / 2
+    strip_c = HOLE_HALF + strip
+    boxes = []
+    for sign in (1.0, -1.0):
+        boxes += [((sign * wall_c, 0, wall_z), (WALL / 2, BOX_HALF, wall_z)),
+                  ((0, sign * wall_c, wall_z), (BOX_HALF, WALL / 2, wall_z)),
+                  ((0, sign * strip_c, lid_z), (BOX_HALF, strip, half_lid)),
+                  ((sign * strip_c, 0, lid_z), (strip, HOLE_HALF, half_lid))]
+    return "\n      ".join(f'<geom class="sorter" pos="{_fmt(p)}" size="{_fmt(h)}"/>'
+                           for p, h in boxes)
+
+
 def build_mjcf(kin: ArmKinematics, timestep: float) -> str:
     """MJCF text of the arm, table and sorter box; joints placed on the PoE screw axes."""
-    S = kin.Slist
+    if not np.allclose(kin.M[:3, :3], np.eye(3)):
+        raise ValueError("build_mjcf expects M with identity rotation (the wx250s home pose)")
+    axes = [s[:3] for s in kin.Slist]
     # A point on each joint axis: q = w x v for a unit w (the foot of the perpendicular).
-    points = [np.cross(s[:3], s[3:]) for s in S]
-    axes = [s[:3] for s in S]
+    points = [np.cross(s[:3], s[3:]) for s in kin.Slist]
     # Slide points along their axes to where the real links put them (waist at the base top,
     # forearm roll between elbow and wrist, wrist rotate 65 mm past the wrist pitch joint).
     points[0] = np.array([0.0, 0.0, 0.072])
     points[3] = points[2] + np.dot(points[4] - points[2], axes[3]) * 0.4 * axes[3]
     points[5] = points[4] + 0.065 * axes[5]
-    ee = kin.M[:3, 3]
-    ee_rot = kin.M[:3, :3]
-    if not np.allclose(ee_rot, np.eye(3)):
-        raise ValueError("build_mjcf expects M with identity rotation (wx250s home pose)")
     rel = [points[0]] + [points[i] - points[i - 1] for i in range(1, 6)]
-    names = kin.arm_joints
-    lo, hi = kin.lower, kin.upper
+    site = kin.M[:3, 3] - points[5]            # end-effector site in the gripper body
+    names, lo, hi = kin.arm_joints, kin.lower, kin.upper
     f_lo, f_hi = kin.finger_range_m
-
-    def link(i, to, radius, rgba="0.15 0.15 0.17 1"):
-        return (f'<geom type="capsule" fromto="0 0 0 {_fmt(to)}" size="{radius}" '
-                f'rgba="{rgba}" contype="0" conaffinity="0" density="600"/>')
+    left, right = kin.gripper_joints
 
     def joint(i):
-        return (f'<joint name="{names[i]}" type="hinge" axis="{_fmt(axes[i])}" '
-                f'range="{lo[i]:.6f} {hi[i]:.6f}" armature="0.01" damping="0.05"/>')
+        return (f'<joint name="{names[i]}" axis="{_fmt(axes[i])}" '
+                f'range="{lo[i]:.6f} {hi[i]:.6f}"/>')
 
-    site_rel = ee - points[5]
-    pad = f'size="{_fmt(PAD_HALF)}" rgba="0.35 0.35 0.4 1" friction="1.2 0.01 0.0002" solref="0.004 1" solimp="0.95 0.99 0.001"'
+    def link(to, radius):
+        return f'<geom class="visual" type="capsule" fromto="0 0 0 {_fmt(to)}" size="{radius}"/>'
+
+    servos = "\n    ".join(f'<position name="{n}" joint="{n}" ctrlrange="{lo[i]:.6f} {hi[i]:.6f}"/>'
+                           for i, n in enumerate(names))
     cam_pos, cam_target = (0.60, -0.25, 0.46), (0.25, 0.0, 0.06)
-    # the sorter: four walls and a lid of four strips around the square hole
-    wall_h = (BOX_TOP - LID) / 2
-    lid_z = BOX_TOP - LID / 2
-    strip = (BOX_HALF - HOLE_HALF) / 2
-    box_rgba = 'rgba="0.2 0.35 0.8 1"'
-    sorter = "\n".join([
-        f'<geom type="box" pos="{BOX_HALF - WALL / 2} 0 {wall_h}" size="{WALL / 2} {BOX_HALF} {wall_h}" {box_rgba}/>',
-        f'<geom type="box" pos="{-BOX_HALF + WALL / 2} 0 {wall_h}" size="{WALL / 2} {BOX_HALF} {wall_h}" {box_rgba}/>',
-        f'<geom type="box" pos="0 {BOX_HALF - WALL / 2} {wall_h}" size="{BOX_HALF} {WALL / 2} {wall_h}" {box_rgba}/>',
-        f'<geom type="box" pos="0 {-BOX_HALF + WALL / 2} {wall_h}" size="{BOX_HALF} {WALL / 2} {wall_h}" {box_rgba}/>',
-        f'<geom type="box" pos="0 {HOLE_HALF + strip} {lid_z}" size="{BOX_HALF} {strip} {LID / 2}" {box_rgba}/>',
-        f'<geom type="box" pos="0 {-HOLE_HALF - strip} {lid_z}" size="{BOX_HALF} {strip} {LID / 2}" {box_rgba}/>',
-        f'<geom type="box" pos="{HOLE_HALF + strip} 0 {lid_z}" size="{strip} {HOLE_HALF} {LID / 2}" {box_rgba}/>',
-        f'<geom type="box" pos="{-HOLE_HALF - strip} 0 {lid_z}" size="{strip} {HOLE_HALF} {LID / 2}" {box_rgba}/>',
-    ])
+    pad_y = PAD_INSET - PAD_HALF[1]
     return f"""
 <mujoco model="wx250s_block_hole">
   <compiler angle="radian" autolimits="true"/>
@@ -138,37 +137,57 @@ def build_mjcf(kin: ArmKinematics, timestep: float) -> str:
     <quality shadowsize="0"/>
     <headlight ambient="0.45 0.45 0.45" diffuse="0.5 0.5 0.5" specular="0 0 0"/>
   </visual>
+  <default>
+    <joint type="hinge" armature="0.01" damping="0.05"/>
+    <position kp="300" dampratio="1"/>
+    <default class="visual">
+      <geom contype="0" conaffinity="0" density="600" rgba="0.15 0.15 0.17 1"/>
+    </default>
+    <default class="finger">
+      <joint type="slide" axis="0 1 0" armature="0.01" damping="0.5"/>
+      <geom type="box" size="{_fmt(PAD_HALF)}" mass="0.02" rgba="0.35 0.35 0.4 1"
+            friction="1.2 0.01 0.0002" solref="0.004 1" solimp="0.95 0.99 0.001"/>
+      <position forcerange="-8 8"/>
+    </default>
+    <default class="sorter">
+      <geom type="box" rgba="0.2 0.35 0.8 1"/>
+    </default>
+  </default>
   <worldbody>
-    <light pos="0.3 0 1.2" dir="0 0 -1" directional="true" castshadow="false" diffuse="0.5 0.5 0.5"/>
-    <geom name="table" type="plane" size="0.8 0.8 0.05" rgba="0.72 0.66 0.56 1" friction="0.8 0.005 0.0001"/>
-    <camera name="workspace" pos="{_fmt(cam_pos)}" xyaxes="{_look_at_axes(cam_pos, cam_target)}" fovy="50"/>
-    <geom name="base" type="cylinder" pos="0 0 0.036" size="0.055 0.036" rgba="0.1 0.1 0.12 1" contype="0" conaffinity="0"/>
+    <light pos="0.3 0 1.2" dir="0 0 -1" directional="true" castshadow="false"
+           diffuse="0.5 0.5 0.5"/>
+    <geom name="table" type="plane" size="0.8 0.8 0.05" rgba="0.72 0.66 0.56 1"
+          friction="0.8 0.005 0.0001"/>
+    <camera name="workspace" pos="{_fmt(cam_pos)}" fovy="50"
+            xyaxes="{_look_at_axes(cam_pos, cam_target)}"/>
+    <geom class="visual" name="base" type="cylinder" pos="0 0 0.036" size="0.055 0.036"/>
     <body name="shoulder_link" pos="{_fmt(rel[0])}" gravcomp="1">
       {joint(0)}
-      <geom type="cylinder" fromto="0 0 0 0 0 {rel[1][2]:.6f}" size="0.04" rgba="0.15 0.15 0.17 1" contype="0" conaffinity="0" density="600"/>
+      <geom class="visual" type="cylinder" fromto="0 0 0 {_fmt(rel[1])}" size="0.04"/>
       <body name="upper_arm_link" pos="{_fmt(rel[1])}" gravcomp="1">
         {joint(1)}
-        {link(1, rel[2], 0.025)}
+        {link(rel[2], 0.025)}
         <body name="upper_forearm_link" pos="{_fmt(rel[2])}" gravcomp="1">
           {joint(2)}
-          {link(2, rel[3], 0.022)}
+          {link(rel[3], 0.022)}
           <body name="lower_forearm_link" pos="{_fmt(rel[3])}" gravcomp="1">
             {joint(3)}
-            {link(3, rel[4], 0.02)}
+            {link(rel[4], 0.02)}
             <body name="wrist_link" pos="{_fmt(rel[4])}" gravcomp="1">
               {joint(4)}
-              {link(4, rel[5], 0.018)}
+              {link(rel[5], 0.018)}
               <body name="gripper_link" pos="{_fmt(rel[5])}" gravcomp="1">
                 {joint(5)}
-                <geom type="box" pos="{site_rel[0] - 0.045:.6f} 0 0" size="0.02 0.035 0.015" rgba="0.15 0.15 0.17 1" contype="0" conaffinity="0" density="600"/>
-                <site name="ee" pos="{_fmt(site_rel)}" size="0.004" rgba="1 0.8 0 1"/>
-                <body name="left_finger_link" pos="{_fmt(site_rel)}" gravcomp="1">
-                  <joint name="{kin.gripper_joints[0]}" type="slide" axis="0 1 0" range="{f_lo} {f_hi}" armature="0.01" damping="0.5"/>
-                  <geom name="left_pad" type="box" pos="{PAD_CENTRE_X} {-(PAD_INSET - PAD_HALF[1]):.6f} 0" {pad} mass="0.02"/>
+                <geom class="visual" type="box" pos="{site[0] - 0.045:.6f} 0 0"
+                      size="0.02 0.035 0.015"/>
+                <site name="ee" pos="{_fmt(site)}" size="0.004" rgba="1 0.8 0 1"/>
+                <body name="left_finger_link" pos="{_fmt(site)}" gravcomp="1">
+                  <joint class="finger" name="{left}" range="{f_lo} {f_hi}"/>
+                  <geom class="finger" name="left_pad" pos="{PAD_CENTRE_X} {-pad_y:.6f} 0"/>
                 </body>
-                <body name="right_finger_link" pos="{_fmt(site_rel)}" gravcomp="1">
-                  <joint name="{kin.gripper_joints[1]}" type="slide" axis="0 1 0" range="{-f_hi} {-f_lo}" armature="0.01" damping="0.5"/>
-                  <geom name="right_pad" type="box" pos="{PAD_CENTRE_X} {PAD_INSET - PAD_HALF[1]:.6f} 0" {pad} mass="0.02"/>
+                <body name="right_finger_link" pos="{_fmt(site)}" gravcomp="1">
+                  <joint class="finger" name="{right}" range="{-f_hi} {-f_lo}"/>
+                  <geom class="finger" name="right_pad" pos="{PAD_CENTRE_X} {pad_y:.6f} 0"/>
                 </body>
               </body>
             </body>
@@ -178,16 +197,18 @@ def build_mjcf(kin: ArmKinematics, timestep: float) -> str:
     </body>
     <body name="block" pos="0.25 -0.1 {BLOCK_HALF}">
       <freejoint name="block"/>
-      <geom name="block" type="box" size="{BLOCK_HALF} {BLOCK_HALF} {BLOCK_HALF}" mass="{BLOCK_MASS}" rgba="0.85 0.15 0.1 1" friction="1.0 0.005 0.0001" solref="0.004 1" solimp="0.95 0.99 0.001"/>
+      <geom name="block" type="box" size="{_fmt([BLOCK_HALF] * 3)}" mass="{BLOCK_MASS}"
+            rgba="0.85 0.15 0.1 1" friction="1.0 0.005 0.0001" solref="0.004 1"
+            solimp="0.95 0.99 0.001"/>
     </body>
     <body name="sorter" pos="0.27 0.13 0">
-      {sorter}
+      {_sorter_geoms()}
     </body>
   </worldbody>
   <actuator>
-    {"".join(f'<position name="{n}" joint="{n}" kp="300" dampratio="1" ctrlrange="{lo[i]:.6f} {hi[i]:.6f}"/>' for i, n in enumerate(names))}
-    <position name="{kin.gripper_joints[0]}" joint="{kin.gripper_joints[0]}" kp="300" dampratio="1" ctrlrange="{f_lo} {f_hi}" forcerange="-8 8"/>
-    <position name="{kin.gripper_joints[1]}" joint="{kin.gripper_joints[1]}" kp="300" dampratio="1" ctrlrange="{-f_hi} {-f_lo}" forcerange="-8 8"/>
+    {servos}
+    <position class="finger" name="{left}" joint="{left}" ctrlrange="{f_lo} {f_hi}"/>
+    <position class="finger" name="{right}" joint="{right}" ctrlrange="{-f_hi} {-f_lo}"/>
   </actuator>
 </mujoco>
 """
@@ -273,9 +294,11 @@ class WidowXTask:
                  workspace_min_m=(0.12, -0.30, 0.02), workspace_max_m=(0.45, 0.30, 0.35),
                  episode_timeout_s: float = 15.0, physics_dt_s: float = 0.002,
                  kinematics_path=None):
-        for name, value in (("control_rate_hz", control_rate_hz), ("max_ee_step_m", max_ee_step_m),
-                            ("episode_timeout_s", episode_timeout_s), ("physics_dt_s", physics_dt_s)):
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+        positive = {"control_rate_hz": control_rate_hz, "max_ee_step_m": max_ee_step_m,
+                    "episode_timeout_s": episode_timeout_s, "physics_dt_s": physics_dt_s}
+        for name, value in positive.items():
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                    or not np.isfinite(value) or value <= 0):
                 raise ValueError(f"{name} must be a finite positive number, got {value!r}")
         self.workspace_min = _as_vec3(workspace_min_m, "workspace_min_m")
         self.workspace_max = _as_vec3(workspace_max_m, "workspace_max_m")
