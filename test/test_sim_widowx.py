@@ -59,6 +59,19 @@ def test_fast_fk_matches_generic_poe_and_jacobian_matches_finite_differences(kin
         assert np.allclose(w, J[:3, i], atol=1e-5)
 
 
+def test_rotation_log_inverts_rodrigues_including_near_pi():
+    rng = np.random.default_rng(7)
+    for angle in [0.0, 1e-8, 0.3, 2.0, np.pi - 1e-3, np.pi - 1e-6, np.pi]:
+        axis = rng.normal(size=3)
+        axis /= np.linalg.norm(axis)
+        R = K.screw_exp(np.concatenate([axis, np.zeros(3)]), angle)[:3, :3]
+        w = K.rotation_log(R)
+        assert abs(np.linalg.norm(w) - angle) < 1e-6
+        R_back = K.screw_exp(np.concatenate([w / max(np.linalg.norm(w), 1e-12), np.zeros(3)]),
+                             np.linalg.norm(w))[:3, :3]
+        assert np.allclose(R_back, R, atol=1e-6)
+
+
 def test_fk_matches_mujoco_site_for_random_configurations(env, kin):
     rng = np.random.default_rng(1)
     for _ in range(30):
