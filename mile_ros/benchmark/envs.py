@@ -34,17 +34,27 @@ def metaworld_task_names() -> list[str]:
     return sorted(n[: -len("-v3")] for n in names if n in ENV_POLICY_MAP)
 
 
+EXTRA_TASKS: dict = {}  # name -> factory(seed, options) -> BenchTask (see register_task)
+
+
+def register_task(name: str, factory) -> None:
+    """Make `factory(seed, options) -> BenchTask` available as --task `name` (toy tasks, tests)."""
+    EXTRA_TASKS[name] = factory
+
+
 def valid_task_names() -> list[str]:
     try:
         mw = [f"metaworld/{n}" for n in metaworld_task_names()]
     except ImportError:  # metaworld not installed: the other tasks still work
         mw = []
-    return ["lunarlander", "widowx"] + mw
+    return ["lunarlander", "widowx"] + mw + sorted(EXTRA_TASKS)
 
 
 def canonical_task_name(name: str) -> str:
     """'metaworld/drawer-open-v3', 'LunarLander-v3', ... -> the canonical name, or UnknownNameError."""
     n = name.strip()
+    if n in EXTRA_TASKS:
+        return n
     low = n.lower()
     if low in ("lunarlander", "lunarlander-v3", "lunar-lander"):
         return "lunarlander"
@@ -200,6 +210,8 @@ DEFAULT_MAX_STEPS = {"lunarlander": 1000, "metaworld": 200}
 def make_task(name: str, seed: int = 0, options: TaskOptions | None = None) -> BenchTask:
     o = options or TaskOptions()
     n = canonical_task_name(name)
+    if n in EXTRA_TASKS:
+        return EXTRA_TASKS[n](seed, o)
     if n == "lunarlander":
         return LunarLanderTask(seed, o.max_steps or DEFAULT_MAX_STEPS["lunarlander"], o.expert_temperature)
     if n == "widowx":
@@ -270,3 +282,6 @@ def evaluate_policy(task_name: str, policy_fn, seeds, options: TaskOptions | Non
     return out
 
 
+
+
+from . import toy  # noqa: E402,F401  (registers toy/reach and toy/grid)

@@ -25,7 +25,7 @@ from .policy import BenchPolicy, bc_steps, fit_weighted
 
 # Per-task defaults chosen so the initial policy is mediocre (10-50% success on the training
 # seed's own check); any task not listed uses DEFAULT_DEMOS.
-DEFAULT_DEMOS = {"lunarlander": 6, "metaworld/drawer-open": 2, "metaworld/button-press": 2,
+DEFAULT_DEMOS = {"lunarlander": 6, "metaworld/drawer-open": 1, "metaworld/button-press": 1,
                  "metaworld/peg-insert-side": 6, "widowx": 3}
 
 
@@ -48,8 +48,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MILE_ROS_BENCH_CACHE", Path.home() / ".cache" / "mile_ros" / "bench"))
 
 
+CACHE_VERSION = 3  # bump when what is cached changes meaning
+
+
 def _key(task_name: str, seed: int, cfg: InitialConfig, what: str) -> str:
-    blob = json.dumps([what, task_name, seed, asdict(cfg)], sort_keys=True, default=str)
+    blob = json.dumps([CACHE_VERSION, what, task_name, seed, asdict(cfg)], sort_keys=True, default=str)
     return f"{task_name.replace('/', '_')}-s{seed}-{what}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
@@ -102,11 +105,11 @@ def fit_bc(episodes: list[dict], task, cfg: InitialConfig, seed: int) -> BenchPo
 
 def _cached(path: Path, build):
     if (path / "policy.pt").exists() and (path / "info.json").exists():
-        return torch.load(path / "policy.pt", weights_only=False), json.loads((path / "info.json").read_text())
+        return BenchPolicy.load(path / "policy.pt"), json.loads((path / "info.json").read_text())
     pol, info = build()
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    torch.save(pol, tmp / "policy.pt")
+    pol.save(tmp / "policy.pt")
     (tmp / "info.json").write_text(json.dumps(info, indent=1))
     try:
         os.replace(tmp, path)

@@ -2,7 +2,9 @@
 reading interface as mile_ros.trainer.MileModel: .act(), .action_distribution().
 
 A BenchPolicy is an MLP on normalised stacked observations: Gaussian (mean bounded to [-1,1] by
-tanh, per-state log-std clamped to [-5, 1]) or categorical (logits). `fit_weighted` trains it by
+tanh; one learned log-std per action dimension, shared by all states, clamped to [-5, 1]) or
+categorical (logits). A state-independent sigma keeps a Gaussian policy from explaining a tick
+away by inflating its variance there instead of moving its mean. `fit_weighted` trains it by
 weighted maximum likelihood -- the building block of BC and of the weighted-BC baselines.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 1.0
+STD_FLOOR = 0.05  # observation normaliser: dimensions that barely vary in the data are not blown up
 
 
 class BenchPolicy(nn.Module):
@@ -27,21 +30,22 @@ class BenchPolicy(nn.Module):
             layers += [nn.Linear(d, h), nn.ReLU()]
             d = h
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(d, 2 * act_dim if kind == "continuous" else act_dim)
+        self.head = nn.Linear(d, act_dim)
+        if kind == "continuous":
+            self.log_std = nn.Parameter(torch.full((act_dim,), -1.0))
         self.register_buffer("obs_mean", torch.zeros(self.obs_dim))
         self.register_buffer("obs_std", torch.ones(self.obs_dim))
 
     def set_normalizer(self, obs: np.ndarray) -> None:
         o = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
         self.obs_mean.copy_(o.mean(0))
-        self.obs_std.copy_(o.std(0).clamp_min(1e-3) if len(o) > 1 else torch.ones(self.obs_dim))
+        self.obs_std.copy_(o.std(0).clamp_min(STD_FLOOR) if len(o) > 1 else torch.ones(self.obs_dim))
 
     def forward(self, obs: torch.Tensor):
         out = self.head(self.body((obs - self.obs_mean) / self.obs_std))
         if self.kind == "discrete":
             return out
-        mu, log_std = out.chunk(2, dim=-1)
-        return torch.tanh(mu), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return torch.tanh(out), self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).expand_as(out)
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         if self.kind == "discrete":
@@ -73,6 +77,17 @@ class BenchPolicy(nn.Module):
             mu, log_std = d
             a = mu if deterministic else np.clip(mu + np.exp(log_std) * (rng or np.random.default_rng()).standard_normal(mu.shape), -1, 1)
         return a[0] if single else a
+
+    def save(self, path) -> None:
+        torch.save({"obs_dim": self.obs_dim, "act_dim": self.act_dim, "kind": self.kind,
+                    "hidden": list(self.hidden), "state_dict": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path) -> "BenchPolicy":
+        d = torch.load(path, weights_only=True)
+        pol = cls(d["obs_dim"], d["act_dim"], d["kind"], tuple(d["hidden"]))
+        pol.load_state_dict(d["state_dict"])
+        return pol
 
     def clone(self) -> "BenchPolicy":
         return copy.deepcopy(self)

@@ -1,0 +1,37 @@
+"""Success-rate curves (mean ± s.e. over training seeds) from one or more results files."""
+from __future__ import annotations
+
+import math
+
+from .results import curves
+
+
+def plot_curves(data_list, path: str, title: str | None = None) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    data_list = data_list if isinstance(data_list, list) else [data_list]
+    fig, axes = plt.subplots(1, len(data_list), figsize=(4.2 * len(data_list), 3.4), squeeze=False)
+    for ax, data in zip(axes[0], data_list):
+        for method, c in curves(data).items():
+            its = sorted(c)
+            m = [c[i][0] for i in its]
+            se = [0.0 if math.isnan(c[i][1]) else c[i][1] for i in its]
+            style = dict(lw=2.2, color="black") if method == "mile" else dict(lw=1.3)
+            if len(its) == 2:  # protocol (a): initial -> after one iteration; draw markers
+                style["marker"] = "o"
+            ax.plot(its, m, label=method, **style)
+            ax.fill_between(its, [a - b for a, b in zip(m, se)], [a + b for a, b in zip(m, se)], alpha=0.15,
+                            color=style.get("color"))
+        exp = data.get("experts", {}).get("expert", {}).get("success_rate")
+        if exp is not None:
+            ax.axhline(exp, ls="--", color="gray", lw=1, label="expert")
+        cfg = data["config"]
+        ax.set_title(title or f"{cfg['task']} (N={cfg['iterations']}, k={cfg['episodes']})", fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("success rate")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

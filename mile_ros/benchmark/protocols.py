@@ -1,0 +1,212 @@
+"""The paper's protocols: N iterations x k episodes of collection under the simulated person,
+training, and evaluation without the person.
+
+For every training seed: the initial policy and the person are built (cached); iteration 0 is the
+initial policy's evaluation, shared by all methods. Then each method, from the initial policy,
+repeats: collect (its current policy proposes a_r; the person decides from the state alone; the
+executed action is a_h when nu=1), train on everything it has collected, evaluate on the fixed
+evaluation seeds. Episode seeds and the person's random stream depend only on (training seed,
+iteration, episode index), so every method meets the same situations.
+
+Equal intervention counts (protocol (a), `equalize=True`): MILE collects its k episodes first;
+every baseline keeps collecting (past k episodes if needed, up to 10k) until it holds at least as
+many intervention ticks as MILE did in that iteration.
+
+Resumable: after each (method, seed, iteration) the results file is rewritten, and the method's
+state (policy + collected episodes) saved under <out>.work/.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .baselines import BASELINES, BaselineConfig
+from .envs import FrameStacker, UnknownNameError, canonical_task_name, evaluate_policy, make_task
+from .initial import InitialConfig, build_initial_policy, build_person, demos_for, seeds_for
+from .results import Results
+
+METHODS = ["mile"] + list(BASELINES)
+EVAL_SEED_BASE = 100_000_000  # evaluation episodes use seeds EVAL_SEED_BASE + i, i < n_eval
+
+
+def parse_methods(text) -> list[str]:
+    names = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    bad = [m for m in names if m not in METHODS]
+    if bad or not names:
+        raise UnknownNameError(f"unknown method(s) {', '.join(bad) or '(none given)'}; valid methods: {', '.join(METHODS)}")
+    return sorted(set(names), key=METHODS.index)  # MILE first: baselines match its intervention count
+
+
+@dataclass
+class BenchConfig:
+    task: str
+    methods: list
+    iterations: int = 1
+    episodes: int = 15
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    n_eval: int = 50
+    equalize: bool = True
+    initial: InitialConfig = field(default_factory=InitialConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    mile: dict = field(default_factory=dict)   # overrides of mile_ros.trainer.MileConfig
+    n_envs: int = 10
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["initial"]["hidden"] = list(d["initial"]["hidden"])
+        d["baseline"]["rlif_hidden"] = list(d["baseline"]["rlif_hidden"])
+        return d
+
+
+def collect_episode(task, policy, person, seed: int, frame_stack: int, person_seed) -> dict:
+    """One episode under the person: the policy proposes, the person decides from the state."""
+    person.reseed(person_seed)
+    stacker = FrameStacker(frame_stack)
+    obs = task.reset(seed)
+    so = stacker.reset(obs)
+    S, AR, AH, NU, EX, P = [], [], [], [], [], []
+    discrete = task.kind == "discrete"
+    info, ret = {"success": False}, 0.0
+    for _ in range(task.max_steps):
+        a_r = policy.act(so)
+        e = task.expert(obs)
+        nu, a_h, p = person.decide(so, e)
+        executed = a_h if nu else a_r
+        S.append(obs), AR.append(a_r), NU.append(nu), EX.append(executed), P.append(p)
+        AH.append(a_h if nu else (-1 if discrete else np.full(task.act_dim, np.nan)))
+        obs, r, done, info = task.step(executed)
+        ret += r
+        so = stacker.push(obs)
+        if done:
+            break
+    dt = np.int64 if discrete else np.float64
+    return {"state": np.asarray(S), "a_r": np.asarray(AR, dt), "a_h": np.asarray(AH, dt),
+            "nu": np.asarray(NU, bool), "executed": np.asarray(EX, dt), "p": np.asarray(P),
+            "success": bool(info["success"]), "return": ret, "seed": int(seed)}
+
+
+class MileMethod:
+    """MILE through mile_ros.trainer.train_mile, warm-started each iteration from the previous
+    model (policy and mental model); the first iteration starts from the initial policy."""
+
+    def __init__(self, overrides: dict):
+        self.overrides = dict(overrides)
+
+    def train(self, prev, initial, episodes, demos, task, seed):
+        from .mile_adapter import train_mile_on
+        return train_mile_on(prev if prev is not None else initial, episodes, task, self.overrides, seed)
+
+
+def _act_fn(policy):
+    return lambda obs: policy.act(obs)
+
+
+def run_bench(cfg: BenchConfig, out: str | os.PathLike, resume: bool = True, progress: bool = True,
+              cache_dir=None, log=print) -> Results:
+    torch.set_num_threads(1)
+    cfg.task = canonical_task_name(cfg.task)
+    cfg.methods = parse_methods(cfg.methods)
+    results = Results.open(out, cfg.to_json(), resume=resume)
+    work = Path(str(out) + ".work")
+    from tqdm import tqdm
+    total = len(cfg.seeds) * len(cfg.methods) * cfg.iterations
+    done_units = sum(1 for m in cfg.methods for s in cfg.seeds for r in results.records(m, s) if r["iteration"] > 0)
+    bar = tqdm(total=total, initial=done_units, desc=f"bench {cfg.task}", disable=not progress, unit="it")
+    eval_seeds = list(range(EVAL_SEED_BASE, EVAL_SEED_BASE + cfg.n_eval))
+    task = make_task(cfg.task, seed=0, options=cfg.initial.task)
+    pool = [task] + [make_task(cfg.task, seed=i, options=cfg.initial.task) for i in range(1, cfg.n_envs)]
+    try:
+        if "expert" not in results.data["experts"]:
+            t0 = time.time()
+            S = task.obs_dim
+            ev = evaluate_policy(cfg.task, lambda o: [task.expert(x[:S]).action for x in o], eval_seeds,
+                                 pool=pool, frame_stack=cfg.initial.frame_stack)
+            results.data["experts"]["expert"] = _eval_summary(ev) | {"seconds": time.time() - t0}
+            results.save()
+        for seed in cfg.seeds:
+            _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, log)
+    finally:
+        bar.close()
+        for e in pool:
+            e.close()
+    return results
+
+
+def _eval_summary(ev: dict) -> dict:
+    return {"success_rate": float(np.mean(ev["success"])), "mean_return": float(np.mean(ev["return"])),
+            "mean_length": float(np.mean(ev["length"])), "n": len(ev["success"])}
+
+
+def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, log):
+    t0 = time.time()
+    torch.manual_seed(seed)
+    initial, init_info = build_initial_policy(cfg.task, seed, cfg.initial, cache_dir, task=task)
+    person, person_info = build_person(cfg.task, seed, initial, cfg.initial, cache_dir, task=task)
+    key = str(seed)
+    if key not in results.data["initial"]:
+        ev = evaluate_policy(cfg.task, _act_fn(initial), eval_seeds, pool=pool, frame_stack=cfg.initial.frame_stack)
+        results.data["initial"][key] = init_info | _eval_summary(ev) | {"seconds": time.time() - t0}
+        results.data["person"][key] = person_info
+        results.save()
+    init_rate = results.data["initial"][key]["success_rate"]
+    demos = demos_for(cfg.task, seed, cfg.initial, task=task)
+    mile_counts: dict[int, int] = {}
+    for method in cfg.methods:
+        if not any(r["iteration"] == 0 for r in results.records(method, seed)):
+            results.add_record(method, seed, {"iteration": 0, "success_rate": init_rate, "interventions": 0,
+                                              "interventions_total": 0, "ticks": 0, "episodes": 0})
+        state_path = work / method / f"seed{seed}.pt"
+        policy, episodes, start = initial, [], 1
+        done_its = [r["iteration"] for r in results.records(method, seed) if r["iteration"] > 0]
+        if done_its and state_path.exists():
+            st = torch.load(state_path, weights_only=False)
+            if st["iteration"] == max(done_its):
+                policy, episodes, start = st["policy"], st["episodes"], st["iteration"] + 1
+        elif done_its:
+            done_its = []  # results without the saved state: redo this method for this seed
+        if method == "mile":
+            mile_counts = {r["iteration"]: r["interventions"] for r in results.records("mile", seed) if r["iteration"] > 0}
+        trainer = MileMethod(cfg.mile) if method == "mile" else None
+        for it in range(start, cfg.iterations + 1):
+            tc = time.time()
+            target = mile_counts.get(it) if (cfg.equalize and method != "mile") else None
+            new_eps = []
+            for j in range(cfg.episodes * (10 if target is not None else 1)):
+                ep_seed = seeds_for(seed, 2 + it, 10 * cfg.episodes)[j]
+                new_eps.append(collect_episode(task, policy, person, ep_seed, cfg.initial.frame_stack, [seed, it, j, 5]))
+                n_int = sum(int(e["nu"].sum()) for e in new_eps)
+                if target is None and len(new_eps) >= cfg.episodes:
+                    break
+                if target is not None and len(new_eps) >= 1 and n_int >= target:
+                    break
+            episodes = episodes + new_eps
+            tt = time.time()
+            if method == "mile":
+                policy = trainer.train(policy if it > 1 else None, initial, episodes, demos, task, seed * 1000 + it)
+            else:
+                policy = BASELINES[method](initial, episodes, demos, cfg.baseline, seed * 1000 + it)
+            te = time.time()
+            ev = evaluate_policy(cfg.task, _act_fn(policy), eval_seeds, pool=pool, frame_stack=cfg.initial.frame_stack)
+            n_new = sum(int(e["nu"].sum()) for e in new_eps)
+            if method == "mile":
+                mile_counts[it] = n_new
+            rec = {"iteration": it, "success_rate": float(np.mean(ev["success"])),
+                   "mean_return": float(np.mean(ev["return"])),
+                   "interventions": n_new, "interventions_total": int(sum(e["nu"].sum() for e in episodes)),
+                   "ticks": int(sum(len(e["nu"]) for e in new_eps)), "episodes": len(new_eps),
+                   "intervention_rate": n_new / max(1, sum(len(e["nu"]) for e in new_eps)),
+                   "collect_success": float(np.mean([e["success"] for e in new_eps])),
+                   "collect_seconds": tt - tc, "train_seconds": te - tt, "eval_seconds": time.time() - te}
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"iteration": it, "policy": policy, "episodes": episodes}, str(state_path) + ".tmp")
+            os.replace(str(state_path) + ".tmp", state_path)
+            results.add_record(method, seed, rec)
+            bar.update(1)
+            bar.set_postfix(method=method, seed=seed, it=it, success=f"{rec['success_rate']:.2f}")
+    results.data["timing"][str(seed)] = results.data["timing"].get(str(seed), 0.0) + (time.time() - t0)
+    results.save()

@@ -1,0 +1,116 @@
+"""The simulated person: closed forms against Monte Carlo, empirical rate against the probit mean,
+and c calibration hitting its target."""
+import numpy as np
+import pytest
+from scipy.special import ndtr
+
+from mile_ros.benchmark.experts import ExpertInfo, LunarLanderExpert, lunar_lander_scores
+from mile_ros.benchmark.person import ProbitStats, SimulatedPerson, calibrate_c, gaussian_kc, probit_gaussian
+
+
+class FixedMental:
+    """A mental model whose distribution is a fixed function of the observation's first dims."""
+
+    def __init__(self, kind, act_dim, scale=1.0):
+        self.kind, self.act_dim, self.scale = kind, act_dim, scale
+
+    def action_distribution(self, obs):
+        o = np.atleast_2d(obs)[:, : self.act_dim]
+        if self.kind == "discrete":
+            return self.scale * o
+        return np.tanh(o), np.full_like(o, np.log(0.2))
+
+
+def _mc_gaussian(mu, ls, mu_h, ls_h, c, beta, n, rng):
+    """p = E_{a~pi}[Phi((E_{a'~pihat}[log pi(a) - log pi(a')] - c)/beta)] by sampling both a and a'."""
+    sd, sd_h = np.exp(ls), np.exp(ls_h)
+    logp = lambda a: (-0.5 * ((a - mu) / sd) ** 2 - ls).sum(-1)
+    a = mu + sd * rng.standard_normal((n, mu.size))
+    a2 = mu_h + sd_h * rng.standard_normal((1_000_000, mu.size))
+    inner = logp(a) - logp(a2).mean()
+    return ndtr((inner - c) / beta).mean()
+
+
+def test_gaussian_closed_form_matches_monte_carlo():
+    rng = np.random.default_rng(0)
+    mu, ls = np.array([0.3, -0.2, 0.1, 0.5]), np.log(np.array([0.1, 0.2, 0.15, 0.1]))
+    mu_h, ls_h = np.array([0.1, 0.0, 0.3, 0.4]), np.log(np.array([0.2, 0.1, 0.1, 0.3]))
+    kc = gaussian_kc(mu[None], ls[None], mu_h[None], ls_h[None])
+    for c, beta in [(2.0, 1.0), (10.0, 3.0)]:
+        closed = probit_gaussian(kc, 4, c, beta)[0]
+        mc = _mc_gaussian(mu, ls, mu_h, ls_h, c, beta, 200_000, rng)
+        assert abs(closed - mc) < 0.01, (c, beta, closed, mc)
+
+
+def test_discrete_closed_form_matches_enumeration():
+    rng = np.random.default_rng(1)
+    e_logits, m_logits = rng.normal(size=4), rng.normal(size=4)
+    logp = e_logits - np.log(np.exp(e_logits).sum())
+    q = np.exp(m_logits) / np.exp(m_logits).sum()
+    want = sum(np.exp(logp[a]) * ndtr((logp[a] - (q * logp).sum() - 0.3) / 0.7) for a in range(4))
+    stats = ProbitStats([ExpertInfo(action=0, logits=e_logits)], m_logits[None])
+    assert stats.p(0.3, 0.7)[0] == pytest.approx(want, abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["continuous", "discrete"])
+def test_empirical_rate_matches_probit_mean(kind):
+    rng = np.random.default_rng(2)
+    obs = rng.normal(size=(400, 8))
+    if kind == "continuous":
+        infos = [ExpertInfo(action=np.tanh(o[4:8]), mean=np.tanh(o[4:8]), log_std=np.full(4, np.log(0.1)))
+                 for o in obs]
+        mental = FixedMental(kind, 4)
+    else:
+        infos = [ExpertInfo(action=int(np.argmax(o[4:8])), logits=3 * o[4:8]) for o in obs]
+        mental = FixedMental(kind, 4, scale=3.0)
+    stats = ProbitStats(infos, mental.action_distribution(obs))
+    c = calibrate_c(stats, 0.25)
+    person = SimulatedPerson(None, mental, c, seed=3)
+    p_model = stats.p(c)
+    reps = 25
+    counts = np.zeros(len(obs))
+    for _ in range(reps):
+        for i, (o, e) in enumerate(zip(obs, infos)):
+            nu, a_h, p = person.decide(o, e)
+            assert p == pytest.approx(p_model[i], abs=1e-5)  # float32 mental model input
+            if nu:
+                counts[i] += 1
+                assert np.array_equal(np.asarray(a_h), np.asarray(e.action))  # the expert's action
+            else:
+                assert a_h is None
+    n = reps * len(obs)
+    se = np.sqrt(p_model.mean() * (1 - p_model.mean()) / n)
+    assert abs(counts.sum() / n - p_model.mean()) < 4 * se
+
+
+@pytest.mark.parametrize("target", [0.05, 0.3, 0.6])
+def test_calibration_hits_target(target):
+    rng = np.random.default_rng(4)
+    obs = rng.normal(size=(300, 8))
+    infos = [ExpertInfo(action=np.tanh(o[4:8]), mean=np.tanh(o[4:8]), log_std=np.full(4, np.log(0.1))) for o in obs]
+    stats = ProbitStats(infos, FixedMental("continuous", 4).action_distribution(obs))
+    c = calibrate_c(stats, target, beta=2.0)
+    assert stats.p(c, 2.0).mean() == pytest.approx(target, abs=1e-3)
+    assert stats.p(c + 1.0, 2.0).mean() < target < stats.p(c - 1.0, 2.0).mean()  # monotone in c
+    with pytest.raises(ValueError, match="target intervention rate"):
+        calibrate_c(stats, 1.5)
+
+
+def test_lunar_lander_expert_argmax_is_the_heuristic():
+    from gymnasium.envs.box2d.lunar_lander import heuristic
+
+    class Env:  # heuristic() only reads env.unwrapped.continuous
+        continuous = False
+        unwrapped = None
+    env = Env()
+    env.unwrapped = env
+    rng = np.random.default_rng(5)
+    expert = LunarLanderExpert(temperature=0.05)
+    agree = 0
+    for _ in range(500):
+        s = np.r_[rng.normal(0, 0.5, 6), rng.random(2) < 0.1]
+        e = expert(s)
+        agree += e.action == heuristic(env, s)
+        assert np.exp(e.logits).sum() == pytest.approx(1.0)
+        assert int(np.argmax(e.logits)) == int(np.argmax(lunar_lander_scores(s)))
+    assert agree >= 495  # only exact ties may differ
