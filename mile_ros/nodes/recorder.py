@@ -1,10 +1,97 @@
-"""The recorder node (not implemented yet)."""
+"""The recorder node: every control tick to rosbag2, one bag per episode under `<out>/iter<N>/`.
+
+Subscribes (relative to its namespace, i.e. /<robot_name>/...) to every topic of
+`interfaces.STEP_TOPICS`, to `camera/image_raw` when `record_images`, and to `policy/active`
+(the checkpoint id written into each episode's metadata). `episode` start events open a bag, end
+events close it with its metadata; Ctrl-C / SIGTERM close the open bag with end reason
+"shutdown". Subscriptions take the serialized bytes (no deserialization in the callback) and hand
+them to the writer thread of `bags.EpisodeRecorder`, so recording never holds up the graph.
+
+Publishes `recorder/status` (std_msgs/String, JSON): one message per episode recorded or failed
+to record, and one per write failure as it happens.
+
+    ros2 run mile_ros recorder --ros-args -r __ns:=/wx250s -p out:=runs/collect -p iteration:=3
+"""
+from __future__ import annotations
+
+import importlib
+import json
 import sys
+from functools import partial
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
+
+from ..bags import EpisodeRecorder, topic_types
+from ..interfaces import IMAGE, POLICY_ACTIVE
+from ..params import ConfigError, declare_node_parameters
+
+STATUS_TOPIC = "recorder/status"
 
 
-def main(argv=None):
-    print("mile_ros recorder: not implemented yet", file=sys.stderr)
-    return 3
+def message_class(typename: str):
+    package, _, name = typename.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
+
+
+class RecorderNode(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__("recorder", automatically_declare_parameters_from_overrides=True,
+                         **node_kwargs)
+        p = declare_node_parameters(self, "recorder")
+        namespace = self.get_namespace()
+        self.status_pub = self.create_publisher(String, STATUS_TOPIC, 10)
+        self.recorder = EpisodeRecorder(
+            p["out"], p["iteration"], storage=p["storage"], record_images=p["record_images"],
+            control_rate_hz=p["control_rate_hz"], min_rate_fraction=p["min_rate_fraction"],
+            flush_period_s=p["flush_period_s"], robot_name=namespace.strip("/"),
+            namespace=namespace, on_event=self._publish_status, logger=self.get_logger())
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                              history=HistoryPolicy.KEEP_LAST)
+        images = QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE,
+                            history=HistoryPolicy.KEEP_LAST)
+        self._subs = [
+            self.create_subscription(message_class(typename), topic,
+                                     partial(self.recorder.submit, topic),
+                                     images if topic == IMAGE else reliable, raw=True)
+            for topic, typename in topic_types(p["record_images"]).items()]
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._subs.append(self.create_subscription(
+            String, POLICY_ACTIVE, lambda m: self.recorder.policy_active(m.data), latched))
+        self.get_logger().info(
+            f"recording {len(self._subs) - 1} topics under {self.get_namespace()} into "
+            f"{self.recorder.dir} ({p['storage']}, images {'on' if p['record_images'] else 'off'})")
+
+    def _publish_status(self, event: dict) -> None:
+        if rclpy.ok(context=self.context):
+            self.status_pub.publish(String(data=json.dumps(event, default=str)))
+
+    def close(self, reason: str = "shutdown") -> None:
+        self.recorder.close(reason)
+
+
+def main(argv=None) -> int:
+    args = sys.argv if argv is None else ["recorder", *argv]
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = RecorderNode()
+        rclpy.spin(node)
+    except ConfigError as e:
+        print(f"recorder: configuration error: {e}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close("shutdown")
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
