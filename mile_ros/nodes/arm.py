@@ -1,10 +1,287 @@
-"""The arm node (not implemented yet)."""
+"""The arm node: publishes the arm's state every control tick and applies the commanded action.
+
+Tick t:  [sim: `sim/expert_action`(t), for the simulated person only]
+         -> `observation`(t), `joint_states`(t), `ee_pose`(t)
+         -> wait for `command` stamped t -> check it -> apply it (or hold) -> next tick.
+
+A command is applied only for the tick it is stamped with; one that is missing when the tick's
+time is up means hold (never repeat an old motion). Non-finite commands are rejected and counted;
+every dimension is clamped to [-1, 1] and the backend keeps the end effector inside the workspace.
+
+Pacing (sim): `realtime_factor` 1.0 follows the wall clock, 2.0 twice as fast, 0.0 is lockstep:
+the next tick starts as soon as the command for this one arrives, or after `lockstep_timeout_s`
+(then the arm holds). The real arm always follows the wall clock.
+
+Episodes (sim): the arm resets the task, publishes `episode` start/end events (success/timeout),
+and after `episodes` episodes (0 = no limit) exits with status 0. The first episode starts once the
+nodes named in `wait_for_nodes` are up (at most `startup_timeout_s`).
+"""
+from __future__ import annotations
+
 import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from rclpy.node import Node
+
+from .. import interfaces as itf
+from ..arm_backends import check_arm_params, make_backend
+from ..params import declare_node_parameters
+from ._runtime import say
+
+NODE = "arm"
+# Private to the simulation: the scripted expert's action for tick t (only sim_human listens).
+SIM_EXPERT_ACTION = "sim/expert_action"
+EVENT_LEAD_S = 0.05
 
 
-def main(argv=None):
-    print("mile_ros arm: not implemented yet", file=sys.stderr)
-    return 3
+def episode_qos():
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+@dataclass
+class ArmStats:
+    ticks: int = 0
+    applied: int = 0
+    held_missing: int = 0      # no command for the tick in time
+    rejected_nonfinite: int = 0
+    malformed: int = 0         # wrong names / lengths
+    clipped: int = 0           # some dimension outside [-1, 1]
+    late: int = 0              # commands stamped with another tick
+    overruns: int = 0          # ticks that started later than one period behind schedule
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self) -> str:
+        rate = self.ticks / max(time.monotonic() - self.started, 1e-9)
+        return (f"ticks={self.ticks} ({rate:.1f}/s) applied={self.applied} "
+                f"held(no command)={self.held_missing} rejected(non-finite)={self.rejected_nonfinite} "
+                f"malformed={self.malformed} clipped={self.clipped} late={self.late} "
+                f"overruns={self.overruns}")
+
+
+def check_command(values: np.ndarray, stats: ArmStats) -> np.ndarray | None:
+    """A command safe to apply, or None (hold). Non-finite -> rejected; clamp to [-1, 1]."""
+    if not np.all(np.isfinite(values)):
+        stats.rejected_nonfinite += 1
+        return None
+    if np.any(np.abs(values) > 1.0):
+        stats.clipped += 1
+    return np.clip(values, -1.0, 1.0)
+
+
+class ArmNode(Node):
+    def __init__(self, context, backend_factory=make_backend):
+        super().__init__(NODE, context=context,
+                         automatically_declare_parameters_from_overrides=True)
+        from geometry_msgs.msg import PoseStamped
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import String
+
+        self.p = p = declare_node_parameters(self, NODE)
+        check_arm_params(p)
+        self.backend = backend_factory(p, self.get_namespace().strip("/"))
+        self.action_names = list(p["action_names"])
+        self.period = 1.0 / p["control_rate_hz"]
+        self.lockstep = self.backend.owns_episodes and p["realtime_factor"] == 0.0
+        speed = p["realtime_factor"] if self.backend.owns_episodes and not self.lockstep else 1.0
+        self.tick_interval = self.period / speed
+        self.stats = ArmStats()
+        self._PoseStamped, self._String = PoseStamped, String
+
+        self.obs_pub = self.create_publisher(JointState, itf.OBSERVATION, 10)
+        self.js_pub = (self.create_publisher(JointState, itf.JOINT_STATES, 10)
+                       if self.backend.publishes_joint_states else None)
+        self.pose_pub = self.create_publisher(PoseStamped, itf.EE_POSE, 10)
+        self.episode_pub = self.create_publisher(String, itf.EPISODE, episode_qos())
+        self.expert_pub = (self.create_publisher(JointState, SIM_EXPERT_ACTION, 10)
+                           if self.backend.has_expert else None)
+        self.create_subscription(JointState, itf.COMMAND, self._on_command, 10)
+
+        self._cv = threading.Condition()
+        self._awaiting = None          # stamp of the tick whose command we wait for
+        self._command = None
+        self._last_stamp = 0
+        self._stop = threading.Event()
+        self._episode = None           # index of the episode in progress (sim)
+        self.get_logger().info(
+            f"arm: backend={p['backend']} rate={p['control_rate_hz']} Hz "
+            + ("lockstep" if self.lockstep else f"x{speed:g} wall clock")
+            + f", observation={self.backend.observation_names}")
+
+    # --- subscriptions (executor thread) ---------------------------------------------------------
+    def _on_command(self, msg) -> None:
+        stamp = itf.stamp_to_ns(msg.header.stamp)
+        with self._cv:
+            if stamp != self._awaiting or self._command is not None:
+                self.stats.late += 1
+                return
+            try:
+                values = itf.vector_from_msg(msg, self.action_names)
+            except ValueError as e:
+                self.stats.malformed += 1
+                self.get_logger().warning(f"command for tick {stamp} ignored: {e}",
+                                          throttle_duration_sec=5.0)
+                return
+            self._command = values
+            self._cv.notify_all()
+
+    # --- one tick ---------------------------------------------------------------------------------
+    def _next_stamp(self) -> int:
+        now = self.get_clock().now().nanoseconds
+        self._last_stamp = max(now, self._last_stamp + 1)
+        return self._last_stamp
+
+    def _publish_state(self, t: int) -> None:
+        b = self.backend
+        self.obs_pub.publish(itf.vector_msg(b.observation_names, b.observation(), t))
+        if self.js_pub is not None:
+            self.js_pub.publish(itf.vector_msg(b.joint_names, b.joint_positions(), t))
+        pos, quat = b.ee_pose()
+        pose = self._PoseStamped()
+        pose.header.stamp = itf.ns_to_stamp(t)
+        pose.header.frame_id = "base_link"
+        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in pos)
+        (pose.pose.orientation.w, pose.pose.orientation.x, pose.pose.orientation.y,
+         pose.pose.orientation.z) = (float(v) for v in quat)
+        self.pose_pub.publish(pose)
+
+    def _publish_expert(self, t: int) -> None:
+        """Sim: the scripted expert's action for tick t, for the simulated person only. Sent
+        before the observation; the arbiter (joy_sync) waits for the person's Joy(t)."""
+        if self.expert_pub is not None:
+            self.expert_pub.publish(
+                itf.vector_msg(self.action_names, self.backend.expert_action(), t))
+
+    def _tick(self, tick_start: float, t: int | None = None) -> tuple[int, np.ndarray | None]:
+        """Publish tick t and wait for its command; returns (t, checked command or None)."""
+        t = self._next_stamp() if t is None else t
+        with self._cv:
+            self._awaiting, self._command = t, None
+        deadline = tick_start + (self.p["lockstep_timeout_s"] if self.lockstep
+                                 else self.tick_interval)
+        self._publish_expert(t)
+        self._publish_state(t)
+        with self._cv:
+            self._cv.wait_for(lambda: self._command is not None or self._stop.is_set(),
+                              timeout=max(0.0, deadline - time.monotonic()))
+            values, self._awaiting = self._command, None
+        self.stats.ticks += 1
+        if values is None:
+            self.stats.held_missing += 1
+            return t, None
+        command = check_command(values, self.stats)
+        if command is not None:
+            self.stats.applied += 1
+        return t, command
+
+    def _pace(self, tick_start: float) -> float:
+        """Sleep until the next tick is due (not in lockstep); returns its start time."""
+        now = time.monotonic()
+        if self.lockstep:
+            return now
+        nxt = tick_start + self.tick_interval
+        if now > nxt + self.tick_interval:
+            self.stats.overruns += 1
+            return now
+        if nxt > now:
+            self._stop.wait(nxt - now)
+        return nxt
+
+    # --- main loops -------------------------------------------------------------------------------
+    def run(self, executor) -> int:
+        spinner = threading.Thread(target=self._spin, args=(executor,), daemon=True)
+        spinner.start()
+        try:
+            return self._run_episodes() if self.backend.owns_episodes else self._run_continuous()
+        finally:
+            if self._episode is not None and self.context.ok():  # stopped mid-episode
+                self._publish_event(itf.episode_event("end", self._episode, self._last_stamp,
+                                                      success=None, reason="shutdown"))
+            self._stop.set()
+            spinner.join(timeout=2.0)
+            say(self, "arm: " + self.stats.summary())
+
+    def _spin(self, executor) -> None:
+        while not self._stop.is_set() and self.context.ok():
+            executor.spin_once(timeout_sec=0.05)
+
+    def _run_continuous(self) -> int:
+        tick_start = time.monotonic()
+        while not self._stop.is_set():
+            _, command = self._tick(tick_start)
+            self.backend.apply(command)  # None: hold (nothing is sent)
+            tick_start = self._pace(tick_start)
+        return 0
+
+    def _wait_for_graph(self) -> None:
+        if self.p["startup_timeout_s"] <= 0:
+            return
+        wanted = set(self.p["wait_for_nodes"]) - {""}
+        ns = self.get_namespace()
+        give_up = time.monotonic() + self.p["startup_timeout_s"]
+        while not self._stop.is_set():
+            present = {n for n, node_ns in self.get_node_names_and_namespaces() if node_ns == ns}
+            missing = wanted - present
+            person_ready = (self.expert_pub is None or "sim_human" not in wanted
+                            or self.expert_pub.get_subscription_count() > 0)
+            ready = (not missing and person_ready and self.obs_pub.get_subscription_count() > 0
+                     and self.count_publishers(self.resolve_topic_name(itf.COMMAND)) > 0)
+            if ready:
+                self._stop.wait(0.5)  # let the late-comers' subscriptions match too
+                return
+            if time.monotonic() > give_up:
+                self.get_logger().warning(f"starting without nodes {sorted(missing)} "
+                                          f"after {self.p['startup_timeout_s']} s")
+                return
+            self._stop.wait(0.1)
+
+    def _publish_event(self, text: str) -> None:
+        self.episode_pub.publish(self._String(data=text))
+
+    def _run_episodes(self) -> int:
+        self._wait_for_graph()
+        limit, episode = self.p["episodes"], 0
+        while not self._stop.is_set() and (limit == 0 or episode < limit):
+            seed = self.p["seed"] + episode
+            self.backend.reset(seed)
+            first = self._next_stamp()  # the start event carries the first tick's stamp
+            self._publish_event(itf.episode_event("start", episode, first, seed=seed))
+            self._episode = episode
+            # A moment for the event to arrive before the first observation: the policy server
+            # resets its frame history (and swaps checkpoints) on it, the recorder opens a bag.
+            self._stop.wait(EVENT_LEAD_S)
+            tick_start = time.monotonic()
+            while not self._stop.is_set():
+                t, command = self._tick(tick_start, first)
+                first = None
+                outcome = self.backend.apply(command)  # None: hold
+                if outcome.done:
+                    self._episode = None
+                    self._publish_event(itf.episode_event("end", episode, t, success=outcome.success,
+                                                          reason=outcome.reason))
+                    self.get_logger().info(f"episode {episode} ended: {outcome.reason}; "
+                                           + self.stats.summary())
+                    break
+                tick_start = self._pace(tick_start)
+            episode += 1
+        if limit and episode >= limit:
+            self._stop.wait(1.0)  # let the last end event reach every subscriber
+        return 0
+
+    def close(self) -> None:
+        self._stop.set()
+        self.backend.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ._runtime import run_node
+
+    return run_node(NODE, ArmNode, argv)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,256 @@
-"""The sim_human node (not implemented yet)."""
+"""The simulated person (DESIGN §4): decides by the probit model and acts only through Joy.
+
+Every tick t it reads the observation(t) and the scripted expert's action for t (`sim/expert_action`,
+published by the simulated arm and heard by no one else; the person never sees a_r). The decision
+is mile_ros.benchmark's SimulatedPerson: p(nu=1|s) from the expert (a Gaussian around the scripted
+action, `expert_sigma`) and a mental model (BC on rollouts of the initial policy), with cost `c`
+(< 0: calibrated so the initial policy would see `target_rate` interventions) and scale `beta`.
+
+It then moves the PS3 controller as a person would, through the arbiter's own Joy map (fetched from
+the running arbiter's parameters, so a remapped controller is followed): taking over = a press of
+the takeover button (rising edge; held in hold mode), sticks placed so the arbiter reads the
+expert's action back; handing back = another press (toggle) or letting go (hold). Every Joy is
+stamped with the tick it answers (the arbiter's `joy_sync` waits for it), and the last one is
+re-sent at `keepalive_hz` like a real joystick driver so the arbiter's Joy watchdog stays quiet.
+"""
+from __future__ import annotations
+
 import sys
+import time
+
+import numpy as np
+from rclpy.node import Node
+
+from .. import interfaces as itf
+from ..params import declare_node_parameters, resolve
+from ._runtime import say
+from .arm import SIM_EXPERT_ACTION
+
+NODE = "sim_human"
+TASK = "widowx"
+ARBITER = "arbiter"
 
 
-def main(argv=None):
-    print("mile_ros sim_human: not implemented yet", file=sys.stderr)
-    return 3
+def build_person(p: dict):
+    """(SimulatedPerson, info, task state names, frame_stack) from the benchmark's builders."""
+    from ..benchmark.envs import TaskOptions, make_task
+    from ..benchmark.initial import InitialConfig, build_initial_policy
+    from ..benchmark.initial import build_person as bench_person
+
+    options = TaskOptions(expert_sigma=p["expert_sigma"])
+    task = make_task(TASK, seed=p["seed"], options=options)
+    try:
+        initial, _ = build_initial_policy(TASK, p["seed"], InitialConfig(), task=task)
+        cfg = InitialConfig(target_rate=p["target_rate"], beta=p["beta"],
+                            c=None if p["c"] < 0 else p["c"], task=options)
+        person, info = bench_person(TASK, p["seed"], initial, cfg, task=task)
+        names = list(task.state_names)
+    finally:
+        task.close()
+    person.reseed(p["seed"])
+    return person, info, names, cfg.frame_stack
+
+
+class JoyPlayer:
+    """The hands on the controller: turns decisions into Joy messages (axes, buttons) the way a
+    person presses buttons, one decision per tick. ROS-free."""
+
+    def __init__(self, joy_map, mode: str, n_axes: int, n_buttons: int):
+        self.map, self.mode = joy_map, mode
+        self.n_axes, self.n_buttons = n_axes, n_buttons
+        self.taken_over = False        # what the person believes the arbiter is in
+        self.button_down = False       # the takeover button's level in the last Joy sent
+
+    def _joy(self, action, press: bool):
+        self.button_down = press
+        return self.map.joy_for(action, ("takeover",) if press else (), self.n_axes, self.n_buttons)
+
+    def tick(self, nu: bool, a_h) -> list[tuple[list[float], list[int]]]:
+        """Joy messages (in order) for this tick's decision; the last one is the tick's state."""
+        out = []
+        if self.mode == "hold":
+            self.taken_over = nu
+            return [self._joy(a_h if nu else None, press=nu)]
+        if nu != self.taken_over:                 # toggle: a press starts or ends a takeover
+            if self.button_down:                  # let go first, or there is no new edge
+                out.append(self._joy(None, press=False))
+            self.taken_over = nu
+            out.append(self._joy(a_h if nu else None, press=True))
+        else:
+            out.append(self._joy(a_h if nu else None, press=False))
+        return out
+
+    def idle(self):
+        """The controller at rest (sticks centred, nothing pressed unless holding a takeover)."""
+        return self.map.joy_for(None, ("takeover",) if self.button_down else (),
+                                self.n_axes, self.n_buttons)
+
+
+class SimHumanNode(Node):
+    def __init__(self, context, person_factory=build_person):
+        super().__init__(NODE, context=context,
+                         automatically_declare_parameters_from_overrides=True)
+        self.p = declare_node_parameters(self, NODE)
+        for name in ("expert_sigma", "keepalive_hz", "beta"):
+            if not self.p[name] > 0:
+                from ..params import ConfigError
+                raise ConfigError(f"sim_human parameter '{name}' must be > 0, got {self.p[name]}")
+        self.person, self.info, self.state_names, self.k = person_factory(self.p)
+        self.log_sigma = float(np.log(self.p["expert_sigma"]))
+        self.frames = None
+        self.pending: dict[int, dict] = {}       # stamp -> {"obs": ..., "expert": ...}
+        self.last_stamp = 0
+        self.stats = {"ticks": 0, "interventions": 0, "p_sum": 0.0}
+        self.episode_stats = dict(self.stats)
+        self.player = None
+        self._last_joy = None
+        self.get_logger().info(f"sim_human: c={self.info['c']:.4g} beta={self.info['beta']} "
+                               f"(calibrated rate on the initial policy "
+                               f"{self.info.get('calibrated_rate', float('nan')):.3f})")
+
+    # --- set-up: the arbiter's Joy map ------------------------------------------------------------
+    def _arbiter_params(self, executor, timeout_s: float) -> dict | None:
+        from rcl_interfaces.srv import GetParameters, ListParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        prefix = f"{ARBITER}/"
+        lister = self.create_client(ListParameters, prefix + "list_parameters")
+        getter = self.create_client(GetParameters, prefix + "get_parameters")
+        try:
+            if not (lister.wait_for_service(timeout_sec=timeout_s)
+                    and getter.wait_for_service(timeout_sec=timeout_s)):
+                return None
+            future = lister.call_async(ListParameters.Request())
+            executor.spin_until_future_complete(future, timeout_sec=timeout_s)
+            if future.result() is None:
+                return None
+            names = list(future.result().result.names)
+            future = getter.call_async(GetParameters.Request(names=names))
+            executor.spin_until_future_complete(future, timeout_sec=timeout_s)
+            if future.result() is None:
+                return None
+            return {n: parameter_value_to_python(v) for n, v in zip(names, future.result().values)}
+        finally:
+            self.destroy_client(lister)
+            self.destroy_client(getter)
+
+    def _setup(self, executor) -> None:
+        from sensor_msgs.msg import JointState, Joy
+        from std_msgs.msg import String
+
+        from ..arbiter_logic import ArbiterConfig, JoyMap
+
+        live = self._arbiter_params(executor, self.p["arbiter_timeout_s"])
+        base = resolve(ARBITER)
+        if live is None:
+            self.get_logger().warning(f"the arbiter did not answer within "
+                                      f"{self.p['arbiter_timeout_s']} s: using the shipped Joy map")
+            live = {}
+        values = {k: live.get(k, v) for k, v in base.items()}
+        cfg = ArbiterConfig.from_params(values)
+        self.action_names = list(cfg.action_names)
+        self.player = JoyPlayer(JoyMap(cfg), cfg.mode, values["axis_count"],
+                                len(values["button_layout"]))
+        self._Joy = Joy
+        self.joy_pub = self.create_publisher(Joy, itf.JOY, 10)
+        self.create_subscription(String, itf.EPISODE, self._on_episode, 20)
+        self.create_subscription(JointState, itf.OBSERVATION, self._on_observation, 10)
+        # Created last: the simulated arm starts the first episode once this has a subscriber.
+        self.create_subscription(JointState, SIM_EXPERT_ACTION, self._on_expert, 10)
+        self.create_timer(1.0 / self.p["keepalive_hz"], self._keepalive)
+        self.get_logger().info(f"sim_human ready: {cfg.mode} mode, takeover button index "
+                               f"{cfg.buttons['takeover']}, axes {dict(zip(cfg.action_names, cfg.axes))}")
+
+    def run(self, executor) -> int:
+        self._setup(executor)
+        executor.spin()
+        return 0
+
+    # --- per tick ---------------------------------------------------------------------------------
+    def _publish(self, joy, stamp_ns: int) -> None:
+        axes, buttons = joy
+        msg = self._Joy()
+        msg.header.stamp = itf.ns_to_stamp(stamp_ns)
+        msg.axes = [float(a) for a in axes]
+        msg.buttons = [int(b) for b in buttons]
+        self.joy_pub.publish(msg)
+
+    def _keepalive(self) -> None:
+        if self.player is not None:
+            self._publish(self._last_joy or self.player.idle(), self.last_stamp)
+
+    def _on_episode(self, msg) -> None:
+        try:
+            event = itf.parse_episode_event(msg.data)
+        except ValueError:
+            return
+        if event["event"] == "start":
+            self.frames = None
+            self.episode_stats = dict(self.stats)
+        else:
+            n = self.stats["ticks"] - self.episode_stats["ticks"]
+            k = self.stats["interventions"] - self.episode_stats["interventions"]
+            self.get_logger().info(f"episode {event['episode']}: intervened on {k}/{n} ticks")
+
+    def _on_observation(self, msg) -> None:
+        try:
+            state = itf.vector_from_msg(msg, self.state_names)
+        except ValueError as e:
+            self.get_logger().error(f"observation unusable: {e}", throttle_duration_sec=5.0)
+            return
+        self._arrive(itf.stamp_to_ns(msg.header.stamp), "obs", state)
+
+    def _on_expert(self, msg) -> None:
+        try:
+            action = itf.vector_from_msg(msg, self.action_names)
+        except ValueError as e:
+            self.get_logger().error(f"expert action unusable: {e}", throttle_duration_sec=5.0)
+            return
+        self._arrive(itf.stamp_to_ns(msg.header.stamp), "expert", action)
+
+    def _arrive(self, stamp: int, kind: str, value) -> None:
+        if stamp <= self.last_stamp:
+            return
+        entry = self.pending.setdefault(stamp, {})
+        entry[kind] = value
+        if len(entry) == 2:
+            for old in [s for s in self.pending if s <= stamp]:
+                del self.pending[old]
+            self._decide(stamp, entry["obs"], entry["expert"])
+        elif len(self.pending) > 50:  # an orphan half-tick; forget the oldest
+            del self.pending[min(self.pending)]
+
+    def _decide(self, stamp: int, state: np.ndarray, expert_action: np.ndarray) -> None:
+        from ..benchmark.experts import ExpertInfo
+
+        self.frames = [state] * self.k if self.frames is None else [state, *self.frames[:-1]]
+        mu = np.clip(expert_action, -1.0, 1.0)
+        info = ExpertInfo(action=mu, mean=mu, log_std=np.full_like(mu, self.log_sigma))
+        nu, a_h, p = self.person.decide(np.concatenate(self.frames), info)
+        self.stats["ticks"] += 1
+        self.stats["interventions"] += int(nu)
+        self.stats["p_sum"] += p
+        joys = self.player.tick(nu, a_h)
+        for i, joy in enumerate(joys):  # earlier presses/releases carry an earlier stamp
+            self._publish(joy, stamp - (len(joys) - 1 - i))
+        self._last_joy = joys[-1]
+        self.last_stamp = stamp
+
+    def close(self) -> None:
+        s = self.stats
+        rate = s["interventions"] / max(s["ticks"], 1)
+        say(self, f"sim_human: {s['interventions']}/{s['ticks']} ticks intervened ({rate:.1%}); "
+                  f"mean p={s['p_sum'] / max(s['ticks'], 1):.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from ._runtime import run_node
+
+    torch.set_num_threads(1)  # small networks, one tick at a time: threads only add contention
+
+    return run_node(NODE, SimHumanNode, argv)
 
 
 if __name__ == "__main__":

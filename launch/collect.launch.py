@@ -1,0 +1,78 @@
+"""The collection graph: arm, arbiter, policy_server, recorder, and the person's side (the PS3
+joystick node on a real robot, the simulated person in simulation), plus the camera when asked.
+
+    ros2 launch mile_ros collect.launch.py robot_name:=wx250s sim:=false camera:=true \\
+        out:=runs/lab iteration:=3
+
+Parameters: the installed config/collect.yaml (one section per node), with these overrides from
+the arguments -- the same nodes and parameters as `mile-ros collect` (mile_ros/collect.py):
+  arm.backend      sim | interbotix (from `sim`)       arm.episodes       `episodes`
+  recorder.out     `out`                               recorder.iteration `iteration`
+  camera.source    sim | opencv (from `sim`)           arbiter.joy_sync   `sim`
+When the arm stops after `episodes` episodes (sim), the whole launch shuts down.
+Uses only launch / launch_ros API common to Humble and Jazzy.
+"""
+import os
+
+import yaml
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.conditions import IfCondition, UnlessCondition
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
+from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+PACKAGE = "mile_ros"
+
+
+def _when_sim(if_true, if_false):
+    """'if_true' when the `sim` argument is true (as IfCondition reads it), else 'if_false'."""
+    return PythonExpression([f"'{if_true}' if '", LaunchConfiguration("sim"),
+                             f"'.strip().lower() in ('true', '1') else '{if_false}'"])
+
+
+def generate_launch_description():
+    config = os.path.join(get_package_share_directory(PACKAGE), "config", "collect.yaml")
+    with open(config) as f:
+        sections = yaml.safe_load(f)
+
+    def node(name, overrides=None, **kwargs):
+        parameters = [sections[name]["ros__parameters"]]
+        if overrides:
+            parameters.append(overrides)
+        return Node(package=PACKAGE, executable=name, name=name,
+                    namespace=LaunchConfiguration("robot_name"), parameters=parameters,
+                    output="screen", emulate_tty=True, **kwargs)
+
+    sim = LaunchConfiguration("sim")
+    arm = node("arm", {"backend": _when_sim("sim", "interbotix"),
+                       "episodes": ParameterValue(LaunchConfiguration("episodes"), value_type=int)})
+    return LaunchDescription([
+        DeclareLaunchArgument("robot_name", default_value="wx250s",
+                              description="namespace of every node and topic"),
+        DeclareLaunchArgument("sim", default_value="false",
+                              description="true: simulated WidowX and simulated person"),
+        DeclareLaunchArgument("camera", default_value="false",
+                              description="true: start the camera node (and record images)"),
+        DeclareLaunchArgument("out", default_value="runs/collect",
+                              description="bags go to <out>/iter<iteration>/"),
+        DeclareLaunchArgument("iteration", default_value="1", description="iteration number"),
+        DeclareLaunchArgument("episodes", default_value="0",
+                              description="sim: stop after this many episodes (0: no limit)"),
+        node("recorder", {"out": ParameterValue(LaunchConfiguration("out"), value_type=str),
+                          "iteration": ParameterValue(LaunchConfiguration("iteration"),
+                                                      value_type=int)}),
+        node("arbiter", {"joy_sync": ParameterValue(sim, value_type=bool)}),
+        node("policy_server"),
+        node("sim_human", condition=IfCondition(sim)),
+        node("joystick", condition=UnlessCondition(sim)),
+        node("camera", {"source": _when_sim("sim", "opencv")},
+             condition=IfCondition(LaunchConfiguration("camera"))),
+        arm,
+        RegisterEventHandler(OnProcessExit(
+            target_action=arm,
+            on_exit=[EmitEvent(event=Shutdown(reason="the arm finished its episodes"))])),
+    ])

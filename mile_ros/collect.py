@@ -1,0 +1,321 @@
+"""`mile-ros collect`: the collection graph without a ROS 2 distribution.
+
+    mile-ros collect --sim --episodes 5 --out runs/demo/iter1 [--robot-name wx250s]
+                     [--params my.yaml] [--realtime-factor 0] [--camera] [--iteration N]
+
+Starts the same nodes with the same parameters as `ros2 launch mile_ros collect.launch.py`
+(`graph_nodes` and `node_overrides` below are what both follow): each node is its own process,
+`python -m mile_ros.nodes.<name> --ros-args -r __ns:=/<robot_name> -r __node:=<name>
+--params-file <resolved file>`. The YAML is validated before anything starts; node output goes to
+`<out>/../logs/iter<N>/<node>.log`. A progress bar shows episodes, tick rate and interventions.
+It exits once the arm has finished `--episodes` episodes and the recorder has closed their bags,
+or on Ctrl-C (every node gets SIGINT once; the recorder closes the open bag).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from . import interfaces as itf
+from .params import ConfigError, resolve, ros_params_file
+
+STOP_ORDER = ("arm", "sim_human", "joystick", "policy_server", "arbiter", "camera", "recorder")
+STOP_TIMEOUT_S = 15.0
+RECORDER_STATUS = "recorder/status"
+
+
+def graph_nodes(sim: bool, camera: bool) -> list[str]:
+    """The nodes of the collection graph, in start order."""
+    nodes = ["recorder", "arbiter", "policy_server", "sim_human" if sim else "joystick"]
+    if camera:
+        nodes.append("camera")
+    return nodes + ["arm"]
+
+
+def node_overrides(sim: bool, camera: bool, out: str, iteration: int, episodes: int,
+                   realtime_factor: float | None = None) -> dict[str, dict]:
+    """Parameters set from the command line / launch arguments, per node (on top of the YAML)."""
+    arm = {"backend": "sim" if sim else "interbotix", "episodes": int(episodes)}
+    if realtime_factor is not None:
+        arm["realtime_factor"] = float(realtime_factor)
+    over = {"arm": arm,
+            "recorder": {"out": str(out), "iteration": int(iteration)},
+            "arbiter": {"joy_sync": bool(sim)},   # the simulated person answers every tick
+            "camera": {"source": "sim" if sim else "opencv"}}
+    return {n: over.get(n, {}) for n in graph_nodes(sim, camera)}
+
+
+def split_out(out: str, iteration: int) -> tuple[Path, int]:
+    """`--out DIR/iterN` -> (DIR, N); any other DIR -> (DIR, iteration)."""
+    path = Path(out)
+    name = path.name
+    if name.startswith("iter") and name[4:].isdigit():
+        return path.parent, int(name[4:])
+    return path, int(iteration)
+
+
+def resolved_params(args) -> dict[str, dict]:
+    """Every node's parameters, validated (ConfigError names the node, parameter and file)."""
+    files = [args.params] if args.params else []
+    for f in files:
+        if not Path(f).is_file():
+            raise ConfigError(f"--params: parameter file not found: {f}")
+    out, iteration = split_out(args.out, args.iteration)
+    over = node_overrides(args.sim, args.camera, str(out), iteration, args.episodes,
+                          args.realtime_factor)
+    return {node: resolve(node, files, values) for node, values in over.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mile-ros collect", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sim", action="store_true",
+                    help="simulated WidowX and simulated person (default: real arm + PS3 joystick)")
+    ap.add_argument("--episodes", type=int, default=0,
+                    help="sim: stop after this many episodes (0: until Ctrl-C)")
+    ap.add_argument("--out", required=True, help="output directory, e.g. runs/demo/iter1")
+    ap.add_argument("--iteration", type=int, default=1,
+                    help="iteration number when --out does not end in iter<N>")
+    ap.add_argument("--robot-name", default="wx250s", help="ROS namespace of the graph")
+    ap.add_argument("--params", help="parameter file overriding config/collect.yaml")
+    ap.add_argument("--realtime-factor", type=float,
+                    help="sim: 1 = wall clock, 0 = lockstep (as fast as the graph answers)")
+    ap.add_argument("--camera", action="store_true", help="start the camera node too")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return ap
+
+
+def _check_args(args) -> None:
+    if args.episodes < 0:
+        raise ConfigError(f"--episodes must be >= 0, got {args.episodes}")
+    if args.realtime_factor is not None and not args.realtime_factor >= 0:
+        raise ConfigError(f"--realtime-factor must be >= 0, got {args.realtime_factor}")
+    name = args.robot_name.strip("/")
+    if not name or not all(c.isalnum() or c == "_" for c in name) or name[0].isdigit():
+        raise ConfigError(f"--robot-name {args.robot_name!r} is not a valid ROS namespace "
+                          "(letters, digits and _, not starting with a digit)")
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGINT if `mile-ros collect` itself dies (Linux), so no node outlives it."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Graph:
+    """The node processes: start, watch, stop."""
+
+    def __init__(self, nodes: list[str], robot_name: str, params_file: Path, log_dir: Path):
+        self.nodes, self.robot_name = nodes, robot_name
+        self.params_file, self.log_dir = params_file, log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def command(self, node: str) -> list[str]:
+        return [sys.executable, "-m", f"mile_ros.nodes.{node}", "--ros-args",
+                "-r", f"__ns:=/{self.robot_name}", "-r", f"__node:={node}",
+                "--params-file", str(self.params_file)]
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        for node in self.nodes:
+            log = open(self.log_dir / f"{node}.log", "w")  # noqa: SIM115 - kept by the child
+            self.procs[node] = subprocess.Popen(self.command(node), stdout=log,
+                                                stderr=subprocess.STDOUT, env=env,
+                                                start_new_session=True,
+                                                preexec_fn=_die_with_parent)
+            log.close()
+
+    def exited(self) -> dict[str, int]:
+        return {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+
+    def log_tail(self, node: str, lines: int = 15) -> str:
+        try:
+            text = (self.log_dir / f"{node}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+    def stop(self) -> dict[str, int]:
+        """SIGINT once to every running node, in STOP_ORDER; escalate only if one hangs."""
+        order = [n for n in STOP_ORDER if n in self.procs]
+        for node in order:
+            proc = self.procs[node]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=5.0)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+        return {n: p.returncode for n, p in self.procs.items()}
+
+
+class Progress:
+    """Subscribes to `episode`, `intervention` and `recorder/status`; drives the progress bar."""
+
+    def __init__(self, robot_name: str, episodes: int, show: bool):
+        import rclpy
+        from rclpy.node import Node
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import String
+        from tqdm import tqdm
+
+        self.context = rclpy.Context()
+        rclpy.init(args=[], context=self.context)
+        self.node = Node("collect_progress", namespace=f"/{robot_name}", context=self.context,
+                         start_parameter_services=False)
+        from rclpy.executors import SingleThreadedExecutor
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.node.create_subscription(String, itf.EPISODE, self._on_episode, 20)
+        self.node.create_subscription(JointState, itf.INTERVENTION, self._on_flags, 100)
+        self.node.create_subscription(String, RECORDER_STATUS, self._on_recorder, 20)
+        self.episode, self.ended, self.recorded, self.failed = None, 0, [], []
+        self.ticks, self.interventions, self.total_ticks, self.total_interventions = 0, 0, 0, 0
+        self.tick_times: deque = deque(maxlen=200)
+        self.bar = tqdm(total=episodes or None, unit="episode", desc="collect", disable=not show,
+                        dynamic_ncols=True)
+
+    def _on_episode(self, msg) -> None:
+        try:
+            event = itf.parse_episode_event(msg.data)
+        except ValueError:
+            return
+        if event["event"] == "start":
+            self.episode, self.ticks, self.interventions = event["episode"], 0, 0
+        else:
+            self.ended += 1
+            result = {True: "success", False: "failure"}.get(event.get("success"), "?")
+            self.bar.write(f"episode {event['episode']}: {event.get('reason', '')} ({result}), "
+                           f"{self.ticks} ticks, {self.interventions} interventions")
+            self.bar.update(1)
+        self._postfix()
+
+    def _on_flags(self, msg) -> None:
+        nu = bool(msg.position[0] > 0.5) if len(msg.position) else False
+        self.ticks += 1
+        self.total_ticks += 1
+        self.interventions += nu
+        self.total_interventions += nu
+        self.tick_times.append(time.monotonic())
+        if self.ticks % 10 == 0:
+            self._postfix()
+
+    def _on_recorder(self, msg) -> None:
+        try:
+            event = json.loads(msg.data)
+        except ValueError:
+            return
+        if event.get("event") == "episode_recorded":
+            self.recorded.append(event)
+        elif event.get("event") in ("episode_failed", "record_failed"):
+            self.failed.append(event)
+            self.bar.write(f"recorder: episode {event.get('episode')} FAILED to record: "
+                           f"{event.get('error')}")
+
+    def rate(self) -> float:
+        t = self.tick_times
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+    def _postfix(self) -> None:
+        self.bar.set_postfix_str(f"ep {self.episode} tick {self.ticks} {self.rate():.0f} ticks/s "
+                                 f"interventions {self.interventions}", refresh=False)
+
+    def spin(self, seconds: float) -> None:
+        self.executor.spin_once(timeout_sec=seconds)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _check_args(args)
+    values = resolved_params(args)          # raises ConfigError before anything starts
+    out, iteration = split_out(args.out, args.iteration)
+    log_dir = out / "logs" / f"iter{iteration}"
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot create {log_dir}: {e.strerror}") from None
+    params_file = ros_params_file(values, log_dir / "params.yaml")
+    robot_name = args.robot_name.strip("/")
+    nodes = graph_nodes(args.sim, args.camera)
+    print(f"mile-ros collect: {' '.join(nodes)} in /{robot_name}; bags -> {out}/iter{iteration}; "
+          f"logs -> {log_dir}", file=sys.stderr)
+
+    graph = Graph(nodes, robot_name, params_file, log_dir)
+    old_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+    graph.start()  # before any thread of ours exists (the children are forked)
+    progress = Progress(robot_name, args.episodes, show=not args.no_progress)
+    interrupted, problem, failed_node = False, None, None
+    try:
+        arm_done_at = None
+        while True:
+            progress.spin(0.1)
+            exited = graph.exited()
+            died = {n: rc for n, rc in exited.items() if not (n == "arm" and rc == 0)}
+            if died:
+                failed_node, rc = next(iter(died.items()))
+                problem = f"node '{failed_node}' exited with status {rc}"
+                break
+            if "arm" in exited:  # all episodes done: wait for the recorder to close their bags
+                arm_done_at = arm_done_at or time.monotonic()
+                finished = len(progress.recorded) + len(progress.failed)
+                if finished >= args.episodes or time.monotonic() - arm_done_at > 20.0:
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.bar.write("stopping the graph ...")
+        codes = graph.stop()
+        for _ in range(5):  # the recorder's last status messages
+            progress.spin(0.05)
+        progress.close()
+        signal.signal(signal.SIGTERM, old_handler)
+    if problem:
+        print(f"mile-ros collect: {problem}; the end of its log "
+              f"({log_dir / (failed_node + '.log')}):\n{graph.log_tail(failed_node)}",
+              file=sys.stderr)
+    bad = {n: rc for n, rc in codes.items()
+           if rc not in (0, -signal.SIGINT) and n != failed_node}
+    for node, rc in bad.items():
+        print(f"mile-ros collect: node '{node}' stopped with status {rc} (log: "
+              f"{log_dir / (node + '.log')})", file=sys.stderr)
+    print(f"mile-ros collect: {progress.ended} episodes, {len(progress.recorded)} recorded, "
+          f"{len(progress.failed)} failed to record, {progress.total_ticks} ticks, "
+          f"{progress.total_interventions} interventions -> {out}/iter{iteration}", file=sys.stderr)
+    if interrupted:
+        return 130
+    return 1 if problem or progress.failed or bad else 0
+
+
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ConfigError as e:
+        print(f"mile-ros collect: configuration error: {e}", file=sys.stderr)
+        sys.exit(2)

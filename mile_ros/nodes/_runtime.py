@@ -1,0 +1,61 @@
+"""Start-up and shutdown shared by the graph nodes (arm, policy_server, sim_human).
+
+`run_node(name, build, argv)` initialises rclpy with the node's `--ros-args`, builds the node,
+spins it until Ctrl-C / SIGINT / the node asks to stop, and turns configuration problems into one
+clear line on stderr (exit status 2) instead of a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from ..params import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def run_node(name: str, build: Callable, argv: list[str] | None = None, executor_cls=None) -> int:
+    """`build(context)` returns a node with an optional `.run(executor)` (its own main loop) and an
+    optional `.close()`. Without `.run`, the node is spun by `executor_cls` (single-threaded)."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    args = list(sys.argv if argv is None else [sys.argv[0], *argv])
+    # A context of its own (the Interbotix module initialises the default one itself); rclpy
+    # installs its SIGINT/SIGTERM handlers only for the default context unless asked.
+    context = rclpy.Context()
+    rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.ALL)
+    node = executor = None
+    try:
+        node = build(context)
+        executor = (executor_cls or SingleThreadedExecutor)(context=context)
+        executor.add_node(node)
+        if hasattr(node, "run"):
+            return int(node.run(executor) or 0)
+        executor.spin()
+        return 0
+    except ConfigError as e:
+        print(f"mile_ros {name}: configuration error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
+        if node is not None:
+            if hasattr(node, "close"):
+                try:
+                    node.close()
+                except Exception as e:  # noqa: BLE001 - report, still shut down
+                    print(f"mile_ros {name}: error while closing: {e}", file=sys.stderr)
+            node.destroy_node()
+        context.try_shutdown()
+
+
+def say(node, text: str) -> None:
+    """Log `text`, also after Ctrl-C has shut the node's context down (then to stderr)."""
+    if node.context.ok():
+        node.get_logger().info(text)
+    else:
+        print(f"[{node.get_namespace().strip('/')}.{node.get_name()}] {text}", file=sys.stderr)
