@@ -207,8 +207,13 @@ class ArmNode(Node):
             say(self, "arm: " + self.stats.summary())
 
     def _spin(self, executor) -> None:
-        while not self._stop.is_set() and self.context.ok():
-            executor.spin_once(timeout_sec=0.05)
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            while not self._stop.is_set() and self.context.ok():
+                executor.spin_once(timeout_sec=0.05)
+        except ExternalShutdownException:  # Ctrl-C: the main loop sees it too
+            self._stop.set()
 
     def _run_continuous(self) -> int:
         tick_start = time.monotonic()

@@ -1,0 +1,271 @@
+"""The arm node over real DDS: tick protocol, episode events, command checking and holding,
+start-up gating, and clear configuration errors. A peer node plays the rest of the graph."""
+import itertools
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from mile_ros import interfaces as itf
+from mile_ros import params
+from mile_ros.arm_backends import ACTION_NAMES, StepOutcome, check_arm_params
+from mile_ros.nodes.arm import SIM_EXPERT_ACTION, ArmNode, ArmStats, check_command, episode_qos
+from mile_ros.params import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+_ns = itertools.count()
+
+
+class FakeBackend:
+    """Counts ticks; an episode ends after `length` ticks, with success on odd episodes."""
+    owns_episodes, has_expert, publishes_joint_states = True, True, True
+    observation_names, action_names, joint_names = ["tick", "episode"], list(ACTION_NAMES), ["j0"]
+
+    def __init__(self, length=5):
+        self.length, self.applied, self.resets, self.episode = length, [], [], -1
+
+    def reset(self, seed):
+        self.resets.append(seed)
+        self.t, self.episode = 0, self.episode + 1
+
+    def observation(self):
+        return np.array([float(self.t), float(self.episode)])
+
+    def apply(self, action):
+        self.applied.append(None if action is None else np.array(action))
+        self.t += 1
+        if self.t >= self.length:
+            success = self.episode % 2 == 1
+            return StepOutcome(True, success, "success" if success else "timeout")
+        return StepOutcome()
+
+    def expert_action(self):
+        return np.array([0.5, -0.5, 0.0, float(self.t)])
+
+    def joint_positions(self):
+        return np.array([0.1 * self.t])
+
+    def ee_pose(self):
+        return np.array([0.2, 0.0, 0.1]), np.array([1.0, 0.0, 0.0, 0.0])
+
+    def close(self):
+        pass
+
+
+class Peer:
+    """Plays policy_server + arbiter: answers each observation with `respond(i, stamp)`."""
+
+    def __init__(self, ns, respond, name="peer"):
+        self.context = rclpy.Context()
+        rclpy.init(args=[], context=self.context)
+        self.node = Node(name, namespace=ns, context=self.context)
+        self.respond = respond
+        self.obs, self.events, self.expert, self.joints, self.poses = [], [], [], [], []
+        n = self.node
+        self.pub = n.create_publisher(JointState, itf.COMMAND, 10)
+        n.create_subscription(JointState, itf.OBSERVATION, self._on_obs, 50)
+        n.create_subscription(String, itf.EPISODE, lambda m: self.events.append(
+            itf.parse_episode_event(m.data)), episode_qos())
+        n.create_subscription(JointState, SIM_EXPERT_ACTION, lambda m: self.expert.append(
+            (itf.stamp_to_ns(m.header.stamp), list(m.position))), 50)
+        n.create_subscription(JointState, itf.JOINT_STATES, lambda m: self.joints.append(
+            itf.stamp_to_ns(m.header.stamp)), 50)
+        n.create_subscription(PoseStamped, itf.EE_POSE, lambda m: self.poses.append(
+            itf.stamp_to_ns(m.header.stamp)), 50)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(n)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        try:
+            while self.context.ok():
+                self.executor.spin_once(timeout_sec=0.05)
+        except ExternalShutdownException:
+            pass
+
+    def _on_obs(self, msg):
+        stamp = itf.stamp_to_ns(msg.header.stamp)
+        self.obs.append((stamp, list(msg.position)))
+        reply = self.respond(len(self.obs) - 1, stamp)
+        if reply is not None:
+            stamp, names, values, delay = reply
+            if delay:
+                threading.Timer(delay, lambda: self.pub.publish(
+                    itf.vector_msg(names, values, stamp))).start()
+            else:
+                self.pub.publish(itf.vector_msg(names, values, stamp))
+
+    def close(self):
+        self.context.try_shutdown()
+        self.thread.join(timeout=2)
+
+
+def answer(values, *, stamp_shift=0, names=ACTION_NAMES, delay=0.0):
+    return lambda i, stamp: (stamp + stamp_shift, list(names), list(values), delay)
+
+
+def run_arm(tmp_path, backend, respond, wait_for_peer=True, **overrides):
+    """Run an ArmNode to completion against a Peer; returns (rc, node, peer)."""
+    ns = f"/arm_test_{next(_ns)}"
+    values = params.resolve("arm", [], {"realtime_factor": 0.0, "lockstep_timeout_s": 0.3,
+                                        "startup_timeout_s": 10.0, "episodes": 2,
+                                        "wait_for_nodes": ["peer"], **overrides})
+    pfile = params.ros_params_file({"arm": values}, tmp_path / "arm.yaml")
+    peer = Peer(ns, respond) if wait_for_peer else None
+    context = rclpy.Context()
+    rclpy.init(args=["arm", "--ros-args", "-r", f"__ns:={ns}", "--params-file", str(pfile)],
+               context=context)
+    node = ArmNode(context, backend_factory=lambda p, robot: backend)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        rc = node.run(executor)
+    finally:
+        node.close()
+        node.destroy_node()
+        context.try_shutdown()
+    time.sleep(0.2)  # the last messages reach the peer
+    if peer is not None:
+        peer.close()
+    return rc, node, peer
+
+
+def test_lockstep_ticks_episodes_and_stamps(tmp_path):
+    backend = FakeBackend(length=5)
+    rc, node, peer = run_arm(tmp_path, backend, answer([0.25, -0.5, 1.0, 0.0]), seed=7)
+    assert rc == 0
+    assert backend.resets == [7, 8]
+    assert [(e["event"], e["episode"]) for e in peer.events] == \
+        [("start", 0), ("end", 0), ("start", 1), ("end", 1)]
+    assert [e.get("reason") for e in peer.events if e["event"] == "end"] == ["timeout", "success"]
+    assert [e["success"] for e in peer.events if e["event"] == "end"] == [False, True]
+    stamps = [s for s, _ in peer.obs]
+    assert len(stamps) == 10 and all(b > a for a, b in zip(stamps, stamps[1:]))
+    # episode events carry the stamps of their first and last tick
+    assert [e["stamp_ns"] for e in peer.events] == [stamps[0], stamps[4], stamps[5], stamps[9]]
+    assert [e["seed"] for e in peer.events if e["event"] == "start"] == [7, 8]
+    # one stamp through the tick: expert action, joint states and pose carry it too
+    assert [s for s, _ in peer.expert] == stamps
+    assert peer.joints == stamps and peer.poses == stamps
+    assert [v[3] for _, v in peer.expert] == [float(i % 5) for i in range(10)]
+    # every tick applied the command stamped with it
+    assert len(backend.applied) == 10
+    for a in backend.applied:
+        np.testing.assert_allclose(a, [0.25, -0.5, 1.0, 0.0])
+    assert node.stats.held_missing == 0 and node.stats.applied == 10
+
+
+def test_bad_or_missing_commands_hold_and_are_counted(tmp_path):
+    plan = [answer([np.nan, 0, 0, 0]),                       # non-finite: rejected
+            answer([0.1, 0, 0, 0], stamp_shift=-1),          # stamped for another tick: late
+            answer([5.0, -5.0, 0.5, 2.0]),                   # out of range: clipped
+            answer([0.1, 0, 0], names=["dx", "dy", "dz"]),   # missing a dimension: malformed
+            lambda i, s: None,                               # no answer: hold after timeout
+            answer([0.0, 0.0, 0.0, inf := float("inf")])]    # infinite: rejected
+    backend = FakeBackend(length=len(plan))
+    rc, node, _ = run_arm(tmp_path, backend, lambda i, s: plan[i](i, s), episodes=1)
+    assert rc == 0 and inf
+    assert backend.applied[0] is None and backend.applied[1] is None
+    np.testing.assert_allclose(backend.applied[2], [1.0, -1.0, 0.5, 1.0])
+    assert backend.applied[3] is None and backend.applied[4] is None and backend.applied[5] is None
+    s = node.stats
+    assert (s.rejected_nonfinite, s.late, s.clipped, s.malformed) == (2, 1, 1, 1)
+    assert s.held_missing == 3 and s.applied == 1 and s.ticks == 6
+
+
+def test_real_time_pacing_never_applies_a_late_command(tmp_path):
+    # 50 Hz wall clock; answers come 0.3 s late, i.e. after their tick is over
+    backend = FakeBackend(length=4)
+    rc, node, peer = run_arm(tmp_path, backend, answer([0.3, 0, 0, 0], delay=0.3),
+                             episodes=1, realtime_factor=1.0, control_rate_hz=50.0)
+    assert rc == 0
+    assert backend.applied == [None] * 4
+    assert node.stats.held_missing == 4 and node.stats.late >= 1
+
+
+def test_first_episode_waits_for_the_named_nodes(tmp_path):
+    backend = FakeBackend(length=2)
+    ns = f"/arm_test_{next(_ns)}"
+    values = params.resolve("arm", [], {"realtime_factor": 0.0, "lockstep_timeout_s": 0.2,
+                                        "episodes": 1, "wait_for_nodes": ["late_peer"],
+                                        "startup_timeout_s": 20.0})
+    pfile = params.ros_params_file({"arm": values}, tmp_path / "arm.yaml")
+    context = rclpy.Context()
+    rclpy.init(args=["arm", "--ros-args", "-r", f"__ns:={ns}", "--params-file", str(pfile)],
+               context=context)
+    node = ArmNode(context, backend_factory=lambda p, robot: backend)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(rc=node.run(executor)), daemon=True)
+    runner.start()
+    time.sleep(1.5)
+    assert backend.resets == []            # nobody there yet: no episode
+    peer = Peer(ns, answer([0.0, 0.0, 0.0, 0.0]), name="late_peer")
+    runner.join(timeout=20)
+    try:
+        assert result.get("rc") == 0 and backend.resets == [0]
+        assert [(e["event"]) for e in peer.events] == ["start", "end"]
+    finally:
+        node.close()
+        node.destroy_node()
+        context.try_shutdown()
+        peer.close()
+
+
+def test_simulated_widowx_backend_runs_an_episode(tmp_path):
+    from mile_ros.arm_backends import SimArm
+
+    p = params.resolve("arm", [], {"episode_timeout_s": 0.5})
+    backend = SimArm(p)
+    rc, node, peer = run_arm(tmp_path, backend, answer([0.0, 0.0, 1.0, -1.0]), episodes=1,
+                             episode_timeout_s=0.5)
+    assert rc == 0
+    assert len(peer.obs) == 10   # 0.5 s at 20 Hz
+    assert peer.events[-1]["reason"] == "timeout"
+    z = [v[backend.observation_names.index("ee_z")] for _, v in peer.obs]
+    assert z[-1] > z[0] + 0.05   # dz = +1 for 10 ticks moved the end effector up
+
+
+def test_check_command():
+    stats = ArmStats()
+    assert check_command(np.array([np.nan, 0, 0, 0]), stats) is None
+    np.testing.assert_allclose(check_command(np.array([2.0, 0, -3, 0.5]), stats), [1, 0, -1, 0.5])
+    assert (stats.rejected_nonfinite, stats.clipped) == (1, 1)
+
+
+@pytest.mark.parametrize("override, name", [
+    ({"action_names": ["dx", "dy", "dz"]}, "action_names"),
+    ({"workspace_min_m": [0.5, 0.0, 0.0]}, "workspace_min_m"),
+    ({"workspace_max_m": [0.5, 0.0]}, "workspace_max_m"),
+    ({"realtime_factor": -1.0}, "realtime_factor"),
+    ({"control_rate_hz": 0.0}, "control_rate_hz"),
+    ({"episodes": -2}, "episodes"),
+])
+def test_bad_values_name_the_parameter(override, name):
+    with pytest.raises(ConfigError, match=f"'{name}'"):
+        check_arm_params(params.resolve("arm", [], override))
+
+
+@pytest.mark.parametrize("arg, needle", [
+    ("realtime_factor:=-0.5", "'realtime_factor'"),
+    ("control_rate:=30.0", "unknown parameter 'control_rate'"),
+    ("backend:=gazebo", "'backend'"),
+])
+def test_node_process_refuses_bad_configuration_with_one_clear_line(arg, needle):
+    proc = subprocess.run([sys.executable, "-m", "mile_ros.nodes.arm", "--ros-args", "-r",
+                           f"__ns:=/arm_cfg_{next(_ns)}", "-p", arg],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
