@@ -67,6 +67,19 @@ class StackedRunner:
         return self.act(np.concatenate(self.frames))
 
 
+class ModelRunner:
+    """A MileModel's PolicyRunner with the configured sampling mode."""
+
+    def __init__(self, runner, deterministic: bool):
+        self.runner, self.deterministic = runner, deterministic
+
+    def reset(self) -> None:
+        self.runner.reset()
+
+    def step(self, state, image=None):
+        return self.runner.step(state, image, deterministic=self.deterministic)
+
+
 @dataclass
 class LoadedPolicy:
     id: str
@@ -90,16 +103,15 @@ def _checkpoint_id(path: Path) -> str:
 
 def load_policy_dir(path: str | Path, deterministic: bool = True) -> LoadedPolicy:
     """A MILE checkpoint directory -> LoadedPolicy (CheckpointError, a ValueError, on problems)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"no checkpoint directory at {path}")
     from ..checkpoint import load_checkpoint
 
-    path = Path(path)
     model = load_checkpoint(path)
 
     def make_runner():
-        try:
-            return model.runner(deterministic=deterministic)
-        except TypeError:
-            return model.runner()
+        return ModelRunner(model.runner(), deterministic)
     return LoadedPolicy(id=_checkpoint_id(path), state_names=list(model.obs_spec.state_names),
                         action_names=list(model.action_spec.names), make_runner=make_runner,
                         uses_image=model.obs_spec.image_shape is not None, source=str(path))
