@@ -1,0 +1,61 @@
+"""The simulated person's hands: the Joy messages it sends make the arbiter's real state machine
+do exactly what the person decided, with the expert's action read back as a_h."""
+import numpy as np
+import pytest
+
+from mile_ros import params
+from mile_ros.arbiter_logic import ArbiterConfig, ArbiterLogic, JoyMap
+from mile_ros.nodes.sim_human import JoyPlayer
+
+DECISIONS = [0, 1, 0, 1, 1, 1, 0, 0, 1, 0, 1, 1, 0]   # includes a press on every tick (1, 0, 1)
+
+
+def play(mode, decisions, **arbiter_overrides):
+    values = params.resolve("arbiter", [], {"mode": mode, **arbiter_overrides})
+    cfg = ArbiterConfig.from_params(values)
+    logic = ArbiterLogic(cfg)
+    player = JoyPlayer(JoyMap(cfg), cfg.mode, values["axis_count"], len(values["button_layout"]))
+    rng = np.random.default_rng(0)
+    now, stamp = 100.0, 10_000
+    logic.on_joy(*player.idle(), now, stamp - 5)          # the controller is connected
+    ticks, experts = [], []
+    for nu in decisions:
+        now += 0.05
+        stamp += 50
+        expert = np.clip(rng.normal(scale=0.6, size=4), -1, 1)
+        joys = player.tick(bool(nu), expert if nu else None)
+        for i, (axes, buttons) in enumerate(joys):
+            assert len(axes) == values["axis_count"] and len(buttons) == len(values["button_layout"])
+            logic.on_joy(axes, buttons, now, stamp - (len(joys) - 1 - i))
+        out = logic.on_observation(stamp, now) + logic.on_action_robot(stamp, np.zeros(4), now)
+        assert len(out) == 1
+        ticks.append(out[0])
+        experts.append(expert)
+    return ticks, experts
+
+
+@pytest.mark.parametrize("mode", ["toggle", "hold"])
+@pytest.mark.parametrize("overrides", [{}, {"deadzone": 0.1, "axis_sign": [1.0, -1.0, 1.0, -1.0]},
+                                       {"axes.dx": 3, "axes.gripper": 1, "buttons.takeover": "l1"}])
+def test_arbiter_follows_every_decision(mode, overrides):
+    ticks, experts = play(mode, DECISIONS, **overrides)
+    assert [int(t.nu) for t in ticks] == DECISIONS
+    for t, expert, nu in zip(ticks, experts, DECISIONS):
+        if nu:
+            np.testing.assert_allclose(t.a_h, expert, atol=1e-9)
+        else:
+            assert t.a_h is None
+
+
+def test_toggle_presses_are_edges_with_a_release_in_between():
+    values = params.resolve("arbiter", [], {})
+    cfg = ArbiterConfig.from_params(values)
+    player = JoyPlayer(JoyMap(cfg), "toggle", values["axis_count"], len(values["button_layout"]))
+    takeover = cfg.buttons["takeover"]
+    first = player.tick(True, np.zeros(4))
+    assert [j[1][takeover] for j in first] == [1]
+    second = player.tick(False, None)                  # hand back on the very next tick
+    assert [j[1][takeover] for j in second] == [0, 1]   # let go, press again
+    third = player.tick(False, None)
+    assert [j[1][takeover] for j in third] == [0]
+    assert all(a == 0.0 for a in third[0][0])          # sticks centred when not driving
