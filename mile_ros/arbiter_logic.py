@@ -4,9 +4,9 @@ States
     autonomous  the policy drives: executed = a_r(t) (nu=0), blended from the previous command over
                 `handback_ramp_s` whenever control has just come back to the policy
     taken_over  the person drives: executed = a_h(t) from the sticks (nu=1)
-    joy_lost    Joy went silent for `joy_timeout_s` while taken over: hold; leaves only on an explicit
-                takeover press received after the Joy stream is back (-> taken_over)
-    estop       the e-stop button latched: hold; the reset button (with e-stop released) -> autonomous
+    joy_lost    Joy went silent for `joy_timeout_s` while taken over: hold; leaves only on an
+                explicit takeover press received after the Joy stream is back (-> taken_over)
+    estop       the e-stop button latched: hold; reset (with e-stop released) -> autonomous
 
 Transitions (buttons act on their rising edge, except e-stop, which acts on its level)
     autonomous --takeover press--> taken_over
@@ -116,7 +116,8 @@ class ArbiterConfig:
             axes.append(index)
         signs = [float(s) for s in p["axis_sign"]]
         if len(signs) != len(names):
-            fail("axis_sign", f"needs one value per action dimension ({len(names)}), got {len(signs)}")
+            fail("axis_sign", f"needs one value per action dimension ({len(names)}), "
+                              f"got {len(signs)}")
         if not all(math.isfinite(s) and s != 0.0 and abs(s) <= 1.0 for s in signs):
             fail("axis_sign", f"values must be finite, non-zero and within [-1, 1], got {signs}")
         keep = list(p["hold_keep"])
@@ -233,7 +234,7 @@ class ArbiterLogic:
         self.ramp_from: np.ndarray | None = None
         self.ramp_k = 0
         self.pending: _Pending | None = None
-        self.a_r: tuple[int, np.ndarray | None, str | None] | None = None  # newest (stamp, a, problem)
+        self.a_r: tuple | None = None      # the newest a_r: (stamp, values or None, problem)
         self.decided_stamp: int | None = None
         self.last_joy_time: float | None = None
         self.joy_stamp_ns: int | None = None
@@ -426,7 +427,8 @@ class ArbiterLogic:
     # --- reporting (never shows a_r: the person must not see it) ----------------------------------
     def status(self, now: float | None = None) -> dict:
         return {"state": self.state, "mode": self.cfg.mode,
-                "hold": self.last_source == "hold", "reason": self.last_reason,
+                "hold": self.decided_stamp is not None and self.last_source == "hold",
+                "reason": self.last_reason,
                 "joystick": None if now is None else self.joy_alive(now),
                 "episode_running": self.episode_running if self.cfg.episode_buttons else None,
                 "counts": dict(self.counts)}

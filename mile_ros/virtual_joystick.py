@@ -13,7 +13,7 @@ import glob
 import os
 
 SDL_INIT_JOYSTICK = 0x00000200
-SDL_JOYSTICK_TYPE_UNKNOWN = 0   # generic: every axis starts at 0 (a game controller starts triggers at -1)
+SDL_JOYSTICK_TYPE_UNKNOWN = 0   # generic: all axes start at 0 (a game controller's triggers at -1)
 AXIS_MAX = 32767
 
 

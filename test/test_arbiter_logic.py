@@ -7,7 +7,7 @@ import pytest
 
 from mile_ros import params
 from mile_ros.arbiter_logic import (AUTONOMOUS, ESTOP, JOY_LOST, TAKEN_OVER, ArbiterConfig,
-                                    ArbiterLogic, JoyMap, apply_deadzone)
+                                    ArbiterLogic, apply_deadzone)
 from mile_ros.interfaces import parse_episode_event
 from mile_ros.params import ConfigError
 
@@ -328,7 +328,8 @@ def test_ramp_follows_a_moving_a_r_and_resumes_from_holds():
     hold = d.tick(a_r=None)                              # a stall: hold, then ramp back
     assert hold.hold
     resumed = d.tick(a_r=a_r)
-    assert np.abs(resumed.command - hold.command).max() <= np.abs(a_r - hold.command).max() / n + 1e-9
+    step = np.abs(resumed.command - hold.command).max()
+    assert step <= np.abs(a_r - hold.command).max() / n + 1e-9
 
 
 # --- bad values ---------------------------------------------------------------------------------

@@ -123,7 +123,8 @@ class SimSource:
 
 def check_params(p: dict) -> None:
     if p["source"] not in SOURCES:
-        raise ConfigError(f"camera parameter 'source' must be one of {SOURCES}, got {p['source']!r}")
+        raise ConfigError(f"camera parameter 'source' must be one of {SOURCES}, "
+                          f"got {p['source']!r}")
     for name in ("width", "height"):
         if not 1 <= p[name] <= 8192:
             raise ConfigError(f"camera parameter '{name}' must be in [1, 8192], got {p[name]}")

@@ -66,7 +66,7 @@ class JoystickReader:
         return True
 
     def poll(self) -> tuple[str | None, tuple[list[float], list[int]] | None]:
-        """(event, state): event is "disconnected"/"reconnected"/None; state None while unplugged."""
+        """(event, state): event "disconnected"/"reconnected"/None; state None while unplugged."""
         pg, event = self.pg, None
         for e in pg.event.get():              # pumps SDL; axis/button events are read as state
             if (e.type == pg.JOYDEVICEREMOVED and self.joystick is not None
