@@ -313,8 +313,9 @@ class EpisodeRecorder:
     `submit(topic, raw_cdr)` is called from subscription callbacks: it only enqueues (it never
     blocks, and drops with a count when `max_queue_bytes` are waiting). A writer thread:
     - opens a bag on an `episode` start event and closes it `close_grace_s` after the end event,
-      routing every message by its header stamp (messages that arrive just before the start
-      event, or just after the end event, land in the right episode);
+      routing every message by its header stamp, `reorder_window_s` after it arrived (DDS keeps
+      no order across topics: a tick's messages may arrive before the start event or after the
+      end event, and still land in the right episode);
     - flushes the open bag every `flush_period_s`, so a crash loses at most that much;
     - on a write failure (disk full, ...) marks the episode failed-to-record, reports it through
       `on_event` and the log, drops the rest of that episode and goes on with the next one.
@@ -327,6 +328,7 @@ class EpisodeRecorder:
                  record_images: bool = True, control_rate_hz: float = 20.0,
                  min_rate_fraction: float = 0.9, robot_name: str = "", namespace: str = "",
                  flush_period_s: float = 1.0, close_grace_s: float = 0.5,
+                 reorder_window_s: float = 0.25,
                  max_queue_bytes: int = 1 << 30, fsync: bool = True,
                  on_event: Callable[[dict], None] | None = None, logger=None,
                  writer_factory: Callable[..., EpisodeBagWriter] = EpisodeBagWriter):
@@ -343,6 +345,7 @@ class EpisodeRecorder:
         self.robot_name = robot_name
         self.control_rate_hz, self.min_rate_fraction = float(control_rate_hz), min_rate_fraction
         self.flush_period_s, self.close_grace_s = flush_period_s, close_grace_s
+        self.reorder_window_s = reorder_window_s
         self.max_queue_bytes, self.fsync = max_queue_bytes, fsync
         self.on_event, self.log = on_event, logger or log
         self.writer_factory = writer_factory
@@ -354,10 +357,12 @@ class EpisodeRecorder:
         self.checkpoint_id: str | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queued_bytes = 0
+        self._queued_items = self._done_items = 0
         self._lock = threading.Lock()
         self._current: _Episode | None = None
         self._closing: list[_Episode] = []
         self._idle: deque = deque()
+        self._pending: deque = deque()          # (monotonic arrival, item) held for reordering
         self._next_flush = time.monotonic() + flush_period_s
         self._stopped = False
         self.incomplete_found = self._report_incomplete()
@@ -376,12 +381,17 @@ class EpisodeRecorder:
                 self.dropped["queue_full" if not self._stopped else "after_close"] += 1
                 return False
             self._queued_bytes += size
-        self._queue.put(("msg", topic, raw, time.time_ns() if recv_ns is None else recv_ns))
+        self._put(("msg", topic, raw, time.time_ns() if recv_ns is None else recv_ns))
         return True
 
     def policy_active(self, text: str) -> None:
         """A `policy/active` message (JSON {id, state, reason})."""
-        self._queue.put(("active", text))
+        self._put(("active", text))
+
+    def _put(self, item) -> None:
+        with self._lock:
+            self._queued_items += 1
+        self._queue.put(item)
 
     @property
     def queued_bytes(self) -> int:
@@ -401,7 +411,7 @@ class EpisodeRecorder:
         """Wait until the queue is drained and no episode is closing (tests, tools)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._queue.empty() and not self._closing:
+            if self._done_items == self._queued_items and not self._closing and not self._pending:
                 return True
             time.sleep(0.01)
         return False
@@ -410,25 +420,57 @@ class EpisodeRecorder:
     def _run(self) -> None:
         while True:
             deadlines = [self._next_flush] + [e.close_at for e in self._closing]
+            if self._pending:
+                deadlines.append(self._pending[0][0] + self.reorder_window_s)
             try:
                 item = self._queue.get(timeout=max(0.0, min(deadlines) - time.monotonic()))
             except queue.Empty:
                 item = None
+            if item is not None and item[0] == "stop":
+                self._guarded(self._route_pending, True)
+                self._guarded(self._stop, item[1])
+                return
+            if item is not None:
+                if item[0] == "msg" and item[1] != EPISODE:
+                    self._pending.append((time.monotonic(), item))   # routed a little later
+                else:
+                    self._guarded(self._handle_now, item)
+            self._guarded(self._route_pending)
+            self._guarded(self._timers)
+
+    def _guarded(self, func, *args) -> None:
+        try:
+            func(*args)
+        except Exception as e:  # noqa: BLE001 - the writer thread must survive anything
+            self.log.error(f"recorder: unexpected error: {type(e).__name__}: {e}")
+            self.dropped["internal_error"] += 1
+
+    def _release(self, item) -> None:
+        with self._lock:
+            self._queued_bytes -= len(item[2])
+
+    def _handle_now(self, item) -> None:
+        """Episode events and policy/active act at once, ahead of the messages still held."""
+        try:
+            if item[0] == "active":
+                self._on_active(item[1])
+            else:
+                self._release(item)
+                self._on_episode_message(item[2], item[3])
+        finally:
+            self._done_items += 1
+
+    def _route_pending(self, everything: bool = False) -> None:
+        """Route messages held for `reorder_window_s`: an episode event published before them on
+        another topic may arrive after them, and must take effect first."""
+        due = time.monotonic() - self.reorder_window_s
+        while self._pending and (everything or self._pending[0][0] <= due):
+            _, item = self._pending.popleft()
             try:
-                if item is not None:
-                    if item[0] == "stop":
-                        self._stop(item[1])
-                        return
-                    if item[0] == "active":
-                        self._on_active(item[1])
-                    else:
-                        with self._lock:
-                            self._queued_bytes -= len(item[2])
-                        self._route(*item[1:])
-                self._timers()
-            except Exception as e:  # noqa: BLE001 - the writer thread must survive anything
-                self.log.error(f"recorder: unexpected error: {type(e).__name__}: {e}")
-                self.dropped["internal_error"] += 1
+                self._release(item)
+                self._route(*item[1:])
+            finally:
+                self._done_items += 1
 
     def _timers(self) -> None:
         now = time.monotonic()
@@ -547,7 +589,7 @@ class EpisodeRecorder:
         if stamp is None:
             stamp = max(ep.tick_bits) if ep.tick_bits else (ep.start_stamp or 0)
         ep.end_stamp = stamp
-        ep.close_at = time.monotonic() + self.close_grace_s
+        ep.close_at = time.monotonic() + self.close_grace_s + self.reorder_window_s
         if self.checkpoint_id and self.checkpoint_id not in ep.checkpoint_ids:
             ep.checkpoint_ids.append(self.checkpoint_id)
         ep.end_checkpoint = self.checkpoint_id

@@ -158,8 +158,9 @@ def check_ticks(path, published, images=True):
     topics, custom = read_bag_directly(path)
     stamps = {t: [s for s, _ in topics.get(t, [])] for t in topics}
     sent = [s for _, s, _ in published]
-    assert sorted(stamps["observation"]) == sent
-    assert sorted(stamps["action_robot"]) == sent and sorted(stamps["intervention"]) == sent
+    for topic in ("observation", "action_robot", "intervention", "command", "ee_pose",
+                  "joint_states"):
+        assert sorted(stamps[topic]) == sent, (path, topic)
     nu = {s: m.position[0] > 0.5 for s, m in topics["intervention"]}
     assert sorted(stamps["action_human"]) == [s for s in sent if nu[s]]
     assert set(nu.values()) == {True, False}

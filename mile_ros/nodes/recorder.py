@@ -26,7 +26,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from std_msgs.msg import String
 
 from ..bags import EpisodeRecorder, topic_types
-from ..interfaces import IMAGE, POLICY_ACTIVE
+from ..interfaces import EPISODE, IMAGE, POLICY_ACTIVE
 from ..params import ConfigError, declare_node_parameters
 
 STATUS_TOPIC = "recorder/status"
@@ -57,7 +57,9 @@ class RecorderNode(Node):
             self.create_subscription(message_class(typename), topic,
                                      partial(self.recorder.submit, topic),
                                      images if topic == IMAGE else reliable, raw=True)
-            for topic, typename in topic_types(p["record_images"]).items()]
+            # episode events first: within one executor cycle they are then taken first
+            for topic, typename in sorted(topic_types(p["record_images"]).items(),
+                                          key=lambda kv: kv[0] != EPISODE)]
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._subs.append(self.create_subscription(
