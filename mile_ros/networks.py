@@ -1,0 +1,131 @@
+"""Policy networks for MILE: a Gaussian policy whose mean lies in the [-1, 1] action box, a
+categorical policy, and an optional small CNN for camera images (uint8 HxWx3, 64-96 px).
+
+Inputs are either a state tensor [B, S] (already normalised and frame-stacked) or a dict
+{"state": [B, S], "image": uint8 [B, H, W, 3]}; the image features are concatenated with the
+state before the MLP. Every network keeps the keyword arguments it was built with in
+`.init_kwargs`, so a checkpoint can rebuild it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+LOG_STD_BOUNDS = (-5.0, 2.0)
+IMAGE_SIZE_RANGE = (32, 128)
+
+
+class ImageEncoder(nn.Module):
+    """uint8 [B, H, W, 3] -> features [B, out_dim]; three strided convolutions + global pool."""
+
+    def __init__(self, image_shape: tuple[int, int, int], out_dim: int = 64):
+        super().__init__()
+        h, w, ch = (int(v) for v in image_shape)
+        if ch != 3 or not all(IMAGE_SIZE_RANGE[0] <= v <= IMAGE_SIZE_RANGE[1] for v in (h, w)):
+            raise ValueError(f"image_shape must be (H, W, 3) with H, W in {IMAGE_SIZE_RANGE}, "
+                             f"got {tuple(image_shape)}")
+        self.image_shape = (h, w, ch)
+        self.conv = nn.Sequential(
+            nn.Conv2d(3, 32, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64 * 16, out_dim), nn.ReLU())
+        self.out_dim = out_dim
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.dim() != 4 or tuple(image.shape[1:]) != self.image_shape:
+            raise ValueError(f"image must have shape [B, {', '.join(map(str, self.image_shape))}], "
+                             f"got {tuple(image.shape)}")
+        x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0 - 0.5
+        return self.conv(x)
+
+
+class _Trunk(nn.Module):
+    def __init__(self, obs_dim: int, hidden, image_shape):
+        super().__init__()
+        if int(obs_dim) < 1:
+            raise ValueError(f"obs_dim must be >= 1, got {obs_dim}")
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden must be a non-empty list of positive sizes, got {hidden}")
+        self.obs_dim = int(obs_dim)
+        self.encoder = ImageEncoder(image_shape) if image_shape is not None else None
+        layers, width = [], self.obs_dim + (self.encoder.out_dim if self.encoder else 0)
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.mlp = nn.Sequential(*layers)
+        self.out_dim = width
+
+    def forward(self, obs) -> torch.Tensor:
+        if isinstance(obs, dict):
+            state, image = obs.get("state"), obs.get("image")
+        else:
+            state, image = obs, None
+        if state is None or state.dim() != 2 or state.shape[1] != self.obs_dim:
+            raise ValueError(f"state must have shape [B, {self.obs_dim}], got "
+                             f"{None if state is None else tuple(state.shape)}")
+        if (image is None) != (self.encoder is None):
+            raise ValueError("this network " + ("needs" if self.encoder else "takes no")
+                             + " camera image input")
+        x = state.to(torch.float32)
+        if self.encoder is not None:
+            x = torch.cat([x, self.encoder(image)], -1)
+        return self.mlp(x)
+
+
+class GaussianPolicy(nn.Module):
+    """pi(a|s) = N(mu, diag exp(log_std)^2) with mu = tanh(.) in [-1, 1] and log_std squashed
+    into `log_std_bounds`. forward(obs) -> (mu [B, A], log_std [B, A])."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden=(256, 256), image_shape=None,
+                 log_std_bounds=LOG_STD_BOUNDS):
+        super().__init__()
+        if int(act_dim) < 1:
+            raise ValueError(f"act_dim must be >= 1, got {act_dim}")
+        lo, hi = (float(v) for v in log_std_bounds)
+        if not lo < hi:
+            raise ValueError(f"log_std_bounds must be (low, high) with low < high, got {log_std_bounds}")
+        self.init_kwargs = {"obs_dim": int(obs_dim), "act_dim": int(act_dim),
+                            "hidden": [int(h) for h in hidden],
+                            "image_shape": None if image_shape is None else [int(v) for v in image_shape],
+                            "log_std_bounds": [lo, hi]}
+        self.trunk = _Trunk(obs_dim, hidden, image_shape)
+        self.head = nn.Linear(self.trunk.out_dim, 2 * int(act_dim))
+        self.act_dim, self.log_std_bounds = int(act_dim), (lo, hi)
+
+    def forward(self, obs) -> tuple[torch.Tensor, torch.Tensor]:
+        mean_raw, std_raw = self.head(self.trunk(obs)).chunk(2, -1)
+        lo, hi = self.log_std_bounds
+        return torch.tanh(mean_raw), lo + (hi - lo) * torch.sigmoid(std_raw)
+
+
+class CategoricalPolicy(nn.Module):
+    """pi(a|s) = softmax(logits). forward(obs) -> logits [B, n_actions]."""
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden=(256, 256), image_shape=None):
+        super().__init__()
+        if int(n_actions) < 2:
+            raise ValueError(f"n_actions must be >= 2, got {n_actions}")
+        self.init_kwargs = {"obs_dim": int(obs_dim), "n_actions": int(n_actions),
+                            "hidden": [int(h) for h in hidden],
+                            "image_shape": None if image_shape is None else [int(v) for v in image_shape]}
+        self.trunk = _Trunk(obs_dim, hidden, image_shape)
+        self.head = nn.Linear(self.trunk.out_dim, int(n_actions))
+        self.n_actions = int(n_actions)
+
+    def forward(self, obs) -> torch.Tensor:
+        return self.head(self.trunk(obs))
+
+
+NETWORKS = {"GaussianPolicy": GaussianPolicy, "CategoricalPolicy": CategoricalPolicy}
+
+
+def build_network(class_name: str, kwargs: dict) -> nn.Module:
+    """Rebuild a network from its class name and `.init_kwargs` (used by checkpoints)."""
+    if class_name not in NETWORKS:
+        raise ValueError(f"unknown network class {class_name!r}")
+    kwargs = dict(kwargs)
+    if kwargs.get("image_shape") is not None:
+        kwargs["image_shape"] = tuple(kwargs["image_shape"])
+    return NETWORKS[class_name](**kwargs)
