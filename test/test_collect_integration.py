@@ -1,0 +1,162 @@
+"""The whole simulated graph through `mile-ros collect` (separate processes, real DDS, lockstep):
+two short episodes, then the bags are read back with `rosbags` directly (not the project's reader).
+Every tick has an observation, a_r and nu; a_h exists exactly when nu=1 and is the scripted
+expert's action read back through the arbiter's Joy path; all stamps align; both nu values occur;
+the episode metadata is there. A second run is stopped with Ctrl-C mid-episode."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from rosbags.rosbag2 import Reader
+from rosbags.typesys import Stores, get_typestore
+
+from mile_ros import params
+from mile_ros.sim.widowx import expert_action_from_observation
+
+ROOT = Path(__file__).resolve().parents[1]
+NS = "/wx250s"
+TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
+
+
+@pytest.fixture(scope="module")
+def bench_cache(request):
+    """The simulated person and initial policy, built once (deterministic) and kept between runs."""
+    import torch
+
+    from mile_ros.nodes.sim_human import build_person
+
+    cache = request.config.cache.mkdir("mile_ros_bench")
+    old = os.environ.get("MILE_ROS_BENCH_CACHE")
+    os.environ["MILE_ROS_BENCH_CACHE"] = str(cache)
+    torch.set_num_threads(1)
+    try:
+        build_person(params.resolve("sim_human"))   # builds the initial policy too
+    finally:
+        if old is None:
+            del os.environ["MILE_ROS_BENCH_CACHE"]
+        else:
+            os.environ["MILE_ROS_BENCH_CACHE"] = old
+    return cache
+
+
+def collect(tmp_path, bench_cache, *extra, episode_timeout_s=2.0):
+    cfg = tmp_path / "short.yaml"
+    cfg.write_text(yaml.safe_dump({"arm": {"ros__parameters": {
+        "episode_timeout_s": episode_timeout_s, "seed": 3}}}))
+    env = {**os.environ, "MILE_ROS_BENCH_CACHE": str(bench_cache), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "mile_ros.cli", "collect", "--sim",
+                             "--out", str(tmp_path / "run" / "iter1"), "--params", str(cfg),
+                             "--no-progress", *extra],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def read_bag(path: Path) -> dict:
+    """{topic without namespace: {stamp_ns: message}}, with rosbags only."""
+    out = {}
+    with Reader(path) as reader:
+        for conn, _t, raw in reader.messages():
+            msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+            topic = conn.topic[len(NS) + 1:] if conn.topic.startswith(NS + "/") else conn.topic
+            if hasattr(msg, "header"):
+                stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                assert stamp not in out.setdefault(topic, {}), f"{topic}: duplicate stamp {stamp}"
+                out[topic][stamp] = msg
+            else:
+                out.setdefault(topic, {})[len(out.get(topic, {}))] = msg
+    return out
+
+
+def custom_metadata(path: Path) -> dict:
+    info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["version"] == 8
+    return {k: json.loads(v) for k, v in info["custom_data"].items()}
+
+
+def episode_bags(iter_dir: Path) -> list[Path]:
+    return sorted(p for p in iter_dir.iterdir() if p.is_dir() and p.name.startswith("episode_"))
+
+
+def named(msg, names):
+    index = {n: i for i, n in enumerate(msg.name)}
+    return np.array([msg.position[index[n]] for n in names])
+
+
+def test_two_lockstep_episodes_recorded_completely(tmp_path, bench_cache):
+    t0 = time.monotonic()
+    proc = collect(tmp_path, bench_cache, "--episodes", "2", "--realtime-factor", "0")
+    try:
+        output, _ = proc.communicate(timeout=150)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output
+    elapsed = time.monotonic() - t0
+    assert "2 episodes, 2 recorded, 0 failed" in output, output
+    bags = episode_bags(tmp_path / "run" / "iter1")
+    assert len(bags) == 2, output
+
+    arm = params.resolve("arm")
+    all_nu = []
+    for index, bag in enumerate(bags):
+        meta = custom_metadata(bag)
+        topics = read_bag(bag)
+        obs, a_r, flags = topics["observation"], topics["action_robot"], topics["intervention"]
+        a_h, command = topics.get("action_human", {}), topics["command"]
+        ticks = sorted(obs)
+        assert len(ticks) == 40                                # 2 s at 20 Hz, all of them
+        assert sorted(a_r) == ticks and sorted(flags) == ticks and sorted(command) == ticks
+        assert sorted(topics["joint_states"]) == ticks and sorted(topics["ee_pose"]) == ticks
+        nu = {t: bool(flags[t].position[0] > 0.5) for t in ticks}
+        assert sorted(a_h) == [t for t in ticks if nu[t]]      # a_h exactly when nu = 1
+        state_names = list(obs[ticks[0]].name)
+        for t in a_h:
+            # the person acted through Joy; the arbiter read the scripted expert's action back
+            s = named(obs[t], state_names)
+            expert = expert_action_from_observation(s, arm["max_ee_step_m"],
+                                                    arm["workspace_min_m"][2])
+            np.testing.assert_allclose(named(a_h[t], ["dx", "dy", "dz", "gripper"]),
+                                       np.clip(expert, -1, 1), atol=1e-5)
+            np.testing.assert_allclose(command[t].position, a_h[t].position)
+        events = [json.loads(m.data) for m in topics["episode"].values()]
+        assert [e["event"] for e in events] == ["start", "end"]
+        assert events[0]["stamp_ns"] == ticks[0] and events[1]["stamp_ns"] == ticks[-1]
+        assert meta["iteration"] == 1 and meta["episode"] == index
+        assert meta["ticks"] == 40 and meta["intervention_count"] == sum(nu.values())
+        assert meta["end_reason"] in ("timeout", "success") and isinstance(meta["success"], bool)
+        assert meta["policy_checkpoint_id"] == "initial:widowx:seed0"
+        assert meta["state_names"] == state_names and meta["seed"] == 3 + index
+        all_nu += list(nu.values())
+    assert any(all_nu) and not all(all_nu)                   # both nu values occur
+    print(f"collect: 2 episodes x 40 lockstep ticks in {elapsed:.1f} s (incl. start-up)")
+
+
+def test_ctrl_c_stops_the_graph_and_closes_the_open_bag(tmp_path, bench_cache):
+    proc = collect(tmp_path, bench_cache, "--realtime-factor", "1.0", episode_timeout_s=60.0)
+    iter_dir = tmp_path / "run" / "iter1"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if iter_dir.is_dir() and episode_bags(iter_dir):
+                break
+            time.sleep(0.2)
+        time.sleep(1.5)  # some ticks into the episode
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, output
+    (bag,) = episode_bags(iter_dir)
+    meta = custom_metadata(bag)                  # metadata.yaml written: the bag was closed
+    assert meta["end_reason"] in ("shutdown", "interrupted") and meta["success"] is None
+    assert meta["ticks"] > 5
+    logs = tmp_path / "run" / "logs" / "iter1"
+    for node in ("arm", "arbiter", "policy_server", "recorder", "sim_human"):
+        assert "Traceback" not in (logs / f"{node}.log").read_text(), node
+    assert "stopped with status" not in output   # every node stopped cleanly on SIGINT
