@@ -107,6 +107,8 @@ def coerce(node: str, name: str, value: Any, default: Any, source: str) -> Any:
         return value
     if want == "float" and got == "int":
         return float(value)
+    if want == "string" and got in ("int", "float"):  # `-p device:=0` arrives as an int
+        return str(value)
     if want == "float[]" and got in ("int[]", "float[]"):
         return [float(x) for x in value]
     if want.endswith("[]") and value == []:

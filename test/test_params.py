@@ -87,3 +87,8 @@ def test_rclpy_node_declares_shipped_parameters(tmp_path):
     assert _declare_in_subprocess(["--params-file", str(f)]) == "OK 50.0 0"
     out = _declare_in_subprocess(["-p", "rate:=3.0"])
     assert out.startswith("ERR") and "'rate'" in out
+
+
+def test_number_given_for_a_string_parameter_becomes_a_string():
+    # `ros2 run ... -p device:=0` types the value as an int; the camera's device is a string
+    assert params.resolve("camera", overrides={"device": 0})["device"] == "0"
