@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     old_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     graph.start()  # before any thread of ours exists (the children are forked)
     progress = Progress(robot_name, args.episodes, show=not args.no_progress)
-    interrupted, problem, failed_node = False, None, None
+    interrupted, problem, failed_node, failed_rc = False, None, None, None
     try:
         arm_done_at = None
         while True:
@@ -275,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             exited = graph.exited()
             died = {n: rc for n, rc in exited.items() if not (n == "arm" and rc == 0)}
             if died:
-                failed_node, rc = next(iter(died.items()))
-                problem = f"node '{failed_node}' exited with status {rc}"
+                failed_node, failed_rc = next(iter(died.items()))
+                problem = f"node '{failed_node}' exited with status {failed_rc}"
                 break
             if "arm" in exited:  # all episodes done: wait for the recorder to close their bags
                 arm_done_at = arm_done_at or time.monotonic()
@@ -306,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{progress.total_interventions} interventions -> {out}/iter{iteration}", file=sys.stderr)
     if interrupted:
         return 130
+    if failed_rc == 2:
+        return 2   # a node refused its configuration (the message above names the parameter)
     return 1 if problem or progress.failed or bad else 0
 
 

@@ -10,7 +10,8 @@
   the reason and the running policy stays. `policy/active` (JSON {id, state, reason}) is transient
   local, so the recorder and the trainer see the active id whenever they join.
 
-Policies: `checkpoint` names a checkpoint directory (mile_ros.checkpoint); "" = the simulated
+Policies: `checkpoint` names a checkpoint directory (mile_ros.checkpoint), or a directory with a
+`latest` pointer; "" = the simulated
 WidowX task's initial policy (BC on a few noisy expert demonstrations, built by mile_ros.benchmark,
 deterministic per `initial_seed` and cached on disk).
 """
@@ -112,7 +113,8 @@ def load_policy_dir(path: str | Path, deterministic: bool = True) -> LoadedPolic
 
     def make_runner():
         return ModelRunner(model.runner(), deterministic)
-    return LoadedPolicy(id=_checkpoint_id(path), state_names=list(model.obs_spec.state_names),
+    policy_id = getattr(model, "checkpoint_id", None) or _checkpoint_id(path)
+    return LoadedPolicy(id=policy_id, state_names=list(model.obs_spec.state_names),
                         action_names=list(model.action_spec.names), make_runner=make_runner,
                         uses_image=model.obs_spec.image_shape is not None, source=str(path))
 
