@@ -213,10 +213,13 @@ def test_hot_swap_at_the_next_episode_start_and_refusals(tmp_path):
             return h.active[-1]
 
         # corrupt bytes, a truncated checkpoint, mismatched actions: refused, stub keeps running
-        for data in (b"not a checkpoint at all", good_bytes[: len(good_bytes) // 2],
-                     checkpoint.checkpoint_to_bytes(tmp_path / "wrong")):
+        wrong_id = checkpoint.verify_checkpoint(tmp_path / "wrong")["id"]
+        for data, refused_id in ((b"not a checkpoint at all", "<23 bytes>"),
+                                 (good_bytes[: len(good_bytes) // 2], None),
+                                 (checkpoint.checkpoint_to_bytes(tmp_path / "wrong"), wrong_id)):
             answer = offer(data)
             assert answer["state"] == "refused" and answer["reason"], answer
+            assert refused_id is None or answer["id"] == refused_id, answer
             np.testing.assert_allclose(h.tick([0.5, 0.25])[1:3], [0.5, 0.25])   # still the stub
 
         answer = offer(good_bytes)

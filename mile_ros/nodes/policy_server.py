@@ -141,6 +141,21 @@ def initial_policy(seed: int, deterministic: bool = True) -> LoadedPolicy:
                         source="mile_ros.benchmark initial policy")
 
 
+def _id_in_archive(data: bytes) -> str:
+    """Best effort: the id in a checkpoint archive's manifest, to name a refused checkpoint."""
+    import io
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.endswith("/manifest.json"):
+                    return str(json.loads(tar.extractfile(member).read())["id"])
+    except Exception:  # noqa: BLE001 - unreadable: described by the refusal reason instead
+        pass
+    return f"<{len(data)} bytes>"
+
+
 def check_compatible(new: LoadedPolicy, old: LoadedPolicy, observation_names=None) -> None:
     """Raise ValueError when `new` cannot replace `old` on this graph."""
     if new.action_names != old.action_names:
@@ -298,29 +313,27 @@ class PolicyServerNode(Node):
     def _on_checkpoint(self, msg) -> None:
         data = bytes(msg.data)
         t0 = time.monotonic()
+        policy_id = _id_in_archive(data)
         try:
             from ..checkpoint import checkpoint_from_bytes
 
             path = checkpoint_from_bytes(data, self._receive_dir)
             new = load_policy_dir(path, self.deterministic)
+            policy_id = new.id
             with self._lock:
                 current = self.pending or self.policy
             check_compatible(new, current, self.observation_names)
         except Exception as e:  # noqa: BLE001 - anything wrong with it means: refuse it
             reason = f"{type(e).__name__}: {e}"
-            self._announce(self._guess_id(data), "refused", reason)
-            self.get_logger().error(f"refused a checkpoint ({len(data)} bytes): {reason}; "
-                                    f"policy {self.policy.id} keeps running")
+            self._announce(policy_id, "refused", reason)
+            self.get_logger().error(f"refused checkpoint {policy_id} ({len(data)} bytes): "
+                                    f"{reason}; policy {self.policy.id} keeps running")
             return
         with self._lock:
             self.pending = new
         self._announce(new.id, "pending", f"validated in {time.monotonic() - t0:.2f} s; "
                                           "active from the next episode start")
         self.get_logger().info(f"checkpoint {new.id} pending until the next episode start")
-
-    @staticmethod
-    def _guess_id(data: bytes) -> str:
-        return f"<{len(data)} bytes>"
 
     def close(self) -> None:
         say(self, f"policy_server: {self.counts.summary()}")
