@@ -13,6 +13,7 @@ When the arm stops after `episodes` episodes (sim), the whole launch shuts down.
 Uses only launch / launch_ros API common to Humble and Jazzy.
 """
 import os
+import tempfile
 
 import yaml
 from ament_index_python.packages import get_package_share_directory
@@ -34,13 +35,24 @@ def _when_sim(if_true, if_false):
                              f"'.strip().lower() in ('true', '1') else '{if_false}'"])
 
 
-def generate_launch_description():
-    config = os.path.join(get_package_share_directory(PACKAGE), "config", "collect.yaml")
+def _for_any_namespace(config):
+    """A copy of the parameter file whose sections match the nodes in any namespace (`/**/arm`
+    rather than `arm`, which would match only `/arm`); values keep the file's own YAML types."""
     with open(config) as f:
         sections = yaml.safe_load(f)
+    fd, path = tempfile.mkstemp(prefix="mile_ros_collect_", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump({f"/**/{name}": section for name, section in sections.items()}, f,
+                       sort_keys=False)
+    return path
+
+
+def generate_launch_description():
+    config = _for_any_namespace(
+        os.path.join(get_package_share_directory(PACKAGE), "config", "collect.yaml"))
 
     def node(name, overrides=None, **kwargs):
-        parameters = [sections[name]["ros__parameters"]]
+        parameters = [config]
         if overrides:
             parameters.append(overrides)
         return Node(package=PACKAGE, executable=name, name=name,

@@ -160,3 +160,25 @@ def test_ctrl_c_stops_the_graph_and_closes_the_open_bag(tmp_path, bench_cache):
     for node in ("arm", "arbiter", "policy_server", "recorder", "sim_human"):
         assert "Traceback" not in (logs / f"{node}.log").read_text(), node
     assert "stopped with status" not in output   # every node stopped cleanly on SIGINT
+
+
+@pytest.mark.parametrize("yaml_text, needle", [
+    ("arm:\n  ros__parameters:\n    episode_timout_s: 3.0\n", "unknown parameter 'episode_timout_s'"),
+    ("arbiter:\n  ros__parameters:\n    joy_timeout_s: soon\n", "'joy_timeout_s' of node 'arbiter'"),
+])
+def test_bad_yaml_is_refused_before_any_node_starts(tmp_path, yaml_text, needle):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml_text)
+    proc = subprocess.run([sys.executable, "-m", "mile_ros.cli", "collect", "--sim", "--episodes",
+                           "1", "--out", str(tmp_path / "run" / "iter1"), "--params", str(cfg)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert needle in proc.stderr and str(cfg) in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()   # nothing was started or written
+
+
+def test_out_directory_naming():
+    from mile_ros.collect import split_out
+
+    assert split_out("runs/demo/iter3", 1) == (Path("runs/demo"), 3)
+    assert split_out("runs/demo", 2) == (Path("runs/demo"), 2)

@@ -179,9 +179,15 @@ def evaluate(description, arguments):
             continue
         flat = {}
         for layer in e.parameters:
-            assert isinstance(layer, dict), "parameter files are not namespaced: pass dicts"
             raw = {}
-            flatten("", layer, raw)
+            if isinstance(layer, str):   # a parameter file, as the node's rcl would read it
+                doc = yaml.safe_load(Path(layer).read_text())
+                matching = [k for k in doc if k in (f"/**/{e.name}", "/**")]
+                assert matching, f"{layer} has no section that matches a namespaced {e.name}"
+                for key in matching:
+                    flatten("", doc[key]["ros__parameters"], raw)
+            else:
+                flatten("", layer, raw)
             flat.update({k: perform(v, context) for k, v in raw.items()})
         assert e.name not in started, f"node {e.name} started twice"
         started[e.name] = (perform(e.namespace, context), e.executable, e.package, flat)
