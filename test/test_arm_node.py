@@ -155,6 +155,7 @@ def test_lockstep_ticks_episodes_and_stamps(tmp_path):
     # episode events carry the stamps of their first and last tick
     assert [e["stamp_ns"] for e in peer.events] == [stamps[0], stamps[4], stamps[5], stamps[9]]
     assert [e["seed"] for e in peer.events if e["event"] == "start"] == [7, 8]
+    assert all(e["control_rate_hz"] == 20.0 for e in peer.events if e["event"] == "start")
     # one stamp through the tick: expert action, joint states and pose carry it too
     assert [s for s, _ in peer.expert] == stamps
     assert peer.joints == stamps and peer.poses == stamps
@@ -190,6 +191,7 @@ def test_real_time_pacing_never_applies_a_late_command(tmp_path):
     rc, node, peer = run_arm(tmp_path, backend, answer([0.3, 0, 0, 0], delay=0.3),
                              episodes=1, realtime_factor=1.0, control_rate_hz=50.0)
     assert rc == 0
+    assert peer.events[0]["control_rate_hz"] == 50.0
     assert backend.applied == [None] * 4
     assert node.stats.held_missing == 4 and node.stats.late >= 1
 

@@ -90,6 +90,8 @@ class ArmNode(Node):
         self.lockstep = self.backend.owns_episodes and p["realtime_factor"] == 0.0
         speed = p["realtime_factor"] if self.backend.owns_episodes and not self.lockstep else 1.0
         self.tick_interval = self.period / speed
+        # the tick rate the recorder should expect (lockstep: the nominal rate, as a floor)
+        self.expected_rate_hz = p["control_rate_hz"] * (1.0 if self.lockstep else speed)
         self.stats = ArmStats()
         self._PoseStamped, self._String = PoseStamped, String
 
@@ -255,7 +257,8 @@ class ArmNode(Node):
             seed = self.p["seed"] + episode
             self.backend.reset(seed)
             first = self._next_stamp()  # the start event carries the first tick's stamp
-            self._publish_event(itf.episode_event("start", episode, first, seed=seed))
+            self._publish_event(itf.episode_event("start", episode, first, seed=seed,
+                                                  control_rate_hz=self.expected_rate_hz))
             self._episode = episode
             # A moment for the event to arrive before the first observation: the policy server
             # resets its frame history (and swaps checkpoints) on it, the recorder opens a bag.
