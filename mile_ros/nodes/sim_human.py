@@ -104,9 +104,10 @@ class SimHumanNode(Node):
         self.episode_stats = dict(self.stats)
         self.player = None
         self._last_joy = None
+        rates = {k: round(v, 3) for k, v in self.info.items()
+                 if k.endswith("_rate") and isinstance(v, float)}
         self.get_logger().info(f"sim_human: c={self.info['c']:.4g} beta={self.info['beta']} "
-                               f"(calibrated rate on the initial policy "
-                               f"{self.info.get('calibrated_rate', float('nan')):.3f})")
+                               f"(on the initial policy: {rates})")
 
     # --- set-up: the arbiter's Joy map ------------------------------------------------------------
     def _arbiter_params(self, executor, timeout_s: float) -> dict | None:
