@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=int, default=50, help="fixed evaluation seeds (default 50)")
     p.add_argument("--no-equalize", action="store_true",
                    help="baselines collect exactly k episodes instead of matching MILE's intervention count")
-    p.add_argument("--target-rate", type=float, default=0.3, help="person: target intervention rate (default 0.3)")
+    p.add_argument("--target-rate", type=float, default=0.25, help="person: target intervention rate in closed loop (default 0.25)")
     p.add_argument("--c", type=float, default=None, help="person: fixed c instead of calibrating")
     p.add_argument("--beta", type=float, default=1.0, help="person: probit scale (default 1)")
     p.add_argument("--n-demos", type=int, default=None, help="demonstrations for the initial policy")
@@ -104,8 +104,9 @@ def main(argv=None) -> int:
           f"(mean return {d['experts']['expert']['mean_return']:.1f}); wall {time.time() - t0:.0f} s")
     for s, info in d["initial"].items():
         p = d["person"][s]
-        print(f"  seed {s}: initial success {info['success_rate']:.3f}, person c={p['c']:.3f} "
-              f"(calibrated rate {p['calibrated_rate']:.3f})")
+        cl = p.get("closed_loop_rate")
+        print(f"  seed {s}: initial success {info['success_rate']:.3f}; person c={p['c']:.3f}, intervention "
+              f"rate {p['open_loop_rate']:.3f} open loop" + (f", {cl:.3f} closed loop" if cl is not None else ""))
     print(summary_table(d))
     if args.plot:
         from .plots import plot_curves

@@ -34,6 +34,9 @@ class MileBenchConfig:
     lr: float = 1e-3
     n_quantiles: int = 32
     frame_stack: int = 4
+    mental: str = "joint"         # joint (paper: J1 trains pihat too) | frozen | anchored (see below)
+    anchor: float = 1.0           # mental="anchored": weight of -log pihat(a_r|s) over all ticks
+    learn_c: bool = False         # c as a trained parameter, initialised by the estimate
 
     @classmethod
     def from_overrides(cls, overrides: dict) -> "MileBenchConfig":
@@ -127,15 +130,23 @@ def train_mile_on(prev, episodes, task, overrides: dict, seed: int) -> MileBench
     a_h = np.concatenate([e["a_h"] for e in episodes])
     a_h = torch.as_tensor(np.nan_to_num(a_h) if policy.kind == "continuous" else np.maximum(a_h, 0),
                           dtype=torch.float32 if policy.kind == "continuous" else torch.int64)
-    c = cfg.c if cfg.c is not None else estimate_c(policy, mental, obs, float(nu.float().mean()), cfg.beta, cfg.n_quantiles)
-    params = list(policy.parameters()) + list(mental.parameters())
+    if cfg.mental not in ("joint", "frozen", "anchored"):
+        raise ValueError(f"MILE option mental must be joint, frozen or anchored, got {cfg.mental!r}")
+    a_r = np.concatenate([e["a_r"] for e in episodes])
+    a_r = torch.as_tensor(a_r, dtype=a_h.dtype)
+    c0 = cfg.c if cfg.c is not None else estimate_c(policy, mental, obs, float(nu.float().mean()), cfg.beta, cfg.n_quantiles)
+    c = torch.nn.Parameter(torch.tensor(float(c0))) if cfg.learn_c else c0
+    params = list(policy.parameters()) + (list(mental.parameters()) if cfg.mental != "frozen" else [])
+    params += [c] if cfg.learn_c else []
     opt = torch.optim.Adam(params, lr=cfg.lr)
     g = torch.Generator().manual_seed(seed)
     steps = bc_steps(len(obs), cfg.epochs, cfg.batch_size, hi=cfg.max_steps)
     for _ in range(steps):
         i = torch.randint(len(obs), (min(cfg.batch_size, len(obs)),), generator=g)
         loss, _ = mile_loss(policy, mental, obs[i], a_h[i], nu[i], c, cfg.beta, cfg.lam, cfg.n_quantiles)
+        if cfg.mental == "anchored":
+            loss = loss - cfg.anchor * mental.log_prob(obs[i], a_r[i]).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return MileBenchModel(policy, mental, c, cfg.beta)
+    return MileBenchModel(policy, mental, float(c), cfg.beta)

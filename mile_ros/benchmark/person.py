@@ -21,6 +21,7 @@ import numpy as np
 from scipy.special import ndtr
 from scipy.stats import chi2
 
+from .envs import FrameStacker
 from .experts import ExpertInfo
 
 N_QUANTILES = 128
@@ -143,3 +144,66 @@ def calibrate_c(stats: ProbitStats, target_rate: float, beta: float = 1.0, tol: 
         if hi - lo < tol:
             break
     return 0.5 * (lo + hi)
+
+
+def collect_episode(task, policy, person, seed: int, frame_stack: int, person_seed) -> dict:
+    """One episode under the person: the policy proposes, the person decides from the state."""
+    person.reseed(person_seed)
+    stacker = FrameStacker(frame_stack)
+    obs = task.reset(seed)
+    so = stacker.reset(obs)
+    S, AR, AH, NU, EX, P = [], [], [], [], [], []
+    discrete = task.kind == "discrete"
+    info, ret = {"success": False}, 0.0
+    for _ in range(task.max_steps):
+        a_r = policy.act(so)
+        e = task.expert(obs)
+        nu, a_h, p = person.decide(so, e)
+        executed = a_h if nu else a_r
+        S.append(obs), AR.append(a_r), NU.append(nu), EX.append(executed), P.append(p)
+        AH.append(a_h if nu else (-1 if discrete else np.full(task.act_dim, np.nan)))
+        obs, r, done, info = task.step(executed)
+        ret += r
+        so = stacker.push(obs)
+        if done:
+            break
+    dt = np.int64 if discrete else np.float64
+    return {"state": np.asarray(S), "a_r": np.asarray(AR, dt), "a_h": np.asarray(AH, dt),
+            "nu": np.asarray(NU, bool), "executed": np.asarray(EX, dt), "p": np.asarray(P),
+            "success": bool(info["success"]), "return": ret, "seed": int(seed)}
+
+
+def closed_loop_rate(task, policy, person, seeds, frame_stack: int = 4) -> float:
+    """Fraction of ticks with an intervention when `policy` runs under `person` on `seeds`
+    (the person's random stream fixed per episode, so rates for different c are comparable)."""
+    eps = [collect_episode(task, policy, person, s, frame_stack, [s, 99]) for s in seeds]
+    return float(sum(e["nu"].sum() for e in eps) / sum(len(e["nu"]) for e in eps))
+
+
+def calibrate_c_closed_loop(task, policy, person, seeds, target_rate: float, frame_stack: int = 4,
+                            rounds: int = 8) -> tuple[float, float]:
+    """Refine person.c so that the intervention rate *in closed loop* (interventions change the
+    states that follow) is close to `target_rate`: bracket, then bisect. -> (c, achieved rate)."""
+    rate = lambda c: (setattr(person, "c", c), closed_loop_rate(task, policy, person, seeds, frame_stack))[1]
+    c0 = person.c
+    r0 = rate(c0)
+    step = max(1.0, abs(c0)) * 0.25
+    lo, hi = (c0, None) if r0 > target_rate else (None, c0)  # lo: rate too high; hi: too low
+    c, r = c0, r0
+    for _ in range(12):
+        if lo is not None and hi is not None:
+            break
+        c = c - step if lo is None else c + step
+        step *= 2
+        r = rate(c)
+        lo, hi = (c, hi) if r > target_rate else (lo, c)
+    best = (abs(r0 - target_rate), c0, r0)
+    if lo is not None and hi is not None:
+        for _ in range(rounds):
+            c = 0.5 * (lo + hi)
+            r = rate(c)
+            best = min(best, (abs(r - target_rate), c, r))
+            lo, hi = (c, hi) if r > target_rate else (lo, c)
+    _, c, r = best
+    person.c = c
+    return c, r

@@ -9,8 +9,8 @@ evaluation seeds. Episode seeds and the person's random stream depend only on (t
 iteration, episode index), so every method meets the same situations.
 
 Equal intervention counts (protocol (a), `equalize=True`): MILE collects its k episodes first;
-every baseline keeps collecting (past k episodes if needed, up to 10k) until it holds at least as
-many intervention ticks as MILE did in that iteration.
+every baseline collects at least k episodes and keeps collecting (up to 10k) until it holds at
+least as many intervention ticks as MILE did in that iteration.
 
 Resumable: after each (method, seed, iteration) the results file is rewritten, and the method's
 state (policy + collected episodes) saved under <out>.work/.
@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from .baselines import BASELINES, BaselineConfig
-from .envs import FrameStacker, UnknownNameError, canonical_task_name, evaluate_policy, make_task
+from .envs import UnknownNameError, canonical_task_name, evaluate_policy, make_task
+from .person import collect_episode
 from .initial import InitialConfig, build_initial_policy, build_person, demos_for, seeds_for
 from .results import Results
 
@@ -61,33 +62,6 @@ class BenchConfig:
         d["initial"]["hidden"] = list(d["initial"]["hidden"])
         d["baseline"]["rlif_hidden"] = list(d["baseline"]["rlif_hidden"])
         return d
-
-
-def collect_episode(task, policy, person, seed: int, frame_stack: int, person_seed) -> dict:
-    """One episode under the person: the policy proposes, the person decides from the state."""
-    person.reseed(person_seed)
-    stacker = FrameStacker(frame_stack)
-    obs = task.reset(seed)
-    so = stacker.reset(obs)
-    S, AR, AH, NU, EX, P = [], [], [], [], [], []
-    discrete = task.kind == "discrete"
-    info, ret = {"success": False}, 0.0
-    for _ in range(task.max_steps):
-        a_r = policy.act(so)
-        e = task.expert(obs)
-        nu, a_h, p = person.decide(so, e)
-        executed = a_h if nu else a_r
-        S.append(obs), AR.append(a_r), NU.append(nu), EX.append(executed), P.append(p)
-        AH.append(a_h if nu else (-1 if discrete else np.full(task.act_dim, np.nan)))
-        obs, r, done, info = task.step(executed)
-        ret += r
-        so = stacker.push(obs)
-        if done:
-            break
-    dt = np.int64 if discrete else np.float64
-    return {"state": np.asarray(S), "a_r": np.asarray(AR, dt), "a_h": np.asarray(AH, dt),
-            "nu": np.asarray(NU, bool), "executed": np.asarray(EX, dt), "p": np.asarray(P),
-            "success": bool(info["success"]), "return": ret, "seed": int(seed)}
 
 
 class MileMethod:
@@ -182,7 +156,7 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
                 n_int = sum(int(e["nu"].sum()) for e in new_eps)
                 if target is None and len(new_eps) >= cfg.episodes:
                     break
-                if target is not None and len(new_eps) >= 1 and n_int >= target:
+                if target is not None and len(new_eps) >= cfg.episodes and n_int >= target:
                     break
             episodes = episodes + new_eps
             tt = time.time()

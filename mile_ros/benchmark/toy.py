@@ -1,8 +1,9 @@
 """Tiny tasks for fast tests and smoke runs, registered as `toy/reach` (continuous, 2-D actions)
-and `toy/grid` (discrete, 4 actions). Both: move a point from a random start to a random goal.
+and `toy/grid` (discrete, 4 actions). Both: move a point from a random start to a goal drawn
+near (0.5, 0.5).
 
     reach: state (x, y, gx, gy), action (vx, vy) in [-1,1]^2, step 0.1 * action, success when
-           within 0.08 of the goal; expert = clip((g - x) / 0.1) as a Gaussian.
+           within 0.1 of the goal; expert = clip((g - x) / 0.1) as a Gaussian.
     grid:  same state, actions +x, -x, +y, -y with step 0.1; expert = Boltzmann over the
            projection of each move on the direction to the goal.
 """
@@ -13,7 +14,7 @@ import numpy as np
 from .envs import BenchTask, register_task
 from .experts import ExpertInfo
 
-STEP, RADIUS = 0.1, 0.08
+STEP, RADIUS = 0.1, 0.1
 MOVES = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]], dtype=np.float64)
 
 
@@ -32,7 +33,7 @@ class ToyReach(BenchTask):
 
     def reset(self, seed: int) -> np.ndarray:
         rng = np.random.default_rng(int(seed))
-        self._s = np.r_[rng.uniform(-1, 1, 2), rng.uniform(-1, 1, 2)]
+        self._s = np.r_[rng.uniform(-1, 1, 2), 0.5 + rng.uniform(-0.2, 0.2, 2)]
         self._t = 0
         return self._s.copy()
 

@@ -1,0 +1,79 @@
+"""Results file round trip and resume; clear errors for bad task / method names."""
+import json
+
+import pytest
+
+from mile_ros.benchmark import cli
+from mile_ros.benchmark.envs import UnknownNameError, canonical_task_name, valid_task_names
+from mile_ros.benchmark.protocols import METHODS, parse_methods
+from mile_ros.benchmark.results import Results, ResultsError, curves, load_results, mean_se, summary_table
+
+
+def test_results_round_trip_and_resume(tmp_path):
+    path = tmp_path / "r.json"
+    config = {"task": "toy/reach", "methods": ["mile", "iwr"], "seeds": [0, 1]}
+    r = Results.open(path, config)
+    for seed, rates in ((0, (0.2, 0.6)), (1, (0.4, 0.8))):
+        for it, rate in enumerate(rates):
+            r.add_record("mile", seed, {"iteration": it, "success_rate": rate, "interventions": 10 * it,
+                                        "interventions_total": 10 * it})
+    r.add_record("mile", 0, {"iteration": 1, "success_rate": 0.5, "interventions": 10, "interventions_total": 10})
+    data = load_results(path)
+    assert data["config"] == config
+    assert [rec["success_rate"] for rec in data["methods"]["mile"]["0"]] == [0.2, 0.5]  # replaced, sorted
+    again = Results.open(path, config)  # resume: same content
+    assert again.data == data
+    assert again.records("mile", 1)[1]["success_rate"] == 0.8
+    m, se = curves(data)["mile"][1][:2]
+    assert m == pytest.approx(0.65) and se == pytest.approx(0.15)
+    assert "0.650 ± 0.150" in summary_table(data)
+    with pytest.raises(ResultsError, match="different configuration.*seeds"):
+        Results.open(path, {**config, "seeds": [0]})
+    assert Results.open(path, {**config, "seeds": [0]}, resume=False).data["methods"] == {}
+
+
+def test_load_rejects_foreign_files(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ResultsError, match="not a mile_ros bench results file"):
+        load_results(p)
+    p.write_text("{trunc")
+    with pytest.raises(ResultsError, match="cannot read"):
+        load_results(p)
+
+
+def test_mean_se():
+    assert mean_se([1.0, 3.0]) == pytest.approx((2.0, 1.0))
+
+
+def test_task_names():
+    names = valid_task_names()
+    for n in ("lunarlander", "widowx", "metaworld/drawer-open", "metaworld/button-press",
+              "metaworld/peg-insert-side", "metaworld/door-open"):
+        assert n in names
+    assert canonical_task_name("metaworld/drawer-open-v3") == "metaworld/drawer-open"
+    assert canonical_task_name("LunarLander-v3") == "lunarlander"
+    with pytest.raises(UnknownNameError) as e:
+        canonical_task_name("metaworld/drawer-opne")
+    assert "metaworld/drawer-open" in str(e.value) and "lunarlander" in str(e.value)
+
+
+def test_method_names():
+    assert parse_methods("iwr, mile") == ["mile", "iwr"]  # MILE always runs first
+    with pytest.raises(UnknownNameError) as e:
+        parse_methods("mile,dagger")
+    assert "dagger" in str(e.value) and all(m in str(e.value) for m in METHODS)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--task", "metaworld/nope"], ["unknown task 'metaworld/nope'", "metaworld/drawer-open"]),
+    (["--task", "lunarlander", "--methods", "mile,bc"], ["unknown method(s) bc", "hg-dagger"]),
+    (["--task", "lunarlander", "--mile", "lamda=0.3"], ["unknown MILE option(s) lamda", "lam"]),
+])
+def test_cli_bad_names(tmp_path, capsys, args, words):
+    rc = cli.main(args + ["--out", str(tmp_path / "r.json"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    for w in words:
+        assert w in err
+    assert "Traceback" not in err
