@@ -23,7 +23,7 @@ from mile_ros import interfaces as itf
 from mile_ros import params
 from mile_ros.arm_backends import ACTION_NAMES
 from mile_ros.nodes.policy_server import (LoadedPolicy, PolicyServerNode, StackedRunner,
-                                          check_compatible)
+                                          active_qos, check_compatible)
 
 ROOT = Path(__file__).resolve().parents[1]
 _ns = itertools.count()
@@ -73,7 +73,7 @@ class Harness:
         self.peer.create_subscription(JointState, itf.ACTION_ROBOT, lambda m: self.a_r.append(
             (itf.stamp_to_ns(m.header.stamp), list(m.name), list(m.position))), 50)
         self.peer.create_subscription(String, itf.POLICY_ACTIVE, lambda m: self.active.append(
-            json.loads(m.data)), LATCHED)
+            json.loads(m.data)), active_qos())
         self.obs_pub = self.peer.create_publisher(JointState, itf.OBSERVATION, 50)
         self.ep_pub = self.peer.create_publisher(String, itf.EPISODE, LATCHED)
         self.ckpt_pub = self.peer.create_publisher(UInt8MultiArray, itf.CHECKPOINT, LATCHED)
@@ -209,8 +209,10 @@ def test_hot_swap_at_the_next_episode_start_and_refusals(tmp_path):
         def offer(data):
             n = len(h.active)
             h.ckpt_pub.publish(UInt8MultiArray(data=list(data)))
-            h.wait(lambda: len(h.active) > n)
-            return h.active[-1]
+            h.wait(lambda: len(h.active) >= n + 2)
+            answer, latched = h.active[n], h.active[n + 1]
+            assert latched["state"] == "active" and latched["id"] == "stub:1"   # still running
+            return answer
 
         # corrupt bytes, a truncated checkpoint, mismatched actions: refused, stub keeps running
         wrong_id = checkpoint.verify_checkpoint(tmp_path / "wrong")["id"]
@@ -224,6 +226,11 @@ def test_hot_swap_at_the_next_episode_start_and_refusals(tmp_path):
 
         answer = offer(good_bytes)
         assert answer == {"id": good_id, "state": "pending", "reason": answer["reason"]}
+        late = []   # a late joiner keeping one message (like the recorder) learns the running id
+        h.peer.create_subscription(String, itf.POLICY_ACTIVE,
+                                   lambda m: late.append(json.loads(m.data)), LATCHED)
+        h.wait(lambda: late)
+        assert late[0]["id"] == "stub:1" and late[0]["state"] == "active"
         np.testing.assert_allclose(h.tick([0.5, 0.25])[1:3], [0.5, 0.25])   # not before the start
         n = h.start_episode(5)
         h.wait(lambda: len(h.active) > n)

@@ -39,9 +39,11 @@ INITIAL_TASK = "widowx"
 
 
 def active_qos():
+    """policy/active: reliable, transient local; the last message is always the running policy
+    (see _reannounce_active), the ones before it say what happened to offered checkpoints."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+    return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
@@ -328,12 +330,20 @@ class PolicyServerNode(Node):
             self._announce(policy_id, "refused", reason)
             self.get_logger().error(f"refused checkpoint {policy_id} ({len(data)} bytes): "
                                     f"{reason}; policy {self.policy.id} keeps running")
+            self._reannounce_active()
             return
         with self._lock:
             self.pending = new
         self._announce(new.id, "pending", f"validated in {time.monotonic() - t0:.2f} s; "
                                           "active from the next episode start")
         self.get_logger().info(f"checkpoint {new.id} pending until the next episode start")
+        self._reannounce_active()
+
+    def _reannounce_active(self) -> None:
+        """The last word is always the running policy, for late joiners that keep only one."""
+        with self._lock:
+            running, pending = self.policy.id, self.pending
+        self._announce(running, "active", "running" + (f"; {pending.id} pending" if pending else ""))
 
     def close(self) -> None:
         say(self, f"policy_server: {self.counts.summary()}")
