@@ -9,6 +9,7 @@ the arguments -- the same nodes and parameters as `mile-ros collect` (mile_ros/c
   arm.backend      sim | interbotix (from `sim`)       arm.episodes       `episodes`
   recorder.out     `out`                               recorder.iteration `iteration`
   camera.source    sim | opencv (from `sim`)           arbiter.joy_sync   `sim`
+  arbiter.episode_buttons  not `sim` (a real robot's episodes start and end on the controller)
 When the arm stops after `episodes` episodes (sim), the whole launch shuts down.
 Uses only launch / launch_ros API common to Humble and Jazzy.
 """
@@ -77,7 +78,9 @@ def generate_launch_description():
         node("recorder", {"out": ParameterValue(LaunchConfiguration("out"), value_type=str),
                           "iteration": ParameterValue(LaunchConfiguration("iteration"),
                                                       value_type=int)}),
-        node("arbiter", {"joy_sync": ParameterValue(sim, value_type=bool)}),
+        node("arbiter", {"joy_sync": ParameterValue(sim, value_type=bool),
+                         "episode_buttons": ParameterValue(_when_sim("false", "true"),
+                                                           value_type=bool)}),
         node("policy_server"),
         node("sim_human", condition=IfCondition(sim)),
         node("joystick", condition=UnlessCondition(sim)),

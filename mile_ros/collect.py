@@ -48,7 +48,9 @@ def node_overrides(sim: bool, camera: bool, out: str, iteration: int, episodes: 
         arm["realtime_factor"] = float(realtime_factor)
     over = {"arm": arm,
             "recorder": {"out": str(out), "iteration": int(iteration)},
-            "arbiter": {"joy_sync": bool(sim)},   # the simulated person answers every tick
+            # sim: the person answers every tick, the simulated arm owns episodes;
+            # real robot: the person starts and ends episodes with the controller's buttons
+            "arbiter": {"joy_sync": bool(sim), "episode_buttons": not sim},
             "camera": {"source": "sim" if sim else "opencv"}}
     return {n: over.get(n, {}) for n in graph_nodes(sim, camera)}
 

@@ -232,6 +232,8 @@ def test_defaults_start_the_real_robot_graph(launch_file):
     started = evaluate(launch_file.generate_launch_description(), {})
     assert "joystick" in started and "sim_human" not in started and "camera" not in started
     assert started["arm"][3]["backend"] == "interbotix"
+    assert started["arbiter"][3]["episode_buttons"] is True    # episodes from the controller
+    assert started["arbiter"][3]["joy_sync"] is False
     assert started["arm"][0] == "wx250s"
 
 
