@@ -84,7 +84,9 @@ class ArmNode(Node):
 
         self.p = p = declare_node_parameters(self, NODE)
         check_arm_params(p)
-        self.backend = backend_factory(p, self.get_namespace().strip("/"))
+        robot_name = self.get_namespace().strip("/")
+        self.backend = backend_factory(p, robot_name)
+        self.base_frame = f"{robot_name}/base_link" if robot_name else "base_link"  # Interbotix TF
         self.action_names = list(p["action_names"])
         self.period = 1.0 / p["control_rate_hz"]
         self.lockstep = self.backend.owns_episodes and p["realtime_factor"] == 0.0
@@ -146,7 +148,7 @@ class ArmNode(Node):
         pos, quat = b.ee_pose()
         pose = self._PoseStamped()
         pose.header.stamp = itf.ns_to_stamp(t)
-        pose.header.frame_id = "base_link"
+        pose.header.frame_id = self.base_frame
         pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in pos)
         (pose.pose.orientation.w, pose.pose.orientation.x, pose.pose.orientation.y,
          pose.pose.orientation.z) = (float(v) for v in quat)
