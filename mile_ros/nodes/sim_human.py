@@ -16,7 +16,6 @@ re-sent at `keepalive_hz` like a real joystick driver so the arbiter's Joy watch
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 from rclpy.node import Node
