@@ -21,7 +21,7 @@ import numpy as np
 from rclpy.node import Node
 
 from .. import interfaces as itf
-from ..params import declare_node_parameters, resolve
+from ..params import ConfigError, declare_node_parameters, resolve
 from ._runtime import say
 from .arm import SIM_EXPERT_ACTION
 
@@ -92,7 +92,6 @@ class SimHumanNode(Node):
         self.p = declare_node_parameters(self, NODE)
         for name in ("expert_sigma", "keepalive_hz", "beta"):
             if not self.p[name] > 0:
-                from ..params import ConfigError
                 raise ConfigError(f"sim_human parameter '{name}' must be > 0, got {self.p[name]}")
         self.person, self.info, self.state_names, self.k = person_factory(self.p)
         self.log_sigma = float(np.log(self.p["expert_sigma"]))
