@@ -59,3 +59,16 @@ def test_toggle_presses_are_edges_with_a_release_in_between():
     third = player.tick(False, None)
     assert [j[1][takeover] for j in third] == [0]
     assert all(a == 0.0 for a in third[0][0])          # sticks centred when not driving
+
+
+def test_bad_value_is_a_clear_startup_error():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-m", "mile_ros.nodes.sim_human", "--ros-args",
+                           "-r", "__ns:=/sim_human_cfg", "-p", "expert_sigma:=0.0"],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2, proc.stderr
+    assert "'expert_sigma'" in proc.stderr and "Traceback" not in proc.stderr
