@@ -164,7 +164,7 @@ def _log_gamma_sf(a: float, y: torch.Tensor) -> torch.Tensor:
 def _log_p_both(m: torch.Tensor, beta, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p, log(1-p)) for p = E_{T~Gamma(dim/2)}[Phi((m - T)/beta)]; m float64 [...]."""
     beta64 = beta.to(torch.float64) if torch.is_tensor(beta) else beta
-    if float(beta) >= _SWITCH_BETA:
+    if float(beta.detach() if torch.is_tensor(beta) else beta) >= _SWITCH_BETA:
         t, logw = _laguerre(dim)
         u = ((m.unsqueeze(-1) - t) / beta64).clamp(-_PROBIT_CLIP, _PROBIT_CLIP)
         return (torch.logsumexp(logw + torch.special.log_ndtr(u), -1),
@@ -350,26 +350,35 @@ def gaussian_mile_loss(mu, log_std, mu_hat, log_std_hat, a_h, nu, c, beta=1.0, l
 
 def monte_carlo_intervention_probability_gaussian(mu, log_std, mu_hat, log_std_hat, c, beta=1.0,
                                                   n_samples=1000, generator=None,
-                                                  chunk=20000):
-    """Sampling estimate of p(nu=1|s) in the style of public MILE code: n_samples a' ~ pihat
-    estimate E_pihat[log pi(a')], n_samples a ~ pi (reparameterised) average
-    Phi((log pi(a) - E_pihat[log pi] - c)/beta). Test oracle and benchmark baseline only."""
+                                                  inner_samples=None, antithetic=False,
+                                                  chunk=50000):
+    """Sampling estimate of p(nu=1|s) in the style of public MILE code: inner_samples
+    (default n_samples) a' ~ pihat estimate E_pihat[log pi(a')], n_samples a ~ pi
+    (reparameterised) average Phi((log pi(a) - E_pihat[log pi] - c)/beta). Test oracle and
+    benchmark baseline only. The inner estimate's error is shared by every outer sample, so
+    an oracle needs many more inner than outer samples; antithetic=True pairs the inner draws
+    (z, -z), which removes the error of its linear term (oracle use, not the public style)."""
     mu, log_std, mu_hat, log_std_hat = _gaussian_inputs(mu, log_std, mu_hat, log_std_hat)
     c, beta = _scalar("c", c), _scalar("beta", beta, positive=True)
     n_samples = int(n_samples)
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    inner_samples = n_samples if inner_samples is None else int(inner_samples)
+    if n_samples < 1 or inner_samples < 1:
+        raise ValueError(f"n_samples and inner_samples must be >= 1, got {n_samples}, {inner_samples}")
     std, std_hat = log_std.exp(), log_std_hat.exp()
 
     def draws(n):
         return torch.randn((n,) + tuple(mu.shape), dtype=mu.dtype, device=mu.device,
                            generator=generator)
     inner = 0.0
-    for start in range(0, n_samples, chunk):
-        n = min(chunk, n_samples - start)
-        a_hat = mu_hat + std_hat * draws(n)
-        inner = inner + gaussian_log_prob(mu, log_std, a_hat).sum(0)
-    inner = inner / n_samples
+    for start in range(0, inner_samples, chunk):
+        n = min(chunk, inner_samples - start)
+        z = draws(n)
+        inner = inner + gaussian_log_prob(mu, log_std, mu_hat + std_hat * z).sum(0)
+        if antithetic:
+            inner = inner + gaussian_log_prob(mu, log_std, mu_hat - std_hat * z).sum(0)
+    if antithetic:
+        inner = inner / 2
+    inner = inner / inner_samples
     total = 0.0
     for start in range(0, n_samples, chunk):
         n = min(chunk, n_samples - start)

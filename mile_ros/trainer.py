@@ -15,8 +15,12 @@ Choices (see the module docstring of `mile_ros.mile` for the math):
     refit on ALL ticks from the same starting point for that many updates (scaled by the data
     ratio). No intervention tick is thrown away.
   * c=None: c starts at the rate-matching root (mean p(nu=1|s) over the data = observed
-    intervention rate) and is then learned with the networks (c_update="learn", the default;
-    "rate" re-solves the root at every evaluation instead, "fixed" keeps the first root).
+    intervention rate) and is then learned with the networks (c_update="learn", the default,
+    own learning rate c_lr); "rate" re-solves the root at every evaluation instead, "fixed"
+    keeps the first root. Measured on simulated-person data (3 worlds x {600, 2000} ticks):
+    learn and rate are on par (mean |p - p_true| 0.081/0.051 vs 0.076/0.057, policy error
+    0.081/0.050 vs 0.084/0.054), both clearly better than fixed (0.140/0.106); learn is faster
+    and is the default. A slow c_lr (3e-3) was worse (0.118/0.081).
   * Warm start from `init` copies the policy AND the mental model, the normaliser and c.
     Without `init`, both networks start from a short BC fit of the robot's actions a_r (the
     paper starts pi at the initial policy and pihat at a BC model of it).
@@ -161,13 +165,13 @@ class Normalizer:
 @dataclass
 class MileConfig:
     c: float | None = None          # intervention cost; None = estimate from the data
-    c_update: str = "rate"          # with c=None: "learn" | "rate" | "fixed" (see module doc)
+    c_update: str = "learn"         # with c=None: "learn" | "rate" | "fixed" (see module doc)
     beta: float = 1.0               # probit scale
     lam: float = 0.5                # Eq. 5 weight of the BCE term
     form: str | None = None         # continuous "eq5"|"joint", discrete "eq3"|"joint"; None = eq5/eq3
     hidden: tuple = (256, 256)
     lr: float = 3e-4
-    c_lr: float = 3e-3
+    c_lr: float = 3e-2
     batch_size: int = 256
     epochs: float = 30.0            # nominal passes over the data (bounded by the two below)
     min_updates: int = 500
