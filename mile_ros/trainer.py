@@ -182,6 +182,7 @@ class MileConfig:
     holdout_block: int = 25         # ticks per held-out block
     refit: bool = True              # refit on all data (True) or keep the best held-out weights
     train_mental: bool = True
+    mental_anchor: float = 0.0      # weight of a BC term tying pihat to the robot's a_r
     pretrain_updates: int = 300     # BC on a_r for both networks when there is no `init`
     grad_clip: float = 10.0
     weight_decay: float = 0.0
@@ -463,6 +464,7 @@ class _Tensors:
         self.a_h = torch.from_numpy(data["a_h"]).to(dtype)
         self.nu = torch.from_numpy(data["nu"])
         self.weight = torch.from_numpy(data["weight"]).to(torch.float32)
+        self.has_a_r = torch.from_numpy(_finite_actions(data["a_r"], action_spec)).to(torch.float32)
         self.n = self.obs.shape[0]
 
     def obs_at(self, idx):
@@ -712,10 +714,22 @@ def _mile_loss(policy, mental, tensors, c, config, action_spec, form):
                 m_out = mental(obs)
         if action_spec.continuous:
             mu, ls = policy(obs)
-            return mile.gaussian_mile_loss(mu, ls, m_out[0], m_out[1], tensors.a_h[idx],
-                                           tensors.nu[idx], c(), config.beta, config.lam, form)
-        return mile.discrete_mile_loss(policy(obs), m_out, tensors.a_h[idx], tensors.nu[idx],
-                                       c(), config.beta, form)
+            loss, parts = mile.gaussian_mile_loss(mu, ls, m_out[0], m_out[1], tensors.a_h[idx],
+                                                  tensors.nu[idx], c(), config.beta, config.lam, form)
+        else:
+            loss, parts = mile.discrete_mile_loss(policy(obs), m_out, tensors.a_h[idx],
+                                                  tensors.nu[idx], c(), config.beta, form)
+        if config.mental_anchor > 0 and config.train_mental:
+            # the person's mental model is a belief about the robot, whose actions a_r we see
+            a_r, ok = tensors.a_r[idx], tensors.has_a_r[idx]
+            if action_spec.continuous:
+                nll = -mile.gaussian_log_prob(m_out[0], m_out[1], torch.nan_to_num(a_r))
+            else:
+                nll = nn.functional.cross_entropy(m_out, a_r.clamp(min=0), reduction="none")
+            anchor = (nll * ok).sum() / ok.sum().clamp(min=1)
+            loss = loss + config.mental_anchor * anchor
+            parts = dict(parts, loss=float(loss.detach()), mental_anchor=float(anchor.detach()))
+        return loss, parts
     return loss_fn
 
 
