@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
 # The paper's simulation experiments (DESIGN §4), exactly as committed under bench/results/.
 # Protocol (a): N=1 iteration x k=15 episodes, baselines matched to MILE's intervention count.
-# Protocol (b): N=20 iterations x k=1 episode.
+# Protocol (b): N iterations x k=1 episode (the paper: N=20; committed: N=10, see README).
 # Each command resumes where it stopped when re-run (results JSON + <out>.work/).
-# Usage: bench/run_paper_bench.sh [a|b|all]   (from the repository root)
+# Usage: bench/run_paper_bench.sh a|b-drawer|b-peg|all   (from the repository root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MUJOCO_GL=${MUJOCO_GL:-egl} SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy PYTHONWARNINGS=ignore
 PY=${PYTHON:-python}
-METHODS=mile,bc-intervention,hg-dagger,iwr,sirius,rlif
+ALL=mile,bc-intervention,hg-dagger,iwr,sirius,rlif
+B_METHODS=${B_METHODS:-$ALL}
+B_ITERATIONS=${B_ITERATIONS:-20}
 R=bench/results
 which=${1:-all}
 
+run() {  # run <protocol> <task> <args...>
+  local p=$1 task=$2; shift 2
+  local name=${task#metaworld/}
+  /usr/bin/time -f "$p $task wall %e s" $PY -m mile_ros.cli bench --task "$task" "$@" \
+    --seeds 3 --out $R/paper_${p}_$name.json --plot $R/paper_${p}_$name.png
+}
+
 if [[ $which == a || $which == all ]]; then
   for task in metaworld/drawer-open metaworld/button-press metaworld/peg-insert-side lunarlander; do
-    name=${task#metaworld/}
-    /usr/bin/time -f "wall %e s" $PY -m mile_ros.cli bench --task "$task" --methods $METHODS \
-      --iterations 1 --episodes 15 --seeds 3 --out $R/paper_a_$name.json --plot $R/paper_a_$name.png
+    run a $task --methods $ALL --iterations 1 --episodes 15
   done
 fi
-if [[ $which == b || $which == all ]]; then
-  for task in metaworld/drawer-open metaworld/peg-insert-side; do
-    name=${task#metaworld/}
-    /usr/bin/time -f "wall %e s" $PY -m mile_ros.cli bench --task "$task" --methods $METHODS \
-      --iterations 20 --episodes 1 --seeds 3 --out $R/paper_b_$name.json --plot $R/paper_b_$name.png
-  done
+if [[ $which == b-drawer || $which == all ]]; then
+  run b metaworld/drawer-open --methods $B_METHODS --iterations $B_ITERATIONS --episodes 1
+fi
+if [[ $which == b-peg || $which == all ]]; then
+  run b metaworld/peg-insert-side --methods $B_METHODS --iterations $B_ITERATIONS --episodes 1
 fi

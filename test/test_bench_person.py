@@ -114,3 +114,38 @@ def test_lunar_lander_expert_argmax_is_the_heuristic():
         assert np.exp(e.logits).sum() == pytest.approx(1.0)
         assert int(np.argmax(e.logits)) == int(np.argmax(lunar_lander_scores(s)))
     assert agree >= 495  # only exact ties may differ
+
+
+def test_person_and_benchmark_mile_agree_with_core():
+    """The person (numpy), the benchmark's MILE loss (torch, 32-point chi-square grid) and the
+    core's closed forms (mile_ros.mile) compute the same p(nu=1|s)."""
+    torch = pytest.importorskip("torch")
+    core = pytest.importorskip("mile_ros.mile")
+    from mile_ros.benchmark.mile_adapter import intervention_probability
+
+    rng = np.random.default_rng(6)
+    mu, mu_h = np.tanh(rng.normal(size=(50, 4))), np.tanh(rng.normal(size=(50, 4)))
+    ls, ls_h = np.full((50, 4), np.log(0.2)), np.full((50, 4), np.log(0.3))
+    c = 3.0
+    want = core.intervention_probability_gaussian(*(torch.as_tensor(x) for x in (mu, ls, mu_h, ls_h)), c).numpy()
+    person = probit_gaussian(gaussian_kc(mu, ls, mu_h, ls_h), 4, c)
+    assert np.abs(person - want).max() < 2e-3
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, out, kind):
+            super().__init__()
+            self.out, self.kind = out, kind
+
+        def forward(self, obs):
+            return self.out
+    bench = intervention_probability(Fixed((torch.tensor(mu), torch.tensor(ls)), "continuous"),
+                                     Fixed((torch.tensor(mu_h), torch.tensor(ls_h)), "continuous"), None, c)
+    assert np.abs(bench.numpy() - want).max() < 5e-3
+
+    pl, ml = rng.normal(size=(50, 4)), rng.normal(size=(50, 4))
+    want_d = core.intervention_probability_discrete(torch.as_tensor(pl), torch.as_tensor(ml), 0.4).numpy()
+    stats = ProbitStats([ExpertInfo(action=0, logits=x) for x in pl], ml)
+    assert np.abs(stats.p(0.4) - want_d).max() < 1e-9
+    bench_d = intervention_probability(Fixed(torch.as_tensor(pl), "discrete"), Fixed(torch.as_tensor(ml), "discrete"),
+                                       None, 0.4)
+    assert np.abs(bench_d.numpy() - want_d).max() < 1e-6

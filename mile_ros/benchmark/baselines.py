@@ -24,7 +24,7 @@ class BaselineConfig:
     frame_stack: int = 4
     epochs: float = 30.0               # passes over the data per re-fit (clipped, see bc_steps)
     max_steps: int = 2000
-    lr: float = 1e-3
+    lr: float = 3e-4                  # same as MILE's
     sirius_window: int = 5             # ticks before an intervention that Sirius discards
     rlif_gamma: float = 0.95
     rlif_expectile: float = 0.7

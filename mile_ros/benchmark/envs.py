@@ -99,6 +99,7 @@ class MetaWorldTask(BenchTask):
         self._env = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[f"{task}-v3-goal-observable"](seed=seed)
         self._env._freeze_rand_vec = False  # new task configuration at every reset ...
         self._env.seeded_rand_vec = True    # ... drawn from the env's seeded generator
+        self._env.reset()  # some tasks (door-open) differ on their first reset only: burn it
         self._policy = ENV_POLICY_MAP[f"{task}-v3"]()
         self._expert = GaussianScriptedExpert(self._policy.get_action, sigma=expert_sigma)
         self.obs_dim = int(self._env.observation_space.shape[0])
