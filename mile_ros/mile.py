@@ -161,12 +161,16 @@ def _log_gamma_sf(a: float, y: torch.Tensor) -> torch.Tensor:
                    lambda v: torch.log(torch.special.gammaincc(torch.full_like(v, a), v)))
 
 
-def _log_p_both(m: torch.Tensor, beta, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log p, log(1-p)) for p = E_{T~Gamma(dim/2)}[Phi((m - T)/beta)]; m float64 [...]."""
+def _log_p_both(m: torch.Tensor, beta, dim: int, select: torch.Tensor | None = None):
+    """(log p, log(1-p)) for p = E_{T~Gamma(dim/2)}[Phi((m - T)/beta)]; m float64 [...].
+    With a boolean `select`, only where(select, log p, log(1-p)) (half the work)."""
     beta64 = beta.to(torch.float64) if torch.is_tensor(beta) else beta
     if float(beta.detach() if torch.is_tensor(beta) else beta) >= _SWITCH_BETA:
         t, logw = _laguerre(dim)
         u = ((m.unsqueeze(-1) - t) / beta64).clamp(-_PROBIT_CLIP, _PROBIT_CLIP)
+        if select is not None:
+            u = torch.where(select.unsqueeze(-1), u, -u)
+            return torch.logsumexp(logw + torch.special.log_ndtr(u), -1)
         return (torch.logsumexp(logw + torch.special.log_ndtr(u), -1),
                 torch.logsumexp(logw + torch.special.log_ndtr(-u), -1))
     a = dim / 2.0
@@ -179,7 +183,7 @@ def _log_p_both(m: torch.Tensor, beta, dim: int) -> tuple[torch.Tensor, torch.Te
     log_p = log_phi_z0 + torch.logsumexp(logw + _log_gamma_cdf(a, y), -1)
     log_q = torch.logaddexp(log_phi_mz0,
                             log_phi_z0 + torch.logsumexp(logw + _log_gamma_sf(a, y), -1))
-    return log_p, log_q
+    return (log_p, log_q) if select is None else torch.where(select, log_p, log_q)
 
 
 def _kc(mu, log_std, mu_hat, log_std_hat) -> torch.Tensor:
@@ -324,11 +328,10 @@ def gaussian_mile_loss(mu, log_std, mu_hat, log_std_hat, a_h, nu, c, beta=1.0, l
     a_h = torch.where(nu.unsqueeze(-1), a_h, 0.0).to(mu.dtype)   # masked rows: finite filler
 
     m = 0.5 * _kc(mu, log_std, mu_hat, log_std_hat) - _c64(c)
-    log_p, log_q = _log_p_both(m, beta, mu.shape[1])
     nll = -gaussian_log_prob(mu, log_std, a_h).to(torch.float64)
     nuf = nu.to(torch.float64)
     if form == "eq5":
-        bce = -torch.where(nu, log_p, log_q)
+        bce = -_log_p_both(m, beta, mu.shape[1], select=nu)      # log p or log(1-p) per row
         per_row = lam * bce + (1.0 - lam) * nuf * nll
     else:
         mu64, ls64, muh64, lsh64, a64 = (x.to(torch.float64) for x in (mu, log_std, mu_hat,
@@ -338,13 +341,14 @@ def gaussian_mile_loss(mu, log_std, mu_hat, log_std_hat, a_h, nu, c, beta=1.0, l
                         + (muh64 - a64) * (muh64 + a64 - 2 * mu64) * torch.exp(-2 * ls64)).sum(-1))
         beta64 = beta.to(torch.float64) if torch.is_tensor(beta) else beta
         u = ((delta - _c64(c)) / beta64).clamp(-_PROBIT_CLIP, _PROBIT_CLIP)
+        log_q = _log_p_both(m, beta, mu.shape[1], select=torch.zeros_like(nu))
         bce = -torch.where(nu, torch.special.log_ndtr(u), log_q)
         per_row = torch.where(nu, nll, 0.0) + bce
     loss = per_row.mean().to(mu.dtype)
     n_int = int(nu.sum())
     parts = {"loss": float(loss.detach()), "bce": float(bce.detach().mean()),
              "nll": float((nll.detach() * nuf).sum() / max(n_int, 1)),
-             "p_mean": float(log_p.detach().exp().mean()), "rate": n_int / batch}
+             "rate": n_int / batch}
     return loss, parts
 
 

@@ -21,6 +21,11 @@ Choices (see the module docstring of `mile_ros.mile` for the math):
     learn and rate are on par (mean |p - p_true| 0.081/0.051 vs 0.076/0.057, policy error
     0.081/0.050 vs 0.084/0.054), both clearly better than fixed (0.140/0.106); learn is faster
     and is the default. A slow c_lr (3e-3) was worse (0.118/0.081).
+  * mental_anchor (default 0, the paper's loss): weight of an extra BC term tying pihat to the
+    robot's recorded actions a_r. Measured: on a discrete simulated person whose "no
+    intervention" region is never labelled, accuracy vs the expert 0.63 (BC on a_h 0.64) ->
+    0.74 (Eq. 3) / 0.85 (joint) with 0.1; on the continuous one it costs a little (policy
+    error 0.050 -> 0.058). The joint form beat Eq. 3 there (0.70 vs 0.63 without anchor).
   * Warm start from `init` copies the policy AND the mental model, the normaliser and c.
     Without `init`, both networks start from a short BC fit of the robot's actions a_r (the
     paper starts pi at the initial policy and pihat at a BC model of it).
