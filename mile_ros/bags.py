@@ -291,7 +291,10 @@ class _Episode:
     end_event: dict | None = None
     end_stamp: int | None = None
     end_reason: str | None = None
-    close_at: float = 0.0
+    close_at: float = 0.0                               # earliest close (monotonic)
+    close_by: float = 0.0                               # latest close, whatever still arrives
+    topics_seen: set = field(default_factory=set)
+    max_lag_s: dict = field(default_factory=dict)       # topic -> max (arrival - header stamp)
     failed: str | None = None
     errors: list = field(default_factory=list)
     tick_bits: dict = field(default_factory=dict)      # stamp -> bits obs=1, a_r=2, nu=4
@@ -312,23 +315,25 @@ class EpisodeRecorder:
 
     `submit(topic, raw_cdr)` is called from subscription callbacks: it only enqueues (it never
     blocks, and drops with a count when `max_queue_bytes` are waiting). A writer thread:
-    - opens a bag on an `episode` start event and closes it `close_grace_s` after the end event,
-      routing every message by its header stamp, `reorder_window_s` after it arrived (DDS keeps
-      no order across topics: a tick's messages may arrive before the start event or after the
-      end event, and still land in the right episode);
+    - opens a bag on an `episode` start event; a message belongs to the episode whose
+      [start stamp, end stamp] holds its header stamp. Messages are routed `reorder_window_s`
+      after they arrive, and a bag is closed after its end event only once every topic has moved
+      past the end stamp or gone quiet for `close_grace_s` (at most `max_close_wait_s`): DDS keeps
+      no order across topics, and under load images may lag the episode events by a second;
     - flushes the open bag every `flush_period_s`, so a crash loses at most that much;
     - on a write failure (disk full, ...) marks the episode failed-to-record, reports it through
       `on_event` and the log, drops the rest of that episode and goes on with the next one.
     `close(reason)` closes the open episode with that end reason and stops the thread.
     """
 
-    IDLE_KEEP_S = 2.0
+    IDLE_KEEP_S = 10.0          # keep this much for a start event that arrives late
+    IDLE_KEEP_BYTES = 256 << 20
 
     def __init__(self, out: os.PathLike | str, iteration: int = 1, *, storage: str = "mcap",
                  record_images: bool = True, control_rate_hz: float = 20.0,
                  min_rate_fraction: float = 0.9, robot_name: str = "", namespace: str = "",
                  flush_period_s: float = 1.0, close_grace_s: float = 0.5,
-                 reorder_window_s: float = 0.25,
+                 reorder_window_s: float = 3.5, max_close_wait_s: float = 10.0,
                  max_queue_bytes: int = 1 << 30, fsync: bool = True,
                  on_event: Callable[[dict], None] | None = None, logger=None,
                  writer_factory: Callable[..., EpisodeBagWriter] = EpisodeBagWriter):
@@ -339,13 +344,17 @@ class EpisodeRecorder:
         if not 0.0 <= min_rate_fraction <= 1.0:
             raise ConfigError("parameter 'min_rate_fraction' must be in [0, 1], "
                               f"got {min_rate_fraction}")
+        if not flush_period_s > 0:
+            raise ConfigError(f"parameter 'flush_period_s' must be > 0, got {flush_period_s}")
+        if not reorder_window_s >= 0:
+            raise ConfigError(f"parameter 'reorder_window_s' must be >= 0, got {reorder_window_s}")
         self.dir, self.iteration = iteration_dir(out, iteration)
         check_writable(self.dir)
         self.storage, self.record_images, self.namespace = storage, record_images, namespace
         self.robot_name = robot_name
         self.control_rate_hz, self.min_rate_fraction = float(control_rate_hz), min_rate_fraction
         self.flush_period_s, self.close_grace_s = flush_period_s, close_grace_s
-        self.reorder_window_s = reorder_window_s
+        self.reorder_window_s, self.max_close_wait_s = reorder_window_s, max_close_wait_s
         self.max_queue_bytes, self.fsync = max_queue_bytes, fsync
         self.on_event, self.log = on_event, logger or log
         self.writer_factory = writer_factory
@@ -358,10 +367,19 @@ class EpisodeRecorder:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queued_bytes = 0
         self._queued_items = self._done_items = 0
+        self.peak_queue_bytes = 0
+        self._submitted: Counter = Counter()    # per topic: accepted by submit()
+        self._routed: Counter = Counter()       # per topic: routed by the writer thread
+        self._last_submit: dict[str, float] = {}
+        self._watermark: dict[str, int] = {}     # per topic: latest header stamp routed
         self._lock = threading.Lock()
         self._current: _Episode | None = None
         self._closing: list[_Episode] = []
-        self._idle: deque = deque()
+        # the last IDLE_KEEP_S of messages, [topic, raw, recv_ns, stamp, episode or None]: a start
+        # event that arrives late claims those with stamps from its start, wherever they went
+        self._recent: deque = deque()
+        self._recent_bytes = 0
+        self._closed: deque = deque(maxlen=20)  # (start, end) stamps of recently closed episodes
         self._pending: deque = deque()          # (monotonic arrival, item) held for reordering
         self._next_flush = time.monotonic() + flush_period_s
         self._stopped = False
@@ -381,6 +399,9 @@ class EpisodeRecorder:
                 self.dropped["queue_full" if not self._stopped else "after_close"] += 1
                 return False
             self._queued_bytes += size
+            self.peak_queue_bytes = max(self.peak_queue_bytes, self._queued_bytes)
+            self._submitted[topic] += 1
+            self._last_submit[topic] = time.monotonic()
         self._put(("msg", topic, raw, time.time_ns() if recv_ns is None else recv_ns))
         return True
 
@@ -419,7 +440,8 @@ class EpisodeRecorder:
     # -- writer thread --
     def _run(self) -> None:
         while True:
-            deadlines = [self._next_flush] + [e.close_at for e in self._closing]
+            now = time.monotonic()
+            deadlines = [self._next_flush] + [max(e.close_at, now + 0.05) for e in self._closing]
             if self._pending:
                 deadlines.append(self._pending[0][0] + self.reorder_window_s)
             try:
@@ -470,11 +492,12 @@ class EpisodeRecorder:
                 self._release(item)
                 self._route(*item[1:])
             finally:
+                self._routed[item[1]] += 1
                 self._done_items += 1
 
     def _timers(self) -> None:
         now = time.monotonic()
-        for ep in [e for e in self._closing if e.close_at <= now]:
+        for ep in [e for e in self._closing if self._ready_to_close(e, now)]:
             self._closing.remove(ep)
             self._finish(ep)
         if now >= self._next_flush:
@@ -485,6 +508,21 @@ class EpisodeRecorder:
                         ep.writer.flush()
                     except Exception as e:  # noqa: BLE001
                         self._fail(ep, e)
+
+    def _ready_to_close(self, ep: _Episode, now: float) -> bool:
+        """Every topic of the episode has moved past its end stamp, or has gone quiet with
+        nothing left to route (a topic may lag far behind the episode events under load)."""
+        if now < ep.close_at:
+            return False
+        if now >= ep.close_by:
+            return True
+        for topic in ep.topics_seen:
+            past_end = self._watermark.get(topic, -1) > ep.end_stamp
+            quiet = (self._routed[topic] >= self._submitted[topic]
+                     and now - self._last_submit.get(topic, 0.0) >= self.close_grace_s)
+            if not (past_end or quiet):
+                return False
+        return True
 
     def _open_episodes(self) -> list[_Episode]:
         return self._closing + ([self._current] if self._current else [])
@@ -504,16 +542,26 @@ class EpisodeRecorder:
             self._on_episode_message(raw, recv_ns)
             return
         stamp = header_stamp_ns(raw) if self.topics[topic] in HEADER_TYPES else None
+        if stamp is not None and stamp > self._watermark.get(topic, -1):
+            self._watermark[topic] = stamp
         target = self._target(stamp)
         if target is not None:
             self._write(target, topic, raw, recv_ns, stamp)
-        elif self._current is None:          # between episodes: may belong to the next one
-            self._idle.append((topic, raw, recv_ns, stamp))
-            while self._idle and self._idle[0][2] < recv_ns - self.IDLE_KEEP_S * 1e9:
-                self._idle.popleft()
-                self.dropped["outside_episode"] += 1
+        if stamp is not None and (target is not None or self._current is None):
+            self._recent.append([topic, raw, recv_ns, stamp, target])
+            self._recent_bytes += len(raw)
+            while self._recent and (self._recent[0][2] < recv_ns - self.IDLE_KEEP_S * 1e9
+                                    or self._recent_bytes > self.IDLE_KEEP_BYTES):
+                old = self._recent.popleft()
+                self._recent_bytes -= len(old[1])
+                if old[4] is None:
+                    self.dropped["outside_episode"] += 1
+        if target is not None or self._current is None:
+            return
+        if stamp is not None and any(lo <= stamp <= hi for lo, hi in self._closed):
+            self.dropped["late"] += 1        # its episode's bag was already closed
         else:
-            self.dropped["late"] += 1
+            self.dropped["outside_episode"] += 1
 
     def _target(self, stamp: int | None) -> _Episode | None:
         ep = self._current
@@ -543,6 +591,8 @@ class EpisodeRecorder:
                 prev = self._current
                 self._end(prev, None, "restarted", stamp - 1 if stamp is not None else None)
             self._start(event, stamp)
+            if stamp is not None:
+                self._current.max_lag_s["episode_start"] = (recv_ns - stamp) * 1e-9
             self._write(self._current, EPISODE, raw, recv_ns, None)
         else:
             ep = self._current
@@ -552,6 +602,8 @@ class EpisodeRecorder:
                 self.dropped["bad_event"] += 1
                 return
             self._write(ep, EPISODE, raw, recv_ns, None)
+            if stamp is not None:
+                ep.max_lag_s["episode_end"] = (recv_ns - stamp) * 1e-9
             self._end(ep, event, str(event.get("reason") or "end"), stamp)
 
     def _start(self, event: dict, stamp: int | None) -> None:
@@ -577,19 +629,19 @@ class EpisodeRecorder:
         except Exception as e:  # noqa: BLE001
             self._fail(ep, e)
         self.log.info(f"recorder: episode {index} -> {path}")
-        idle, self._idle = self._idle, deque()
-        for topic, raw, recv_ns, s in idle:
-            if s is not None and (stamp is None or s >= stamp):
+        for entry in self._recent:        # messages of this episode that came before its start
+            topic, raw, recv_ns, s, went_to = entry
+            if stamp is not None and s >= stamp and went_to is not ep:
                 self._write(ep, topic, raw, recv_ns, s)
-            else:
-                self.dropped["outside_episode"] += 1
+                entry[4] = ep
 
     def _end(self, ep: _Episode, event: dict | None, reason: str, stamp: int | None) -> None:
         ep.end_event, ep.end_reason = event, reason
         if stamp is None:
             stamp = max(ep.tick_bits) if ep.tick_bits else (ep.start_stamp or 0)
         ep.end_stamp = stamp
-        ep.close_at = time.monotonic() + self.close_grace_s + self.reorder_window_s
+        ep.close_at = time.monotonic() + self.reorder_window_s
+        ep.close_by = ep.close_at + self.max_close_wait_s
         if self.checkpoint_id and self.checkpoint_id not in ep.checkpoint_ids:
             ep.checkpoint_ids.append(self.checkpoint_id)
         ep.end_checkpoint = self.checkpoint_id
@@ -597,6 +649,11 @@ class EpisodeRecorder:
         self._closing.append(ep)
 
     def _write(self, ep: _Episode, topic: str, raw, recv_ns: int, stamp: int | None) -> None:
+        if stamp is not None:
+            ep.topics_seen.add(topic)
+            lag = (recv_ns - stamp) * 1e-9
+            if lag > ep.max_lag_s.get(topic, -1e9):
+                ep.max_lag_s[topic] = lag
         if ep.failed:
             ep.dropped[topic] += 1
             self.dropped["record_failed"] += 1
@@ -644,6 +701,8 @@ class EpisodeRecorder:
                     "error": ep.failed})
 
     def _finish(self, ep: _Episode) -> None:
+        self._closed.append((ep.start_stamp if ep.start_stamp is not None else -math.inf,
+                             ep.end_stamp))
         meta = self._metadata(ep)
         if not ep.failed:
             try:
@@ -666,11 +725,14 @@ class EpisodeRecorder:
         self._emit(summary)
 
     def _metadata(self, ep: _Episode) -> dict:
-        ticks = sorted(s for s, b in ep.tick_bits.items() if b == 7)
-        obs = sorted(s for s, b in ep.tick_bits.items() if b & 1)
+        lo = ep.start_stamp if ep.start_stamp is not None else -math.inf
+        hi = ep.end_stamp if ep.end_stamp is not None else math.inf
+        bits = {s: b for s, b in ep.tick_bits.items() if lo <= s <= hi}
+        ticks = sorted(s for s, b in bits.items() if b == 7)
+        obs = sorted(s for s, b in bits.items() if b & 1)
         flags = [ep.flags[s] for s in ticks]
         nu = [f[0] for f in flags]
-        flag_stamps = sorted(ep.flags)
+        flag_stamps = sorted(s for s in ep.flags if lo <= s <= hi)
         estops = [s for i, s in enumerate(flag_stamps)
                   if ep.flags[s][2] and (i == 0 or not ep.flags[flag_stamps[i - 1]][2])]
         event_rate = ep.start_event.get("control_rate_hz")
@@ -686,7 +748,8 @@ class EpisodeRecorder:
             "end_reason": ep.end_reason, "start_stamp_ns": ep.start_stamp,
             "end_stamp_ns": ep.end_stamp, "seed": ep.start_event.get("seed"),
             "ticks": len(ticks), "observations": len(obs),
-            "incomplete_ticks": len(ep.tick_bits) - len(ticks),
+            "incomplete_ticks": len(bits) - len(ticks),
+            "stray_ticks_outside_stamps": len(ep.tick_bits) - len(bits),
             "intervention_count": int(sum(nu)),
             "intervention_rate": float(np.mean(nu)) if nu else 0.0,
             "takeover_count": int(sum(1 for i, v in enumerate(nu) if v and (i == 0 or not nu[i - 1]))),
@@ -702,6 +765,7 @@ class EpisodeRecorder:
             "message_counts": dict(ep.writer.counts) if ep.writer else {},
             "record_errors": ep.errors + ([ep.failed] if ep.failed else []),
             "dropped_messages": sum(ep.dropped.values()),
+            "max_arrival_lag_s": {k: round(v, 4) for k, v in sorted(ep.max_lag_s.items())},
             "record_images": self.record_images, "storage": self.storage,
             "start_event": ep.start_event, "end_event": ep.end_event,
             "opened_utc": ep.opened_utc,
@@ -714,8 +778,12 @@ class EpisodeRecorder:
         for ep in list(self._closing):
             self._closing.remove(ep)
             self._finish(ep)
-        self.dropped["outside_episode"] += len(self._idle)
-        self._idle.clear()
+        self.dropped["outside_episode"] += sum(1 for e in self._recent if e[4] is None)
+        self._recent.clear()
+        self._recent_bytes = 0
+        self._emit({"event": "recorder_stopped", "reason": reason, "received": dict(self.received),
+                    "written": dict(self.written), "dropped": dict(self.dropped),
+                    "peak_queue_bytes": self.peak_queue_bytes})
 
     def _emit(self, event: dict) -> None:
         try:
@@ -1084,17 +1152,20 @@ def _preceding(ref: np.ndarray, stamps: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(ref, stamps, side="right") - 1, 0, len(ref) - 1)
 
 
-def read_episode(path: os.PathLike | str, action_names: Sequence[str] | None = None, *,
-                 images: bool = True, image_size: tuple[int, int] | None = None,
-                 namespace: str | None = None) -> EpisodeData:
-    """Read one episode bag (this package's, or a `ros2 bag record` of the same topics).
+@dataclass
+class _Parsed:
+    """Everything read from one bag, before it is cut into episodes."""
+    complete: bool
+    custom: dict
+    per: dict
+    image_raw: list
+    events: list
+    state_names: list | None
+    action_names: list | None
+    issues: list
 
-    A tick is a header stamp present on `observation`, `action_robot` and `intervention`; a_h is
-    taken exactly where nu=1 (a tick with nu=1 and no a_h is dropped and reported, an a_h where
-    nu=0 is ignored and reported: see `.issues`). `images=False` skips the camera;
-    `image_size=(h, w)` resizes the aligned frames. An incomplete bag (no metadata.yaml) is read as
-    far as it was flushed and returned with `complete=False`. Raises BagError naming the bag.
-    """
+
+def _parse_bag(path: Path, action_names, images: bool, namespace) -> _Parsed:
     path = Path(path)
     if not path.exists():
         raise BagError(path, "does not exist")
@@ -1170,7 +1241,103 @@ def read_episode(path: os.PathLike | str, action_names: Sequence[str] | None = N
                              "(truncated or corrupt?)") from None
     for rel, n in dup.items():
         issues.append(f"{n} duplicate stamps on {rel} (first kept)")
-    obs, ar, iv, ah = (per[OBSERVATION], per[ACTION_ROBOT], per[INTERVENTION], per[ACTION_HUMAN])
+    return _Parsed(complete, custom, per, image_raw, events, state_names, names, issues)
+
+
+def _stamp_of(event: dict) -> int | None:
+    s = event.get("stamp_ns")
+    return int(s) if isinstance(s, (int, float)) and not isinstance(s, bool) else None
+
+
+def _intervals(parsed: _Parsed) -> list[tuple[float, float, list[dict]]]:
+    """[(first stamp, last stamp, events)] of the episodes in a bag: one for this package's bags
+    (their metadata says where the episode starts and ends); one per start event in a
+    `ros2 bag record` of a whole session; the whole bag when it has no episode events."""
+    meta = _decode_custom(parsed.custom)
+    lo, hi = meta.get("start_stamp_ns"), meta.get("end_stamp_ns")
+    if FORMAT_KEY in meta:
+        return [(lo if isinstance(lo, int) else -math.inf,
+                 hi if isinstance(hi, int) else math.inf, parsed.events)]
+    starts = sorted((e for e in parsed.events if e.get("event") == "start"
+                     and _stamp_of(e) is not None), key=_stamp_of)
+    if len(starts) <= 1:
+        lo = _stamp_of(starts[0]) if starts else -math.inf
+        ends = [e for e in parsed.events if e.get("event") == "end" and _stamp_of(e) is not None
+                and _stamp_of(e) >= lo]
+        return [(lo, _stamp_of(ends[0]) if ends else math.inf, parsed.events)]
+    out = []
+    for i, start in enumerate(starts):
+        lo = _stamp_of(start)
+        nxt = _stamp_of(starts[i + 1]) - 1 if i + 1 < len(starts) else math.inf
+        end = next((e for e in parsed.events if e.get("event") == "end"
+                    and e.get("episode") == start.get("episode")
+                    and _stamp_of(e) is not None and lo <= _stamp_of(e) <= nxt), None)
+        out.append((lo, _stamp_of(end) if end else nxt, [start] + ([end] if end else [])))
+    return out
+
+
+def read_bag_episodes(path: os.PathLike | str, action_names: Sequence[str] | None = None, *,
+                      images: bool = True, image_size: tuple[int, int] | None = None,
+                      namespace: str | None = None) -> list[EpisodeData]:
+    """The episodes in one bag: one for this package's bags, one per episode start event in a
+    `ros2 bag record` of a whole session (or the whole bag when it has no episode events).
+
+    A tick is a header stamp present on `observation`, `action_robot` and `intervention` within
+    the episode's stamps; a_h is taken exactly where nu=1 (a tick with nu=1 and no a_h is dropped
+    and reported, an a_h where nu=0 is ignored and reported: see `.issues`). `images=False` skips
+    the camera; `image_size=(h, w)` resizes the aligned frames. An incomplete bag (no
+    metadata.yaml) is read as far as it was flushed, with `complete=False`. Raises BagError
+    naming the bag.
+    """
+    path = Path(path)
+    parsed = _parse_bag(path, action_names, images, namespace)
+    intervals = _intervals(parsed)
+    episodes, empty = [], 0
+    for i, (lo, hi, events) in enumerate(intervals):
+        try:
+            ep = _assemble(path, parsed, lo, hi, image_size)
+        except BagError:
+            if len(intervals) == 1:
+                raise
+            empty += 1
+            continue
+        ep.metadata = _episode_metadata(path, parsed.complete, parsed.custom, events, ep)
+        if len(intervals) > 1:
+            ep.metadata["bag_episode_index"] = i
+        episodes.append(ep)
+    if not episodes:
+        raise BagError(path, f"none of its {len(intervals)} episodes has a complete control tick")
+    if empty:
+        episodes[0].issues.append(f"{empty} episodes in this bag without complete ticks skipped")
+    return episodes
+
+
+def read_episode(path: os.PathLike | str, action_names: Sequence[str] | None = None, *,
+                 images: bool = True, image_size: tuple[int, int] | None = None,
+                 namespace: str | None = None) -> EpisodeData:
+    """Read a one-episode bag (see `read_bag_episodes` for what is read and how)."""
+    episodes = read_bag_episodes(path, action_names, images=images, image_size=image_size,
+                                 namespace=namespace)
+    if len(episodes) > 1:
+        raise BagError(path, f"holds {len(episodes)} episodes (several episode start events); "
+                             "read it with read_bag_episodes() or load_episodes()")
+    return episodes[0]
+
+
+def _assemble(path: Path, parsed: _Parsed, lo: float, hi: float,
+              image_size: tuple[int, int] | None) -> EpisodeData:
+    """The ticks with stamps in [lo, hi], aligned."""
+    per, complete, names = parsed.per, parsed.complete, parsed.action_names
+    issues = list(parsed.issues)
+
+    def inside(d: dict) -> dict:
+        return {s: v for s, v in d.items() if lo <= s <= hi}
+
+    obs, ar, iv, ah = (inside(per[OBSERVATION]), inside(per[ACTION_ROBOT]),
+                       inside(per[INTERVENTION]), inside(per[ACTION_HUMAN]))
+    outside = len(per[OBSERVATION]) - len(obs)
+    if outside and math.isfinite(hi - lo):
+        issues.append(f"{outside} observations outside the episode's stamps (ignored)")
     common = sorted(set(obs) & set(ar) & set(iv))
     for rel, d in ((OBSERVATION, obs), (ACTION_ROBOT, ar), (INTERVENTION, iv)):
         n = len(set(d) - set(common))
@@ -1197,14 +1364,14 @@ def read_episode(path: os.PathLike | str, action_names: Sequence[str] | None = N
             a_h[i] = ah[s]
     data = EpisodeData(
         path=path, complete=complete, metadata={}, state=np.stack([obs[s] for s in ticks]),
-        state_names=state_names or [], a_r=np.stack([ar[s] for s in ticks]).reshape(-1, A),
+        state_names=parsed.state_names or [], a_r=np.stack([ar[s] for s in ticks]).reshape(-1, A),
         a_h=a_h, action_names=names or [], nu=nu, hold=flags[:, 1], estop=flags[:, 2],
         stamps=stamps, issues=issues)
     if per[EE_POSE]:
         ee_stamps = np.array(sorted(per[EE_POSE]), dtype=np.int64)
         data.ee_pos = np.stack([per[EE_POSE][s] for s in ee_stamps])[_preceding(ee_stamps, stamps)]
+    image_raw = sorted((x for x in parsed.image_raw if lo <= x[0] <= hi), key=lambda x: x[0])
     if image_raw:
-        image_raw.sort(key=lambda x: x[0])
         img_stamps = np.array([s for s, _ in image_raw], dtype=np.int64)
         idx = _preceding(img_stamps, stamps)
         try:
@@ -1219,7 +1386,6 @@ def read_episode(path: os.PathLike | str, action_names: Sequence[str] | None = N
             data.image_stamps = img_stamps[idx]
         except ValueError as e:
             raise BagError(path, f"camera images: {e}") from None
-    data.metadata = _episode_metadata(path, complete, custom, events, data)
     return data
 
 
@@ -1246,8 +1412,8 @@ def _episode_metadata(path: Path, complete: bool, custom: dict, events: list[dic
         "state_names": meta.get("state_names") or data.state_names,
         "action_names": data.action_names,
     })
-    meta.setdefault("intervention_count", data.interventions)
-    meta.setdefault("ticks", len(data))
+    if not ours:
+        meta.update(ticks=len(data), intervention_count=data.interventions)
     return meta
 
 
@@ -1285,8 +1451,8 @@ def load_episodes(dirs, only: bool = False, skip_bad: bool = False, *,
         iterator = tqdm(bags, desc="reading bags", unit="bag")
     for p in iterator:
         try:
-            ep = read_episode(p, action_names, images=images, image_size=image_size,
-                              namespace=namespace)
+            bag_episodes = read_bag_episodes(p, action_names, images=images,
+                                             image_size=image_size, namespace=namespace)
         except BagError as e:
             if e.problem.startswith("incomplete bag (recording stopped"):
                 log.warning(f"skipping {p}: incomplete bag (recording stopped mid-episode), "
@@ -1295,27 +1461,26 @@ def load_episodes(dirs, only: bool = False, skip_bad: bool = False, *,
                 continue
             bad(p, e.problem, e)
             continue
-        if not ep.complete and not include_incomplete:
-            reason = (f"incomplete bag (recording stopped mid-episode; {len(ep)} ticks "
-                      "recoverable with include_incomplete=True)")
+        if not bag_episodes[0].complete and not include_incomplete:
+            reason = (f"incomplete bag (recording stopped mid-episode; {len(bag_episodes[0])} "
+                      "ticks recoverable with include_incomplete=True)")
             log.warning(f"skipping {p}: {reason}")
             report["skipped"].append((str(p), reason))
             continue
-        if episodes:
-            first = episodes[0]
-            for what in ("state_names", "action_names"):
-                if getattr(ep, what) != getattr(first, what):
-                    bad(p, f"{what} {getattr(ep, what)} differ from {getattr(first, what)} "
-                           f"in {first.path}")
-                    ep = None
-                    break
-            if ep is None:
-                continue
-        episodes.append(ep)
+        first = episodes[0] if episodes else bag_episodes[0]
+        mismatch = next((f"{what} {getattr(ep, what)} differ from {getattr(first, what)} in "
+                         f"{first.path}" for ep in bag_episodes
+                         for what in ("state_names", "action_names")
+                         if getattr(ep, what) != getattr(first, what)), None)
+        if mismatch:
+            bad(p, mismatch)
+            continue
+        episodes += bag_episodes
         report["used"].append(str(p))
-        if ep.issues:
-            report["issues"][str(p)] = ep.issues
-        if ep.metadata.get("low_rate"):
+        issues = [i for ep in bag_episodes for i in ep.issues]
+        if issues:
+            report["issues"][str(p)] = issues
+        if any(ep.metadata.get("low_rate") for ep in bag_episodes):
             report["low_rate"].append(str(p))
     report.update(episodes=len(episodes), ticks=int(sum(len(e) for e in episodes)),
                   interventions=int(sum(e.interventions for e in episodes)))

@@ -177,6 +177,44 @@ def test_reads_a_ros2_bag_record_style_bag(tmp_path, storage):
     assert ep.images is None and ep.metadata["success"] is None
 
 
+def test_a_ros2_bag_record_of_a_whole_session_splits_into_episodes(tmp_path):
+    path = tmp_path / "iter1" / "session"
+    with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {}
+        for k in range(3):
+            for topic, msg, s in tick_messages(8, episode=k, images=False, success=k != 1,
+                                               t0=T0 + k * 10**9):
+                if topic not in conns:
+                    conns[topic] = w.add_connection(f"/wx250s/{topic}", msg.__msgtype__,
+                                                    typestore=TS)
+                w.write(conns[topic], s, bytes(TS.serialize_cdr(msg, msg.__msgtype__)))
+            # the arm keeps publishing between episodes: not part of any episode
+            s = T0 + k * 10**9 + 9 * DT
+            for topic, names in (("observation", STATE), ("action_robot", ACTION),
+                                 ("intervention", FLAG_NAMES)):
+                msg = vec(names, [0.0] * len(names), s)
+                w.write(conns[topic], s, bytes(TS.serialize_cdr(msg, msg.__msgtype__)))
+    episodes = bags.read_bag_episodes(path)
+    assert [len(e) for e in episodes] == [8, 8, 8]
+    assert [e.metadata["episode"] for e in episodes] == [0, 1, 2]
+    assert [e.metadata["success"] for e in episodes] == [True, False, True]
+    assert episodes[2].stamps[0] == T0 + 2 * 10**9
+    with pytest.raises(BagError, match="holds 3 episodes"):
+        read_episode(path)
+    eps, report = load_episodes(tmp_path / "iter1")
+    assert report["episodes"] == 3 and report["ticks"] == 24 and report["bags_found"] == 1
+
+
+def test_messages_outside_the_recorded_episode_stamps_are_ignored(tmp_path):
+    with EpisodeBagWriter(tmp_path / "b", record_images=False) as w:
+        for topic, msg, s in tick_messages(10, images=False):
+            w.write(topic, msg, s)
+        w.close({"start_stamp_ns": T0, "end_stamp_ns": T0 + 6 * DT})
+    ep = read_episode(tmp_path / "b")
+    assert len(ep) == 7 and ep.stamps[-1] == T0 + 6 * DT
+    assert "3 observations outside the episode's stamps" in " ".join(ep.issues)
+
+
 def test_alignment_reports_inconsistencies(tmp_path):
     msgs = tick_messages(12, images=False)
     drop = {("action_robot", T0 + 3 * DT), ("action_human", T0 + 4 * DT)}   # tick 4 has nu=1
@@ -386,6 +424,7 @@ def feed(rec, messages):
 def make_recorder(tmp_path, **kw):
     events = []
     kw.setdefault("close_grace_s", 0.05)
+    kw.setdefault("reorder_window_s", 0.2)
     rec = EpisodeRecorder(tmp_path / "out", 2, record_images=False, fsync=False,
                           on_event=events.append, robot_name="wx250s", namespace="/wx250s", **kw)
     return rec, events
@@ -402,9 +441,9 @@ def test_recorder_routes_by_stamp_and_writes_metadata(tmp_path):
     # and episode 1 starts while episode 0 is still in its closing grace
     feed(rec, [first_obs, ep0[0]] + ep0[2:-9] + [ep0[-1]] + last_tick + ep1[:-1])
     rec.close("shutdown")
-    assert [e["event"] for e in events] == ["episode_recorded"] * 2
-    assert rec.dropped.total() == 0
-    for k, e in enumerate(events):
+    assert [e["event"] for e in events] == ["episode_recorded"] * 2 + ["recorder_stopped"]
+    assert rec.dropped.total() == 0 and events[2]["written"] == events[2]["received"]
+    for k, e in enumerate(events[:2]):
         with Reader(e["path"]) as r:         # an independent reader
             counts = {c.topic: c.msgcount for c in r.connections}
         assert counts["/wx250s/observation"] == 10 and counts["/wx250s/intervention"] == 10
@@ -418,7 +457,27 @@ def test_recorder_routes_by_stamp_and_writes_metadata(tmp_path):
     assert not m["low_rate"] and m["end_reason"] == "success"
     assert read_episode(events[1]["path"]).metadata["end_reason"] == "shutdown"
     log_lines = (rec.dir / bags.SIDECAR_LOG).read_text().splitlines()
-    assert len(log_lines) == 2 and json.loads(log_lines[0])["event"] == "episode_recorded"
+    assert len(log_lines) == 3 and json.loads(log_lines[0])["event"] == "episode_recorded"
+
+
+def test_recorder_handles_episode_events_later_than_its_reorder_window(tmp_path):
+    """DDS can deliver an episode event seconds late (a lost sample waits for a heartbeat):
+    episode 1's first ticks arrive before episode 0's end and episode 1's start."""
+    rec, events = make_recorder(tmp_path, reorder_window_s=0.0)
+    ep0 = tick_messages(10, episode=0, images=False)
+    ep1 = tick_messages(10, episode=1, images=False, t0=T0 + 10 * DT)
+    early = [m for m in ep1[1:-1] if m[2] < T0 + 13 * DT]          # 3 ticks of episode 1
+    feed(rec, ep0[:-1] + early)
+    assert rec.wait_idle()
+    feed(rec, [ep0[-1], ep1[0]] + [m for m in ep1[1:] if m not in early])
+    rec.close()
+    assert [e["event"] for e in events] == ["episode_recorded"] * 2 + ["recorder_stopped"]
+    for k, e in enumerate(events[:2]):
+        ep = read_episode(e["path"])
+        assert len(ep) == 10 and e["ticks"] == 10
+        assert ep.stamps[0] == T0 + 10 * k * DT
+    assert read_episode(events[0]["path"]).metadata["stray_ticks_outside_stamps"] == 3
+    assert rec.dropped.total() == 0
 
 
 def test_recorder_flags_low_rate_and_takes_the_rate_from_the_start_event(tmp_path):
@@ -429,7 +488,7 @@ def test_recorder_flags_low_rate_and_takes_the_rate_from_the_start_event(tmp_pat
     feed(rec, [start] + [m for m in slow[1:-1]] +
          [("episode", string(episode_event("end", 1, T0 + 10**9)), 0)])
     rec.close()
-    assert [e["low_rate"] for e in events] == [False, True]
+    assert [e["low_rate"] for e in events[:2]] == [False, True]
     m = read_episode(events[1]["path"]).metadata
     assert m["control_rate_hz"] == 30.0 and m["achieved_rate_hz"] == pytest.approx(20.0)
 
@@ -448,7 +507,8 @@ def test_recorder_survives_write_failures(tmp_path, caplog):
         assert rec.wait_idle()
     rec.close()
     kinds = [e["event"] for e in events]
-    assert kinds == ["episode_recorded", "record_failed", "episode_failed", "episode_recorded"]
+    assert kinds == ["episode_recorded", "record_failed", "episode_failed", "episode_recorded",
+                     "recorder_stopped"]
     assert "No space left" in events[1]["error"] and events[2]["dropped_messages"]
     assert rec.dropped["record_failed"] > 0
     eps, report = load_episodes(rec.dir)
@@ -472,7 +532,8 @@ def test_recorder_that_cannot_open_a_bag_keeps_going(tmp_path):
         feed(rec, tick_messages(6, episode=k, images=False, t0=T0 + k * 10**9))
         assert rec.wait_idle()
     rec.close()
-    assert [e["event"] for e in events] == ["record_failed", "episode_failed", "episode_recorded"]
+    assert [e["event"] for e in events] == ["record_failed", "episode_failed", "episode_recorded",
+                                            "recorder_stopped"]
 
 
 def test_unwritable_out_is_a_config_error_naming_the_path(tmp_path):

@@ -131,7 +131,8 @@ class TickPublisher:
 
 def start_recorder(out, namespace, log_file, *params):
     cmd = [sys.executable, "-m", "mile_ros.nodes.recorder", "--ros-args", "-r",
-           f"__ns:={namespace}", "-p", f"out:={out}", "-p", "flush_period_s:=0.2"]
+           f"__ns:={namespace}", "-p", f"out:={out}", "-p", "flush_period_s:=0.2",
+           "-p", "reorder_window_s:=0.3"]
     for p in params:
         cmd += ["-p", p]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -184,7 +185,7 @@ def test_two_episodes_then_sigkill_then_sigint(executor, tmp_path):
         pub.play(1, success=False)
         wait_until(lambda: len(pub.events("episode_recorded")) == 2, 20, "two episodes")
         pub.play(2, end=False)                      # mid-episode ...
-        time.sleep(0.8)                             # ... past a flush, then the recorder dies
+        time.sleep(1.0)                             # ... past a flush, then the recorder dies
         rec.send_signal(signal.SIGKILL)
         assert rec.wait(10) == -signal.SIGKILL
     finally:
@@ -246,7 +247,7 @@ def test_write_failure_marks_the_episode_and_keeps_recording(executor, tmp_path,
     ns = "/rec_fail_test"
     node = RecorderNode(namespace=ns, parameter_overrides=[
         Parameter("out", value=str(tmp_path / "out")), Parameter("record_images", value=False),
-        Parameter("flush_period_s", value=0.2)])
+        Parameter("flush_period_s", value=0.2), Parameter("reorder_window_s", value=0.3)])
     executor.add_node(node)
     pub = TickPublisher(executor, ns, images=False)
     try:
@@ -277,7 +278,10 @@ def test_write_failure_marks_the_episode_and_keeps_recording(executor, tmp_path,
     log_lines = [json.loads(x) for x in
                  (tmp_path / "out" / "iter1" / bags.SIDECAR_LOG).read_text().splitlines()]
     assert [x["event"] for x in log_lines] == ["episode_recorded", "record_failed",
-                                               "episode_failed", "episode_recorded"]
+                                               "episode_failed", "episode_recorded",
+                                               "recorder_stopped"]
+    assert log_lines[-1]["received"]["observation"] == 45
+    assert "internal_error" not in log_lines[-1]["dropped"]
 
 
 def test_unwritable_out_and_bad_parameters_are_clear_startup_errors(tmp_path):

@@ -47,11 +47,13 @@ class RecorderNode(Node):
         self.recorder = EpisodeRecorder(
             p["out"], p["iteration"], storage=p["storage"], record_images=p["record_images"],
             control_rate_hz=p["control_rate_hz"], min_rate_fraction=p["min_rate_fraction"],
-            flush_period_s=p["flush_period_s"], robot_name=namespace.strip("/"),
+            flush_period_s=p["flush_period_s"], reorder_window_s=p["reorder_window_s"],
+            robot_name=namespace.strip("/"),
             namespace=namespace, on_event=self._publish_status, logger=self.get_logger())
-        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+        # deep reader queues: a 2-core machine can stall this process for a second or more
+        reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
                               history=HistoryPolicy.KEEP_LAST)
-        images = QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE,
+        images = QoSProfile(depth=120, reliability=ReliabilityPolicy.RELIABLE,
                             history=HistoryPolicy.KEEP_LAST)
         self._subs = [
             self.create_subscription(message_class(typename), topic,
