@@ -4,16 +4,19 @@ ROS-free. One bag per episode under `<out>/iter<N>/episode_<index>_<utc>/`, rosb
 (opens on Humble and later), MCAP storage by default, sqlite3 as an option. The episode's metadata
 goes into the bag's custom metadata, which rosbags writes only at close, together with
 `metadata.yaml` (written last, atomically): a bag directory without `metadata.yaml` is an episode
-cut short by a crash, and its messages flushed so far can still be read (`read_episode` returns
-it with `complete=False`; `load_episodes` skips it with a warning unless asked to use it).
+cut short by a crash (or a failed write), and its messages flushed so far can still be read
+(`read_episode` returns it with `complete=False`; `load_episodes` skips it with a warning unless
+asked to use it).
 
 Parts:
 - `EpisodeBagWriter`: one bag; `.write(topic, msg, stamp_ns)`, `.flush()`, `.close(metadata)`.
 - `EpisodeRecorder`: the recorder node's core. Callbacks hand it serialized messages
   (`submit`, never blocks); a writer thread routes them by header stamp into the episode opened and
   closed by `episode` events, measures the tick rate, and survives write failures.
-- `find_episode_bags`, `read_episode` -> `EpisodeData`, `load_episodes`: for the trainer and tools;
-  they also read bags of the same topics recorded by `ros2 bag record`.
+- `find_episode_bags`, `read_episode` -> `EpisodeData`, `read_bag_episodes`, `load_episodes`: for
+  the trainer and tools; they also read bags of the same topics recorded by `ros2 bag record`
+  (absolute topic names, no custom metadata, sqlite3 or mcap, one session split at the episode
+  events it holds).
 
 rclpy serializes a JointState whose arrays are empty with trailing padding that
 `Typestore.deserialize_cdr` rejects; messages are therefore parsed with a tolerant deserializer,
@@ -38,8 +41,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .interfaces import (ACTION_HUMAN, ACTION_ROBOT, COMMAND, EE_POSE, EPISODE, FLAG_NAMES, IMAGE,
-                         IMAGE_TYPE, INTERVENTION, JOINT_STATES, OBSERVATION, STEP_TOPICS)
+from .interfaces import (ACTION_HUMAN, ACTION_ROBOT, EE_POSE, EPISODE, FLAG_NAMES, IMAGE,
+                         IMAGE_TYPE, INTERVENTION, OBSERVATION, STEP_TOPICS, parse_episode_event)
 from .params import ConfigError
 
 FORMAT_VERSION = 1
@@ -320,14 +323,15 @@ class EpisodeRecorder:
       after they arrive, and a bag is closed after its end event only once every topic has moved
       past the end stamp or gone quiet for `close_grace_s` (at most `max_close_wait_s`): DDS keeps
       no order across topics, and under load images may lag the episode events by a second;
-    - flushes the open bag every `flush_period_s`, so a crash loses at most that much;
+    - flushes the open bag every `flush_period_s`: a crash loses at most the last
+      `reorder_window_s + flush_period_s` of the episode in progress, never an earlier episode;
     - on a write failure (disk full, ...) marks the episode failed-to-record, reports it through
       `on_event` and the log, drops the rest of that episode and goes on with the next one.
     `close(reason)` closes the open episode with that end reason and stops the thread.
     """
 
-    IDLE_KEEP_S = 10.0          # keep this much for a start event that arrives late
-    IDLE_KEEP_BYTES = 256 << 20
+    RECENT_KEEP_S = 10.0          # keep this much for a start event that arrives late
+    RECENT_KEEP_BYTES = 256 << 20
 
     def __init__(self, out: os.PathLike | str, iteration: int = 1, *, storage: str = "mcap",
                  record_images: bool = True, control_rate_hz: float = 20.0,
@@ -375,7 +379,7 @@ class EpisodeRecorder:
         self._lock = threading.Lock()
         self._current: _Episode | None = None
         self._closing: list[_Episode] = []
-        # the last IDLE_KEEP_S of messages, [topic, raw, recv_ns, stamp, episode or None]: a start
+        # the last RECENT_KEEP_S of messages, [topic, raw, recv_ns, stamp, episode or None]: a start
         # event that arrives late claims those with stamps from its start, wherever they went
         self._recent: deque = deque()
         self._recent_bytes = 0
@@ -550,8 +554,8 @@ class EpisodeRecorder:
         if stamp is not None and (target is not None or self._current is None):
             self._recent.append([topic, raw, recv_ns, stamp, target])
             self._recent_bytes += len(raw)
-            while self._recent and (self._recent[0][2] < recv_ns - self.IDLE_KEEP_S * 1e9
-                                    or self._recent_bytes > self.IDLE_KEEP_BYTES):
+            while self._recent and (self._recent[0][2] < recv_ns - self.RECENT_KEEP_S * 1e9
+                                    or self._recent_bytes > self.RECENT_KEEP_BYTES):
                 old = self._recent.popleft()
                 self._recent_bytes -= len(old[1])
                 if old[4] is None:
@@ -574,8 +578,6 @@ class EpisodeRecorder:
         return None
 
     def _on_episode_message(self, raw, recv_ns: int) -> None:
-        from .interfaces import parse_episode_event
-
         try:
             event = parse_episode_event(deserialize(raw, STEP_TOPICS[EPISODE])[0].data)
         except ValueError as e:
@@ -752,7 +754,8 @@ class EpisodeRecorder:
             "stray_ticks_outside_stamps": len(ep.tick_bits) - len(bits),
             "intervention_count": int(sum(nu)),
             "intervention_rate": float(np.mean(nu)) if nu else 0.0,
-            "takeover_count": int(sum(1 for i, v in enumerate(nu) if v and (i == 0 or not nu[i - 1]))),
+            "takeover_count": int(sum(1 for i, v in enumerate(nu)
+                                      if v and (i == 0 or not nu[i - 1]))),
             "hold_ticks": int(sum(f[1] for f in flags)),
             "estop_events": estops, "estop_count": len(estops),
             "policy_checkpoint_id": ep.end_checkpoint or self.checkpoint_id,
@@ -1220,8 +1223,9 @@ def _parse_bag(path: Path, action_names, images: bool, namespace) -> _Parsed:
                     names = list(msg.name)
                 index = {n: j for j, n in enumerate(msg.name)}
                 if any(n not in index for n in names):
-                    raise BagError(path, f"{topic} lacks action dimensions "
-                                         f"{[n for n in names if n not in index]}; has {list(msg.name)}")
+                    missing = [n for n in names if n not in index]
+                    raise BagError(path, f"{topic} lacks action dimensions {missing}; "
+                                         f"has {list(msg.name)}")
                 pos = np.asarray(msg.position, dtype=np.float64)
                 if len(pos) != len(msg.name):
                     raise BagError(path, f"{topic}: {len(pos)} values for {len(msg.name)} names")

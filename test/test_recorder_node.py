@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -122,7 +121,8 @@ class TickPublisher:
             time.sleep(period)
         if end:
             self.pubs[itf.EPISODE].publish(String(data=itf.episode_event(
-                "end", episode, stamp, success=success, reason="success" if success else "timeout")))
+                "end", episode, stamp, success=success,
+                reason="success" if success else "timeout")))
 
     def close(self):
         self.executor.remove_node(self.node)
