@@ -269,9 +269,8 @@ def evaluate(nu: Sequence[np.ndarray], predictions: dict[str, Sequence[np.ndarra
                 samples[name][m].append(v)
 
     def summary(name: str) -> dict:
-        return {m: {"value": _finite(v),
-                    "ci": _percentile_ci(np.array(samples[name][m]), level) if n_bootstrap else None}
-                for m, v in point[name].items()}
+        return {m: {"value": _finite(v), "ci": _percentile_ci(np.array(samples[name][m]), level)
+                    if n_bootstrap else None} for m, v in point[name].items()}
 
     report = {"estimators": {name: summary(name) for name in preds},
               "differences": {}, "truth": None,
@@ -373,8 +372,10 @@ class NeuralClassifier:
             self.net[-1].bias.fill_(math.log(rate / (1 - rate)))
         xt = torch.as_tensor((x - self.mean) / self.std)
         yt = torch.as_tensor(y)
-        xv = torch.as_tensor((self._inputs(val) - self.mean) / self.std) if val else None
-        yv = torch.as_tensor(np.concatenate([ep["nu"] for ep in val]).astype(np.float32)) if val else None
+        xv = yv = None
+        if val:
+            xv = torch.as_tensor((self._inputs(val) - self.mean) / self.std)
+            yv = torch.as_tensor(np.concatenate([ep["nu"] for ep in val]).astype(np.float32))
         opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         loss_fn = torch.nn.BCEWithLogitsLoss()
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -539,24 +540,30 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def plot_timelines(path: Path, episodes: Sequence[dict], per_episode: dict,
-                   max_episodes: int = 6) -> None:
+                   max_episodes: int = 6, max_ticks: int = 200) -> None:
     import matplotlib.pyplot as plt
 
-    n = min(max_episodes, len(episodes))
-    picks = np.unique(np.linspace(0, len(episodes) - 1, n).round().astype(int))
+    # evenly spread over the episodes with an intervention (all episodes if too few have one)
+    pool = [i for i, ep in enumerate(episodes) if np.any(ep["nu"])]
+    pool = pool if len(pool) >= min(max_episodes, len(episodes)) else list(range(len(episodes)))
+    n = min(max_episodes, len(pool))
+    picks = [pool[j] for j in np.unique(np.linspace(0, len(pool) - 1, n).round().astype(int))]
     fig, axes = plt.subplots(len(picks), 1, figsize=(11, 1.9 * len(picks) + 0.6), squeeze=False)
     for ax, i in zip(axes[:, 0], picks):
         ep = episodes[i]
-        t = np.arange(len(ep["nu"]))
-        for s, e in _runs(np.asarray(ep["nu"], bool)):
+        n_ticks = len(ep["nu"])
+        t = np.arange(min(n_ticks, max_ticks))
+        for s, e in _runs(np.asarray(ep["nu"], bool)[:len(t)]):
             ax.axvspan(s - 0.5, e - 0.5, color="tab:red", alpha=0.18, lw=0)
         for name, ps in per_episode.items():
-            ax.plot(t, ps[i], STYLES.get(name, "-"), color=COLORS.get(name), lw=1.6, label=name)
+            ax.plot(t, ps[i][:len(t)], STYLES.get(name, "-"), color=COLORS.get(name), lw=1.4,
+                    label=name)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlim(-0.5, max(len(t) - 0.5, 0.5))
         ax.set_ylabel("p(nu=1|s)")
-        ax.set_title(f"{ep.get('name', f'episode {i}')}: {int(np.sum(ep['nu']))}/{len(t)} ticks "
-                     "intervened (red)", fontsize=9, loc="left")
+        shown = "" if len(t) == n_ticks else f", ticks 0-{len(t) - 1} shown"
+        ax.set_title(f"{ep.get('name', f'episode {i}')}: {int(np.sum(ep['nu']))}/{n_ticks} ticks "
+                     f"intervened (red){shown}", fontsize=9, loc="left")
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("control tick")
     handles, labels = axes[0, 0].get_legend_handles_labels()
@@ -565,23 +572,26 @@ def plot_timelines(path: Path, episodes: Sequence[dict], per_episode: dict,
     labels.append("actual nu=1")
     fig.legend(handles, labels, loc="upper right", ncol=len(labels), fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
 def plot_truth(path: Path, p_model, p_true, truth: dict) -> None:
+    """Where MILE's p falls against the true p: a 2-D histogram (log colour: piles at 0 and 1
+    stay visible) with the diagonal."""
     import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
 
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
-    ax.scatter(p_true, p_model, s=10, alpha=0.5, color="tab:blue", lw=0)
-    top = min(1.0, 1.05 * max(float(np.max(p_true)), float(np.max(p_model))) + 0.01)
-    ax.plot([0, top], [0, top], color="gray", lw=1)
-    ax.set(xlim=(0, top), ylim=(0, top), xlabel="true p(nu=1|s) (simulated person)",
+    fig, ax = plt.subplots(figsize=(6.2, 5.4))
+    *_, image = ax.hist2d(p_true, p_model, bins=40, range=[[0, 1], [0, 1]], norm=LogNorm(),
+                          cmap="Blues")
+    fig.colorbar(image, ax=ax, label="ticks")
+    ax.plot([0, 1], [0, 1], color="tab:red", lw=1)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="true p(nu=1|s) (simulated person)",
            ylabel="MILE's predicted p(nu=1|s)")
-    mae, r = truth["truth_mae"]["value"], truth["truth_pearson"]["value"]
-    ax.set_title(f"MILE vs truth: MAE {mae:.3f}, Pearson r "
-                 f"{'n/a' if r is None else f'{r:.3f}'}", fontsize=10)
-    ax.grid(alpha=0.3)
+    text = (f"MAE {_fmt(truth['truth_mae'], '.3f')}, "
+            f"Pearson r {_fmt(truth['truth_pearson'], '.3f', ci=False)}")
+    ax.set_title(f"MILE vs the truth ({len(p_true)} ticks)\n{text}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -623,17 +633,23 @@ def _json_default(v):
 
 
 # --- the table ------------------------------------------------------------------------------
+def _fmt(m: dict, spec: str, ci: bool = True) -> str:
+    """'value [lo,hi]' of a {"value", "ci"} entry ('n/a' when undefined)."""
+    if m["value"] is None:
+        return "n/a"
+    text = format(m["value"], spec)
+    if ci and m.get("ci"):
+        text += f" [{format(m['ci'][0], spec)},{format(m['ci'][1], spec)}]"
+    return text
+
+
 def format_table(report: dict) -> str:
     names = list(report["estimators"])
     head = f"{'metric':<20}" + "".join(f"{n:>27}" for n in names)
     lines = [head, "-" * len(head)]
 
     def cell(m: dict) -> str:
-        if m["value"] is None:
-            return f"{'n/a':>27}"
-        ci = m["ci"]
-        s = f"{m['value']:.3f}" + (f" [{ci[0]:.3f},{ci[1]:.3f}]" if ci else "")
-        return f"{s:>27}"
+        return f"{_fmt(m, '.3f'):>27}"
 
     for metric in METRICS:
         arrow = "(+)" if HIGHER_IS_BETTER[metric] else "(-)"
@@ -642,15 +658,14 @@ def format_table(report: dict) -> str:
     for label, diff in report.get("differences", {}).items():
         lines.append("")
         lines.append(f"{label}: " + ", ".join(
-            f"{m} {d['value']:+.3f}" + (f" [{d['ci'][0]:+.3f},{d['ci'][1]:+.3f}]" if d["ci"] else "")
-            for m, d in diff.items() if m in ("roc_auc", "log_likelihood", "brier")
-            and d["value"] is not None))
+            f"{m} {_fmt(d, '+.3f')}" for m, d in diff.items()
+            if m in ("roc_auc", "log_likelihood", "brier") and d["value"] is not None))
     if report.get("truth"):
         t = report["truth"]
         lines.append("")
         lines.append("MILE vs the true p (" + f"{t['ticks_with_truth']} ticks): " + ", ".join(
-            f"{k[6:]} {v['value']:.3f}" + (f" [{v['ci'][0]:.3f},{v['ci'][1]:.3f}]" if v["ci"] else "")
-            for k, v in t.items() if k.startswith("truth_") and v["value"] is not None))
+            f"{k[6:]} {_fmt(v, '.3f')}" for k, v in t.items()
+            if k.startswith("truth_") and v["value"] is not None))
     b = report["bootstrap"]
     lines.append("")
     lines.append(f"{report['episodes']} episodes, {report['ticks']} ticks, "
@@ -760,7 +775,7 @@ def load_model(path: str):
 def run(model, eval_episodes: list[dict], train_episodes: list[dict] | None = None,
         true_p: Sequence | None = None, n_bootstrap: int = 1000, seed: int = 0,
         out: Path | None = None, progress: bool = False,
-        classifier_config: ClassifierConfig | None = None) -> dict:
+        classifier_config: ClassifierConfig | None = None, inputs: dict | None = None) -> dict:
     """Predict with the three estimators, evaluate, and (with `out`) write report.json + plots.
     Episodes are dicts with "state" [T,S], "nu" [T] (and "name"); the states must already be in
     the model's state order."""
@@ -789,6 +804,7 @@ def run(model, eval_episodes: list[dict], train_episodes: list[dict] | None = No
                        "beta": _float_or_none(getattr(model, "beta", None)),
                        "frame_stack": k,
                        "state_names": list(getattr(model.obs_spec, "state_names", []) or [])}
+    report["inputs"] = inputs or {}
     report["definitions"] = DEFINITIONS
     report["episode_names"] = [e.get("name", str(i)) for i, e in enumerate(eval_episodes)]
     if out is not None:
@@ -868,8 +884,10 @@ def _main(args) -> dict:
                             f"({train_data[0].path}) differs from the --bags state {names}")
         train_eps = episode_dicts(train_data, names, "--train-bags")
     true_p = read_true_p(Path(args.true_p), eval_eps) if args.true_p else None
+    inputs = {"model": args.model, "bags": args.bags, "train_bags": args.train_bags,
+              "true_p": args.true_p, "seed": args.seed}
     return run(model, eval_eps, train_eps, true_p, args.bootstrap, args.seed, Path(args.out),
-               progress=sys.stderr.isatty())
+               progress=sys.stderr.isatty(), inputs=inputs)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ def test_constant_predictor_scores_auc_one_half_and_ap_the_rate():
     assert m["average_precision"] == pytest.approx(y.mean())
     assert m["balanced_accuracy"] == 0.5
     r = 0.3
-    assert m["log_likelihood"] == pytest.approx(y.mean() * math.log(r) + (1 - y.mean()) * math.log(1 - r))
+    rate = y.mean()
+    assert m["log_likelihood"] == pytest.approx(rate * math.log(r) + (1 - rate) * math.log(1 - r))
     assert m["brier"] == pytest.approx(np.mean((r - y) ** 2))
 
 
@@ -175,8 +176,8 @@ def robot_mean(s):
 
 
 def person_p(s, c):
-    """The person's p(nu=1|s) (DESIGN §2, Gaussian closed form) with the expert as pi and the robot's
-    policy as the mental model."""
+    """The person's p(nu=1|s) (DESIGN §2, Gaussian closed form) with the expert as pi and the
+    robot's policy as the mental model."""
     s = np.atleast_2d(s)
     kc = gaussian_kc(expert_mean(s), np.full((len(s), 2), np.log(SIGMA_EXPERT)),
                      robot_mean(s), np.full((len(s), 2), np.log(SIGMA_MENTAL)))
@@ -298,7 +299,7 @@ def write_bags(root: Path, episodes, iteration: int, state_names=STATE_NAMES, fi
 
 @pytest.fixture(scope="module")
 def bag_run(person_data, mile_model, tmp_path_factory):
-    save_checkpoint = pytest.importorskip("mile_ros.checkpoint").save_checkpoint
+    from mile_ros.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("run")
     write_bags(root, person_data["train"][:12], 1)
@@ -317,7 +318,8 @@ def test_command_on_bags_writes_table_report_and_plots(bag_run, person_data, mil
                   "--true-p", str(root / "true_p.jsonl")])
     printed = capsys.readouterr().out
     assert rc == 0
-    assert "log_likelihood" in printed and "mile - majority" in printed and "MILE vs the true p" in printed
+    for needle in ("log_likelihood", "mile - majority", "MILE vs the true p"):
+        assert needle in printed
     rep = json.loads((out / "report.json").read_text())
     assert rep["episodes"] == 8 and rep["ticks"] == 8 * 30
     assert rep["majority"]["rate_source"] == "training bags"
@@ -334,8 +336,8 @@ def test_command_on_bags_writes_table_report_and_plots(bag_run, person_data, mil
 
 def run_cli(*args):
     """The installed entry point's path (`mile-ros eval-interventions`), in a subprocess."""
-    proc = subprocess.run([sys.executable, "-m", "mile_ros.cli", "eval-interventions", *map(str, args)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "mile_ros.cli", "eval-interventions",
+                           *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=120)
     return proc.returncode, proc.stderr
 
 
@@ -353,7 +355,8 @@ def test_bad_inputs_give_clear_errors_without_traceback(bag_run, tmp_path, capsy
                              "a_h": np.full((5, 2), np.nan), "nu": np.zeros(5, bool),
                              "true_p": np.zeros(5)}], 1, state_names=["q0", "q1", "q2"])
     cases = [
-        (["--model", ckpt, "--bags", tmp_path / "nowhere"], ["--bags", "nowhere", "does not exist"]),
+        (["--model", ckpt, "--bags", tmp_path / "nowhere"],
+         ["--bags", "nowhere", "does not exist"]),
         (["--model", ckpt, "--bags", empty], ["--bags", "empty", "no episode bags"]),
         (["--model", tmp_path / "missing_ckpt", "--bags", root / "iter2"],
          ["--model", "missing_ckpt"]),
