@@ -1,10 +1,499 @@
-"""The train node (not implemented yet)."""
+"""The trainer: episode bags -> MILE -> checkpoint -> the policy server, over ROS.
+
+    ros2 run mile_ros train --bags runs/lab/iter3            (or: mile-ros train --bags ...)
+
+1. Reads every episode bag under `--bags` (this package's recorder's, or a `ros2 bag record` of
+   the same topics) and, unless `--only`, the earlier `iter*` directories beside them: MILE trains
+   on all data collected so far. Reports ticks, interventions, episodes used and every bag skipped
+   with its reason. A bad bag stops it with a message naming the file (`--skip-bad`: skip it).
+2. Builds observations (mile_ros.observations): the state stacked over 4 ticks, or with `--image`
+   the camera frame plus the end-effector position.
+3. Trains MILE (policy and mental model), warm-started from `--init` (default: the `latest`
+   checkpoint under `--out`, when there is one and it fits the data).
+4. Writes the checkpoint atomically under `--out`, then `latest`, and beside it
+   `<id>.metrics.json` (losses, predicted vs observed intervention rate, data counts, timings).
+5. Sends the checkpoint's bytes on /<robot_name>/policy/checkpoint (reliable, transient local) and
+   waits up to `--wait-ack` s for the policy server's answer on policy/active: "pending" or
+   "active" (accepted; it runs from the next episode start) or "refused" (with the reason).
+
+Exit status: 0 trained (and accepted, unless --no-deliver), 1 refused by the policy server,
+2 bad input (bags, arguments, --init), 4 trained and saved but no policy server answered,
+130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
 import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXIT_REFUSED, EXIT_INPUT, EXIT_NO_ANSWER, EXIT_INTERRUPTED = 1, 2, 4, 130
+PROG = "train"
 
 
-def main(argv=None):
-    print("mile_ros train: not implemented yet", file=sys.stderr)
-    return 3
+class TrainInputError(ValueError):
+    """A problem with the trainer's inputs; the message names the file or argument."""
+
+
+# --- arguments -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog=PROG, description="Train MILE on episode bags and hand the checkpoint to the "
+        "policy server over ROS.", epilog="Exit status: 0 ok, 1 refused by the policy server, "
+        "2 bad input, 4 saved but no policy server answered, 130 interrupted.")
+    ap.add_argument("--bags", nargs="+", required=True, metavar="DIR",
+                    help="episode bags, directories of bags (iter3) or run directories")
+    ap.add_argument("--only", action="store_true",
+                    help="only the given directories (default: also the earlier iter* beside them)")
+    ap.add_argument("--out", metavar="CKPT_ROOT",
+                    help="checkpoint root (default: <run dir>/checkpoints, the run dir being the "
+                         "parent of the first --bags iter* directory)")
+    ap.add_argument("--init", default="latest", metavar="CKPT|latest|none",
+                    help="warm start: a checkpoint directory, 'latest' under --out (default; "
+                         "from scratch when there is none), or 'none'")
+    ap.add_argument("--image", action="store_true",
+                    help="camera image + end-effector position instead of the stacked state")
+    ap.add_argument("--image-size", type=int, default=None, metavar="PX",
+                    help="--image: square frame size for the CNN (default 64; 32..128)")
+    ap.add_argument("--skip-bad", action="store_true",
+                    help="skip unreadable bags with a warning instead of stopping")
+    ap.add_argument("--include-incomplete", action="store_true",
+                    help="also use the readable part of bags cut short by a crash")
+    ap.add_argument("--no-deliver", action="store_true", help="do not send it over ROS")
+    ap.add_argument("--wait-ack", type=float, default=30.0, metavar="SECONDS",
+                    help="wait this long for the policy server's answer (default 30)")
+    ap.add_argument("--robot-name", default="wx250s", help="ROS namespace of the policy server")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs-scale", type=float, default=1.0,
+                    help="multiply the training budget (epochs for the data size) by this")
+    ap.add_argument("--c", type=float, default=None,
+                    help="intervention cost c (default: estimated from the data's rate)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return ap
+
+
+def split_ros_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(own arguments, rclpy arguments): everything from `--ros-args` on goes to rclpy."""
+    if "--ros-args" in argv:
+        i = argv.index("--ros-args")
+        return argv[:i], argv[i:]
+    return argv, []
+
+
+def check_args(args) -> None:
+    if not args.wait_ack >= 0 or not math.isfinite(args.wait_ack):
+        raise TrainInputError(f"--wait-ack must be a number of seconds >= 0, got {args.wait_ack}")
+    if not args.epochs_scale > 0 or not math.isfinite(args.epochs_scale):
+        raise TrainInputError(f"--epochs-scale must be > 0, got {args.epochs_scale}")
+    if args.image_size is not None and not 32 <= args.image_size <= 128:
+        raise TrainInputError(f"--image-size must be in 32..128 px, got {args.image_size}")
+    if args.image_size is not None and not args.image:
+        raise TrainInputError("--image-size needs --image")
+    name = args.robot_name.strip("/")
+    if not name or not all(c.isalnum() or c == "_" for c in name) or name[0].isdigit():
+        raise TrainInputError(f"--robot-name {args.robot_name!r} is not a valid ROS namespace")
+
+
+def default_out(bags: list[str]) -> Path:
+    """`runs/lab/iter3` -> `runs/lab/checkpoints`; any other directory D -> `D/checkpoints`."""
+    first = Path(bags[0])
+    if first.name.startswith("iter") and first.name[4:].isdigit():
+        return first.parent / "checkpoints"
+    if first.is_file() or (first / "metadata.yaml").is_file():     # a single bag
+        first = first.parent
+        if first.name.startswith("iter") and first.name[4:].isdigit():
+            return first.parent / "checkpoints"
+    return first / "checkpoints"
+
+
+def resolve_init(init: str, out: Path) -> Path | None:
+    """The warm-start checkpoint directory, or None (train from scratch)."""
+    from ..checkpoint import LATEST, resolve_checkpoint
+
+    if init == "none":
+        return None
+    if init == "latest":
+        return resolve_checkpoint(out) if (out / LATEST).is_file() else None
+    path = Path(init)
+    if not path.is_dir():
+        raise TrainInputError(f"--init {init}: no such checkpoint directory")
+    return resolve_checkpoint(path)
+
+
+# --- the work --------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    checkpoint_id: str
+    metrics: dict
+    report: dict = field(default_factory=dict)
+
+
+def _say(msg: str) -> None:
+    print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+
+
+def load_data(bags, only=False, skip_bad=False, include_incomplete=False, image_size=None,
+              progress=True, say=_say):
+    """(EpisodeData list, report) with the bag report printed; BagError on bad input."""
+    from ..bags import load_episodes
+
+    size = (image_size, image_size) if image_size else None
+    episodes, report = load_episodes(bags, only=only, skip_bad=skip_bad,
+                                     include_incomplete=include_incomplete,
+                                     images=image_size is not None, image_size=size,
+                                     progress=progress)
+    for path, reason in report["skipped"]:
+        say(f"WARNING: skipped {path}: {reason}")
+    for path, issues in report["issues"].items():
+        say(f"note: {path}: {'; '.join(issues)}")
+    for path in report["low_rate"]:
+        say(f"note: {path} was recorded below the configured control rate")
+    if not episodes:
+        where = ", ".join(map(str, bags))
+        raise TrainInputError(f"no usable episodes in {where} ({report['bags_found']} bags found, "
+                              f"{len(report['skipped'])} skipped)")
+    dirs = sorted({str(Path(p).parent) for p in report["used"]})
+    say(f"data: {report['episodes']} episodes, {report['ticks']} ticks, "
+        f"{report['interventions']} interventions "
+        f"({report['interventions'] / max(report['ticks'], 1):.1%}) from {', '.join(dirs)}; "
+        f"{len(report['skipped'])} bags skipped")
+    return episodes, report
+
+
+def checkpoint_name(report: dict) -> str:
+    """`iter3-20260101T120000Z`: the newest iteration in the data, and the time."""
+    from datetime import datetime, timezone
+
+    iters = []
+    for p in report.get("used", []):
+        name = Path(p).parent.name
+        if name.startswith("iter") and name[4:].isdigit():
+            iters.append(int(name[4:]))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"iter{max(iters)}-{stamp}" if iters else f"mile-{stamp}"
+
+
+def run_training(bags, out: Path | None = None, init: str = "latest", image: bool = False,
+                 image_size: int | None = None, only: bool = False, skip_bad: bool = False,
+                 include_incomplete: bool = False, seed: int = 0, epochs_scale: float = 1.0,
+                 c: float | None = None, progress: bool = True, say=_say) -> TrainResult:
+    """Bags -> trained, saved checkpoint (no ROS). Raises BagError / TrainInputError /
+    CheckpointError / ObservationError (all ValueError) naming the file or argument."""
+    from .. import observations as obs
+    from ..checkpoint import load_checkpoint, save_checkpoint, update_latest
+    from ..trainer import MileConfig, train_mile
+
+    t0 = time.perf_counter()
+    bags = [str(b) for b in bags]
+    out = Path(out) if out else default_out(bags)
+    size = (image_size or obs.DEFAULT_IMAGE_SIZE) if image else None
+    episodes, report = load_data(bags, only, skip_bad, include_incomplete, size, progress, say)
+    t_load = time.perf_counter() - t0
+
+    obs_spec = obs.obs_spec(episodes[0].state_names, size)
+    act_spec = obs.action_spec(episodes[0].action_names)
+    arrays = obs.training_episodes(episodes, obs_spec)
+    counts = obs.data_counts(arrays)
+
+    init_path = resolve_init(init, out)
+    init_model = None
+    if init_path is not None:
+        try:
+            init_model = load_checkpoint(init_path, expect_obs_spec=obs_spec,
+                                         expect_action_spec=act_spec)
+            say(f"warm start from {init_path}")
+        except ValueError as e:
+            if init != "latest":
+                raise TrainInputError(f"--init {init}: {e}") from None
+            say(f"WARNING: not warm-starting from {init_path}: {e}; training from scratch")
+    if init_model is None:
+        say("training from scratch (no checkpoint to warm-start from)")
+
+    config = scaled_config(MileConfig, seed=seed, epochs_scale=epochs_scale, c=c)
+    t1 = time.perf_counter()
+    model, metrics = train_mile(arrays, obs_spec, act_spec, config, init=init_model,
+                                progress=progress)
+    t_train = time.perf_counter() - t1
+
+    fit = intervention_fit(model, arrays)
+    out.mkdir(parents=True, exist_ok=True)
+    name = checkpoint_name(report)
+    summary = {"data": counts, "bags_used": len(report["used"]),
+               "bags_skipped": len(report["skipped"]), "init": str(init_path) if init_model
+               else None, "seed": seed, "epochs_scale": epochs_scale, "image": bool(image)}
+    t2 = time.perf_counter()
+    ckpt_id = save_checkpoint(model, out / name, extra_manifest={"training": summary})
+    ckpt_dir = out / name
+    update_latest(out, ckpt_dir)
+    t_save = time.perf_counter() - t2
+
+    full = {"checkpoint_id": ckpt_id, "checkpoint": str(ckpt_dir), **summary,
+            "intervention_rate": fit, "c": _float(getattr(model, "c", None)),
+            "beta": _float(getattr(model, "beta", None)),
+            "training": _jsonable(metrics),
+            "timings_s": {"load": t_load, "train": t_train, "save": t_save,
+                          "total": time.perf_counter() - t0},
+            "bags": {"used": report["used"], "skipped": [list(s) for s in report["skipped"]]}}
+    _write_json(out / f"{name}.metrics.json", full)
+    say(f"trained in {t_train:.1f} s: intervention rate observed {fit['observed']:.3f}, "
+        f"predicted {fit['predicted']:.3f}; checkpoint {ckpt_id} -> {ckpt_dir}")
+    return TrainResult(ckpt_dir, str(ckpt_id), full, report)
+
+
+def scaled_config(MileConfig, seed: int, epochs_scale: float, c: float | None):
+    """The core's MileConfig with the seed, c, and the update budget scaled by `epochs_scale`."""
+    config = MileConfig(seed=seed, c=c)
+    config.epochs *= epochs_scale
+    config.min_updates = max(1, round(config.min_updates * epochs_scale))
+    config.max_updates = max(config.min_updates, round(config.max_updates * epochs_scale))
+    config.pretrain_updates = round(config.pretrain_updates * min(epochs_scale, 1.0))
+    return config
+
+
+def intervention_fit(model, arrays: list[dict]) -> dict:
+    """Observed intervention rate vs the model's mean predicted p(nu=1|s) on the training data."""
+    import numpy as np
+
+    nu = np.concatenate([e["nu"] for e in arrays])
+    out = {"observed": float(nu.mean()) if len(nu) else 0.0, "predicted": float("nan")}
+    try:
+        p = np.concatenate([model.intervention_probability(model_inputs(model, e))
+                            for e in arrays])
+        out["predicted"] = float(np.mean(p))
+        out["predicted_on_interventions"] = float(p[nu].mean()) if nu.any() else None
+        out["predicted_elsewhere"] = float(p[~nu].mean()) if (~nu).any() else None
+    except Exception as e:  # noqa: BLE001 - a report, not a requirement
+        out["error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def model_inputs(model, episode: dict):
+    """The model's batched inputs for one episode dict (stacked state, or image + state)."""
+    from ..trainer import stack_frames
+
+    spec = model.obs_spec
+    state = stack_frames(episode["state"], spec.frame_stack) if spec.frame_stack > 1 \
+        else episode["state"]
+    if spec.image_shape is not None:
+        return {"state": state, "image": episode["image"]}
+    return state
+
+
+def _float(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _jsonable(x):
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(_jsonable(data), indent=1))
+    os.replace(tmp, path)
+
+
+# --- delivery over ROS -----------------------------------------------------------------------------
+@dataclass
+class Answer:
+    state: str                 # pending | active | refused | none
+    reason: str = ""
+    seconds: float = 0.0       # from publishing to the answer
+    active_id: str | None = None
+
+
+class CheckpointSender:
+    """A ROS node in /<robot_name> that offers checkpoints on policy/checkpoint and listens to
+    policy/active. One per process; reusable for several checkpoints (the demo)."""
+
+    def __init__(self, robot_name: str, ros_args: list[str] | None = None):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from std_msgs.msg import String, UInt8MultiArray
+
+        from .. import interfaces as itf
+        from .policy_server import active_qos, checkpoint_qos
+
+        self._Msg = UInt8MultiArray
+        self.context = rclpy.Context()
+        rclpy.init(args=["train", *(ros_args or [])], context=self.context)
+        self.node = Node("trainer", namespace="/" + robot_name.strip("/"), context=self.context,
+                         start_parameter_services=False)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.pub = self.node.create_publisher(UInt8MultiArray, itf.CHECKPOINT, checkpoint_qos())
+        self.answers: list[tuple[float, dict]] = []
+        self.sub = self.node.create_subscription(String, itf.POLICY_ACTIVE, self._on_active,
+                                                 active_qos())
+        self.topic = self.pub.topic_name
+
+    def _on_active(self, msg) -> None:
+        try:
+            data = json.loads(msg.data)
+        except ValueError:
+            return
+        if isinstance(data, dict):
+            self.answers.append((time.monotonic(), data))
+
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.executor.spin_once(timeout_sec=min(left, 0.05))
+
+    def active_id(self) -> str | None:
+        for _, a in reversed(self.answers):
+            if a.get("state") == "active":
+                return a.get("id")
+        return None
+
+    def send(self, data: bytes, checkpoint_id: str, wait_s: float) -> Answer:
+        """Publish the bytes; wait for pending/active (accepted) or refused for this checkpoint.
+        Answers already on policy/active (its transient-local history) do not count."""
+        import array
+
+        t0 = time.monotonic()
+        self._settle(min(wait_s, 3.0))
+        baseline = len(self.answers)
+        msg = self._Msg()
+        msg.data = array.array("B", data)
+        t_pub = time.monotonic()
+        self.pub.publish(msg)
+        unreadable_id = f"<{len(data)} bytes>"    # how the server names an unreadable archive
+        seen = baseline
+        while True:
+            for when, a in self.answers[seen:]:
+                state, aid = a.get("state"), a.get("id")
+                if aid == checkpoint_id and state in ("pending", "active"):
+                    return Answer(state, a.get("reason", ""), when - t_pub, self.active_id())
+                if state == "refused" and aid in (checkpoint_id, unreadable_id):
+                    return Answer("refused", a.get("reason", ""), when - t_pub, self.active_id())
+            seen = len(self.answers)
+            left = t0 + wait_s - time.monotonic()
+            if left <= 0:
+                return Answer("none", f"no policy server answered on "
+                              f"{self.node.get_namespace()}/policy/active within {wait_s:g} s "
+                              f"({self.pub.get_subscription_count()} subscribers to {self.topic})",
+                              wait_s, self.active_id())
+            self.executor.spin_once(timeout_sec=min(left, 0.05))
+
+    def _settle(self, max_s: float) -> None:
+        """Wait (at most max_s) for a policy server to be discovered, then take in the history
+        it keeps on policy/active, so that old answers are not mistaken for new ones."""
+        end = time.monotonic() + max_s
+        while time.monotonic() < end and not (self.pub.get_subscription_count() and
+                                               self.sub.get_publisher_count()):
+            self.executor.spin_once(timeout_sec=0.05)
+        if self.sub.get_publisher_count():
+            quiet_until = time.monotonic() + 0.3
+            while time.monotonic() < min(quiet_until, end + 0.3):
+                n = len(self.answers)
+                self.executor.spin_once(timeout_sec=0.05)
+                if len(self.answers) != n:
+                    quiet_until = time.monotonic() + 0.3
+
+    def wait_active(self, checkpoint_id: str, timeout_s: float) -> float | None:
+        """Seconds until the server announces `checkpoint_id` active, or None."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            if self.active_id() == checkpoint_id:
+                return time.monotonic() - t0
+            self.executor.spin_once(timeout_sec=0.05)
+        return None
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+def deliver(checkpoint_dir: Path, checkpoint_id: str, robot_name: str, wait_s: float,
+            ros_args: list[str] | None = None, say=_say) -> Answer:
+    from ..checkpoint import checkpoint_to_bytes
+
+    data = checkpoint_to_bytes(checkpoint_dir)
+    sender = CheckpointSender(robot_name, ros_args)
+    try:
+        say(f"sending {checkpoint_id} ({len(data) / 1e6:.2f} MB) on {sender.topic}; waiting up to "
+            f"{wait_s:g} s for the policy server")
+        answer = sender.send(data, checkpoint_id, wait_s)
+    finally:
+        sender.close()
+    return answer
+
+
+def report_answer(answer: Answer, checkpoint_id: str, say=_say) -> int:
+    if answer.state in ("pending", "active"):
+        when = "is active" if answer.state == "active" else "runs from the next episode start"
+        say(f"policy server accepted {checkpoint_id} after {answer.seconds:.2f} s: it {when} "
+            f"({answer.reason})")
+        return 0
+    if answer.state == "refused":
+        say(f"policy server REFUSED {checkpoint_id}: {answer.reason}; it keeps running "
+            f"{answer.active_id or 'its current policy'}")
+        return EXIT_REFUSED
+    say(f"WARNING: {answer.reason}; the checkpoint is saved -- start the policy server with "
+        f"checkpoint:=<that directory>, or run train again while it runs")
+    return EXIT_NO_ANSWER
+
+
+# --- entry point -----------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, ros_args = split_ros_args(argv)
+    args = build_parser().parse_args(own)
+    try:
+        check_args(args)
+        import torch
+
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+        result = run_training(args.bags, args.out, args.init, args.image, args.image_size,
+                              args.only, args.skip_bad, args.include_incomplete, args.seed,
+                              args.epochs_scale, args.c, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        _say("interrupted; nothing was written")
+        return EXIT_INTERRUPTED
+    except ValueError as e:   # BagError, CheckpointError, ObservationError, TrainInputError, ...
+        _say(f"error: {e}")
+        return EXIT_INPUT
+    except OSError as e:
+        _say(f"error: {e.filename or ''}: {e.strerror or e}")
+        return EXIT_INPUT
+    if args.no_deliver:
+        _say("not delivered (--no-deliver)")
+        return 0
+    try:
+        answer = deliver(result.checkpoint, result.checkpoint_id, args.robot_name, args.wait_ack,
+                         ros_args)
+    except KeyboardInterrupt:
+        _say(f"interrupted while delivering; the checkpoint is saved at {result.checkpoint}")
+        return EXIT_INTERRUPTED
+    return report_answer(answer, result.checkpoint_id)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,510 @@
+"""`mile-ros demo`: the whole collect -> train -> hot-swap loop on the simulated WidowX.
+
+    mile-ros demo [--iterations N] [--episodes K] [--out runs/demo]
+
+Iteration 0 is the initial policy (BC on a few noisy demonstrations, the one the simulated person's
+mental model was fitted to). Then, N times:
+  1. collect K episodes with the simulated graph (`mile-ros collect` machinery: recorder, arbiter,
+     sim_human and the simulated arm, lockstep -- faster than real time), bags -> <out>/iter<i>;
+  2. train MILE on all bags so far (the `train` node's code), warm-started from the last
+     checkpoint, checkpoint -> <out>/checkpoints;
+  3. hand the checkpoint to the policy server over ROS; it swaps at the next episode start (the
+     policy server runs for the whole demo; the next iteration's bags record the swapped-in id);
+  4. evaluate the new policy alone (no person) on fixed-seed episodes, ROS-free.
+Prints a table per iteration and writes <out>/demo.json and <out>/demo.png at the end.
+Ctrl-C stops the graph cleanly and still writes what was measured so far.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import collect
+from .params import ConfigError, resolve, ros_params_file
+
+DEFAULT_ITERATIONS = 4
+DEFAULT_EPISODES = 8
+DEFAULT_EVAL_EPISODES = 20
+EVAL_SEED_BASE = 9_000_000        # evaluation episodes; collection seeds stay far below
+COLLECT_NODES = ["recorder", "arbiter", "sim_human", "arm"]
+SERVER = "policy_server"
+INITIAL_TASK = "widowx"
+
+
+@dataclass
+class Row:
+    iteration: int
+    policy: str                  # checkpoint id evaluated
+    success: float               # success rate without the person
+    eval_episodes: int
+    collected_with: str = ""     # policy id(s) that ran while this iteration's data was recorded
+    episodes: int = 0
+    ticks: int = 0
+    interventions: int = 0
+    collection_success: float | None = None
+    train_s: float = 0.0
+    collect_s: float = 0.0
+    eval_s: float = 0.0
+    swap: str = ""               # the policy server's answer to the delivery
+
+    @property
+    def intervention_rate(self) -> float | None:
+        return self.interventions / self.ticks if self.ticks else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mile-ros demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS,
+                    help=f"collect -> train -> swap rounds (default {DEFAULT_ITERATIONS})")
+    ap.add_argument("--episodes", type=int, default=DEFAULT_EPISODES,
+                    help=f"episodes collected per iteration (default {DEFAULT_EPISODES})")
+    ap.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    ap.add_argument("--eval-episodes", type=int, default=DEFAULT_EVAL_EPISODES,
+                    help="fixed-seed episodes of the policy alone per evaluation "
+                         f"(default {DEFAULT_EVAL_EPISODES})")
+    ap.add_argument("--seed", type=int, default=0, help="seeds the person, initial policy, training")
+    ap.add_argument("--epochs-scale", type=float, default=1.0, help="training budget multiplier")
+    ap.add_argument("--episode-timeout", type=float, default=None, metavar="S",
+                    help="episode length limit of the simulated arm (default: its YAML value)")
+    ap.add_argument("--robot-name", default="demo", help="ROS namespace of the graph")
+    ap.add_argument("--params", help="parameter file overriding config/collect.yaml")
+    ap.add_argument("--force", action="store_true", help="replace an earlier run in --out")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return ap
+
+
+def check_args(args) -> None:
+    for name in ("iterations", "episodes", "eval_episodes"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not args.epochs_scale > 0:
+        raise ConfigError(f"--epochs-scale must be > 0, got {args.epochs_scale}")
+    if args.episode_timeout is not None and not args.episode_timeout > 0:
+        raise ConfigError(f"--episode-timeout must be > 0, got {args.episode_timeout}")
+    if args.params and not Path(args.params).is_file():
+        raise ConfigError(f"--params: parameter file not found: {args.params}")
+    name = args.robot_name.strip("/")
+    if not name or not all(c.isalnum() or c == "_" for c in name) or name[0].isdigit():
+        raise ConfigError(f"--robot-name {args.robot_name!r} is not a valid ROS namespace")
+
+
+def prepare_out(out: Path, force: bool) -> None:
+    earlier = [p for p in (out.glob("iter*") if out.is_dir() else [])] + \
+        [p for p in (out / "checkpoints", out / "demo.json") if p.exists()]
+    if earlier and not force:
+        raise ConfigError(f"--out {out} already holds a run ({earlier[0].name}, ...); "
+                          "choose another --out or add --force to replace it")
+    for p in earlier:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    for sub in ("logs", "received"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "logs").mkdir(exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out: cannot create {out}: {e.strerror}") from None
+
+
+# --- evaluation (ROS-free) -------------------------------------------------------------------------
+TASK_PARAMS = ("control_rate_hz", "max_ee_step_m", "workspace_min_m", "workspace_max_m",
+               "episode_timeout_s")
+
+
+def task_options(arm_params: dict) -> dict:
+    """WidowXTask keyword arguments from the arm node's parameters (evaluation = collection)."""
+    return {k: arm_params[k] for k in TASK_PARAMS if k in arm_params}
+
+
+def evaluate(policy, n_episodes: int, seed_base: int = EVAL_SEED_BASE, progress=None,
+             task_kwargs: dict | None = None) -> dict:
+    """Success rate of a policy_server.LoadedPolicy alone on fixed-seed simulated episodes, with
+    the same runner the policy server uses (frame history reset per episode)."""
+    import numpy as np
+
+    from .sim.widowx import WidowXTask
+
+    t0 = time.perf_counter()
+    task = WidowXTask(seed=seed_base, **(task_kwargs or {}))
+    runner = policy.make_runner()
+    image_hw = getattr(policy, "image_shape", None)
+    successes, ticks = [], []
+    try:
+        for i in range(n_episodes):
+            obs, _ = task.reset(seed=seed_base + i)
+            runner.reset()
+            index = [task.observation_names.index(n) for n in policy.state_names]
+            ok, t = False, 0
+            for t in range(1, task.max_episode_steps + 1):
+                image = task.render(image_hw[1], image_hw[0]) if policy.uses_image else None
+                a = np.clip(np.nan_to_num(np.asarray(runner.step(obs[index], image), float)),
+                            -1, 1)
+                obs, _, terminated, truncated, info = task.step(a)
+                if terminated or truncated:
+                    ok = bool(info.get("success", False))
+                    break
+            successes.append(ok)
+            ticks.append(t)
+            if progress is not None:
+                progress.update(1)
+    finally:
+        task.close()
+    return {"success_rate": float(np.mean(successes)), "successes": int(np.sum(successes)),
+            "episodes": n_episodes, "mean_ticks": float(np.mean(ticks)),
+            "seconds": time.perf_counter() - t0}
+
+
+def load_policy(path: Path):
+    from .nodes.policy_server import load_policy_dir
+
+    policy = load_policy_dir(path, deterministic=True)
+    from .checkpoint import load_checkpoint
+
+    shape = load_checkpoint(path).obs_spec.image_shape
+    policy.image_shape = tuple(shape[:2]) if shape else None
+    return policy
+
+
+# --- the graph -------------------------------------------------------------------------------------
+class DemoGraph:
+    """The policy server for the whole run, and per iteration the rest of the collection graph."""
+
+    def __init__(self, args, out: Path):
+        self.args, self.out = args, out
+        self.robot_name = args.robot_name.strip("/")
+        self.files = [args.params] if args.params else []
+        self.server: collect.Graph | None = None
+        self.initial: Path | None = None      # the initial policy's checkpoint
+        self.graph: collect.Graph | None = None
+
+    def values(self, iteration: int) -> dict[str, dict]:
+        a = self.args
+        over = collect.node_overrides(True, False, str(self.out), iteration, a.episodes,
+                                      realtime_factor=0.0)
+        over[SERVER] = {"checkpoint": str(self.initial or ""), "initial_seed": a.seed,
+                        "receive_dir": str(self.out / "received")}
+        over["arm"]["seed"] = 100_000 * a.seed + 1_000 * iteration   # new episodes every round
+        if a.episode_timeout is not None:
+            over["arm"]["episode_timeout_s"] = float(a.episode_timeout)
+        over["sim_human"] = {"seed": a.seed}
+        return {node: resolve(node, self.files, values) for node, values in over.items()}
+
+    def _start(self, nodes: list[str], iteration: int, log_dir: Path) -> collect.Graph:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        params = ros_params_file(self.values(iteration), log_dir / "params.yaml")
+        graph = collect.Graph(nodes, self.robot_name, params, log_dir)
+        graph.start()
+        return graph
+
+    def start_server(self) -> None:
+        self.server = self._start([SERVER], 1, self.out / "logs" / SERVER)
+
+    def server_problem(self) -> str | None:
+        if self.server is not None and self.server.exited():
+            rc = self.server.exited()[SERVER]
+            return (f"the policy server exited with status {rc}; end of its log:\n"
+                    + self.server.log_tail(SERVER))
+        return None
+
+    def collect(self, iteration: int, show: bool) -> dict:
+        """Run K episodes with the running policy; returns counts from the progress monitor."""
+        episodes = self.args.episodes
+        progress = None
+        self.graph = self._start(COLLECT_NODES, iteration, self.out / "logs" / f"iter{iteration}")
+        problem = None
+        try:
+            progress = collect.Progress(self.robot_name, episodes, show)
+            progress.bar.set_description(f"collect iter{iteration}")
+            arm_done_at = None
+            while True:
+                progress.spin(0.1)
+                problem = self.server_problem()
+                exited = self.graph.exited()
+                died = {n: rc for n, rc in exited.items() if not (n == "arm" and rc == 0)}
+                if died and not problem:
+                    node, rc = next(iter(died.items()))
+                    problem = (f"node '{node}' exited with status {rc}; end of its log:\n"
+                               + self.graph.log_tail(node))
+                if problem:
+                    break
+                if "arm" in exited:
+                    arm_done_at = arm_done_at or time.monotonic()
+                    finished = len(progress.recorded) + len(progress.failed)
+                    if finished >= episodes or time.monotonic() - arm_done_at > 20.0:
+                        break
+        finally:
+            self.stop_collection()
+            if progress is not None:
+                for _ in range(3):
+                    progress.spin(0.05)
+                progress.close()
+        if problem:
+            raise RuntimeError(problem)
+        recorded = list(progress.recorded)
+        if not recorded:
+            raise RuntimeError(f"no episode of iteration {iteration} was recorded; see the logs "
+                               f"in {self.out / 'logs' / f'iter{iteration}'}")
+        return {"ticks": sum(int(e.get("ticks", 0)) for e in recorded),
+                "interventions": sum(int(e.get("intervention_count", 0)) for e in recorded),
+                "episodes": len(recorded), "recorded": recorded, "failed": list(progress.failed),
+                "success": sum(bool(e.get("success")) for e in recorded) / len(recorded)}
+
+    def stop_collection(self) -> None:
+        if self.graph is not None:
+            self.graph.stop()
+            self.graph = None
+
+    def stop(self) -> None:
+        self.stop_collection()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def recorded_policies(recorded: list[dict]) -> str:
+    ids = []
+    for event in recorded:
+        pid = event.get("policy_checkpoint_id") or "?"
+        if pid not in ids:
+            ids.append(pid)
+    return ",".join(ids)
+
+
+# --- output ----------------------------------------------------------------------------------------
+HEADER = (f"{'iter':>4}  {'policy (checkpoint id)':<28}  {'success alone':>13}  "
+          f"{'collected with':>14}  {'episodes':>8}  {'ticks':>6}  {'interventions':>13}  "
+          f"{'train s':>7}")
+
+
+def format_row(r: Row, rows: list[Row] = ()) -> str:
+    """One table line; `collected with` names the policy that ran by its iteration."""
+    by_id = {x.policy: f"iter {x.iteration}" for x in rows}
+    used = ",".join(by_id.get(i, _short(i, 14)) for i in r.collected_with.split(",")) \
+        if r.collected_with else "-"
+    rate = f"{r.intervention_rate:.1%}" if r.intervention_rate is not None else "-"
+    success = f"{r.success:.0%} ({round(r.success * r.eval_episodes)}/{r.eval_episodes})"
+    train_s = f"{r.train_s:.1f}" if r.iteration else "-"
+    return (f"{r.iteration:>4}  {_short(r.policy, 28):<28}  {success:>13}  {used:>14}  "
+            f"{r.episodes or '-':>8}  {r.ticks or '-':>6}  {rate:>13}  {train_s:>7}")
+
+
+def _short(s: str, n: int = 34) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def write_results(out: Path, rows: list[Row], args, complete: bool, started: float) -> Path:
+    data = {"complete": complete, "wall_s": time.monotonic() - started,
+            "settings": {k: v for k, v in vars(args).items()},
+            "rows": [{**asdict(r), "intervention_rate": r.intervention_rate} for r in rows]}
+    path = out / "demo.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def plot(rows: list[Row], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    its = [r.iteration for r in rows]
+    ax.plot(its, [r.success for r in rows], "o-", label="success rate, policy alone")
+    coll = [(r.iteration, r.intervention_rate) for r in rows if r.intervention_rate is not None]
+    if coll:
+        ax.plot([c[0] for c in coll], [c[1] for c in coll], "s--",
+                label="intervention rate while collecting")
+    ax.set_xlabel("iteration (0 = initial policy)")
+    ax.set_ylabel("rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xticks(its)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    ax.set_title("MILE on the simulated WidowX (block through the hole)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# --- main --------------------------------------------------------------------------------------------
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    out = Path(args.out)
+    prepare_out(out, args.force)
+    show = not args.no_progress
+    started = time.monotonic()
+    rows: list[Row] = []
+    graph = DemoGraph(args, out)
+    task_kwargs = task_options(graph.values(1)["arm"])   # validates the parameters, too
+    sender = None
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    complete, status = False, 0
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        from .checkpoint import checkpoint_to_bytes
+        from .nodes import train as trainer
+
+        say(f"mile-ros demo: {args.iterations} iterations x {args.episodes} episodes, "
+            f"{args.eval_episodes} evaluation episodes each -> {out}")
+        graph.initial = initial_checkpoint(out / "checkpoints", args.seed)
+        graph.start_server()              # loads the initial policy while we evaluate it
+        rows.append(evaluated(Row(0, "", 0.0, args.eval_episodes), graph.initial, args, task_kwargs))
+        say(HEADER)
+        say(format_row(rows[-1], rows))
+        sender = trainer.CheckpointSender(graph.robot_name)
+        for it in range(1, args.iterations + 1):
+            t0 = time.monotonic()
+            counts = graph.collect(it, show)
+            collect_s = time.monotonic() - t0
+            res = trainer.run_training([out / f"iter{it}"], out / "checkpoints", init="latest",
+                                       seed=args.seed + it, epochs_scale=args.epochs_scale,
+                                       progress=show, say=lambda m: None)
+            answer = sender.send(checkpoint_to_bytes(res.checkpoint), res.checkpoint_id, 60.0)
+            if answer.state not in ("pending", "active"):
+                raise RuntimeError(f"the policy server did not take {res.checkpoint_id}: "
+                                   f"{answer.reason}")
+            row = Row(it, "", 0.0, args.eval_episodes,
+                      collected_with=recorded_policies(counts["recorded"]),
+                      episodes=counts["episodes"], ticks=counts["ticks"],
+                      interventions=counts["interventions"],
+                      collection_success=counts["success"],
+                      train_s=res.metrics["timings_s"]["train"], collect_s=collect_s,
+                      swap=answer.state)
+            rows.append(evaluated(row, res.checkpoint, args, task_kwargs))
+            say(format_row(rows[-1], rows))
+        complete = True
+    except KeyboardInterrupt:
+        say("mile-ros demo: interrupted; stopping the graph")
+        status = 130
+    except (RuntimeError, ValueError) as e:
+        say(f"mile-ros demo: {e}")
+        status = 1
+    finally:
+        if sender is not None:
+            sender.close()
+        graph.stop()
+        signal.signal(signal.SIGTERM, old_term)
+    if rows:
+        write_results(out, rows, args, complete, started)
+        png = plot(rows, out / "demo.png")
+        say("")
+        say(HEADER)
+        for r in rows:
+            say(format_row(r, rows))
+        say(f"\nsuccess without the person: {rows[0].success:.0%} (initial policy) -> "
+            f"{rows[-1].success:.0%} (iteration {rows[-1].iteration}); {out / 'demo.json'}, "
+            f"{png}; {time.monotonic() - started:.0f} s")
+    return status
+
+
+def evaluated(row: Row, checkpoint: Path, args, task_kwargs: dict) -> Row:
+    """`row` with the policy id and its success rate alone (no person) filled in."""
+    policy = load_policy(checkpoint)
+    bar = _bar(args, f"evaluate iter{row.iteration}")
+    try:
+        result = evaluate(policy, args.eval_episodes, progress=bar, task_kwargs=task_kwargs)
+    finally:
+        bar.close()
+    row.policy, row.success, row.eval_s = policy.id, result["success_rate"], result["seconds"]
+    return row
+
+
+def _bar(args, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=args.eval_episodes, desc=desc, unit="episode", disable=args.no_progress,
+                leave=False, dynamic_ncols=True)
+
+
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt
+
+
+# --- iteration 0 -----------------------------------------------------------------------------------
+def initial_model(seed: int):
+    """The simulated task's initial policy (mile_ros.benchmark, cached) as a MileModel, exactly:
+    same weights, its normaliser folded into the first layer, its state-independent log-std as the
+    log-std head's bias. The mental model starts as a copy (the paper's initial pihat)."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from .benchmark.envs import make_task
+    from .benchmark.initial import InitialConfig, build_initial_policy
+    from .networks import GaussianPolicy
+    from .trainer import ActionSpec, MileModel, Normalizer, ObsSpec
+
+    cfg = InitialConfig()
+    task = make_task(INITIAL_TASK, seed=seed, options=cfg.task)
+    try:
+        bench, _ = build_initial_policy(INITIAL_TASK, seed, cfg, task=task)
+        names, actions = list(task.state_names), list(task.action_names)
+    finally:
+        task.close()
+    S, k, A = len(names), cfg.frame_stack, len(actions)
+    norm = Normalizer(bench.obs_mean[:S].double().numpy(), bench.obs_std[:S].double().numpy())
+    net = GaussianPolicy(S * k, A, bench.hidden)
+    linear_in = [m for m in bench.body if isinstance(m, torch.nn.Linear)]
+    linear_out = [m for m in net.trunk.mlp if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        std_b, mean_b = bench.obs_std.double(), bench.obs_mean.double()
+        std_m = torch.as_tensor(np.tile(norm.std, k))
+        mean_m = torch.as_tensor(np.tile(norm.mean, k))
+        w, b = linear_in[0].weight.double(), linear_in[0].bias.double()
+        linear_out[0].weight.copy_(w * (std_m / std_b)[None, :])
+        linear_out[0].bias.copy_(b + w @ ((mean_m - mean_b) / std_b))
+        for src, dst in zip(linear_in[1:], linear_out[1:]):
+            dst.weight.copy_(src.weight)
+            dst.bias.copy_(src.bias)
+        net.head.weight.zero_()
+        net.head.weight[:A].copy_(bench.head.weight)
+        net.head.bias[:A].copy_(bench.head.bias)
+        lo, hi = net.log_std_bounds
+        q = ((bench.log_std.double() - lo) / (hi - lo)).clamp(1e-6, 1 - 1e-6)
+        net.head.bias[A:].copy_(torch.log(q) - torch.log1p(-q))
+    model = MileModel(net, copy.deepcopy(net), ObsSpec(names, k), ActionSpec(actions), norm)
+    probe = np.random.default_rng(seed).normal(size=(64, S * k)) * np.tile(norm.std, k) \
+        + np.tile(norm.mean, k)
+    mu_b, ls_b = bench.action_distribution(probe)
+    mu_m, ls_m = model.action_distribution(probe)
+    err = max(np.abs(mu_b - mu_m).max(), np.abs(ls_b - ls_m).max())
+    if not err < 1e-4:
+        raise RuntimeError(f"the initial policy did not convert exactly (max difference {err:.2g})")
+    return model
+
+
+def initial_checkpoint(root: Path, seed: int) -> Path:
+    """The initial policy as checkpoint `<root>/iter0-initial` (also `latest`)."""
+    from .checkpoint import save_checkpoint, update_latest
+
+    path = root / "iter0-initial"
+    save_checkpoint(initial_model(seed), path,
+                    extra_manifest={"source": "mile_ros.benchmark initial policy, converted",
+                                    "seed": seed})
+    update_latest(root, path)
+    return path
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ConfigError as e:
+        print(f"mile-ros demo: configuration error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,195 @@
+"""Hot swap between two processes over real DDS: the policy server runs checkpoint A; `train`
+(another process) delivers B as bytes; B is pending until the next episode start and active from
+it (a_r follows A until then, B after); corrupt, truncated and mismatched checkpoints are refused
+with a reason while the running policy stays."""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+import torch
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from mile_ros import interfaces as itf
+from mile_ros.checkpoint import checkpoint_to_bytes, load_checkpoint
+from mile_ros.nodes import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_helpers import simulate_episode, write_external_bag  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+NS = f"hotswap_{os.getpid()}"
+LATCHED = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+FAST = ["--epochs-scale", "0.05", "--no-progress"]
+torch.set_num_threads(1)
+
+
+class Peer:
+    """Plays the arm (observations, episode events) and watches a_r and policy/active."""
+
+    def __init__(self):
+        self.ctx = rclpy.Context()
+        rclpy.init(args=[], context=self.ctx)
+        self.node = Node("peer", namespace=f"/{NS}", context=self.ctx)
+        self.a_r, self.active = [], []
+        self.node.create_subscription(JointState, itf.ACTION_ROBOT, lambda m: self.a_r.append(
+            (itf.stamp_to_ns(m.header.stamp), np.array(m.position))), 50)
+        self.node.create_subscription(String, itf.POLICY_ACTIVE, lambda m: self.active.append(
+            json.loads(m.data)), QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.obs_pub = self.node.create_publisher(JointState, itf.OBSERVATION, 50)
+        self.ep_pub = self.node.create_publisher(String, itf.EPISODE, LATCHED)
+        self.ex = SingleThreadedExecutor(context=self.ctx)
+        self.ex.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+        self.stamp = 1_000_000_000
+
+    def _spin(self):
+        try:
+            while self.ctx.ok():
+                self.ex.spin_once(timeout_sec=0.05)
+        except Exception:  # noqa: BLE001 - shutdown
+            pass
+
+    @staticmethod
+    def wait(predicate, timeout=30.0, what="condition"):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}; policy/active: {Peer.last}")
+
+    last: list = []
+
+    def state(self):
+        Peer.last = self.active[-3:]
+        return self.active[-1] if self.active else {}
+
+    def tick(self, names, values):
+        self.stamp += 50_000_000
+        self.obs_pub.publish(itf.vector_msg(names, values, self.stamp))
+        self.wait(lambda: self.a_r and self.a_r[-1][0] == self.stamp, 5.0, "a_r")
+        return self.a_r[-1][1]
+
+    def episode_start(self, index):
+        self.ep_pub.publish(String(data=itf.episode_event("start", index, self.stamp + 1)))
+
+    def close(self):
+        self.ctx.try_shutdown()
+        self.thread.join(timeout=2)
+
+
+def expected_actions(model, states):
+    runner = model.runner()
+    return np.array([runner.step(s) for s in states])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hotswap")
+    ep = simulate_episode(seed=3, max_ticks=40)
+    write_external_bag(tmp / "run" / "iter1" / "ep0", ep, namespace=NS)
+    root = tmp / "run" / "checkpoints"
+    assert train.main(["--bags", str(tmp / "run" / "iter1"), "--no-deliver", *FAST]) == 0
+    a_dir = root / (root / "latest").read_text().strip()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mile_ros.nodes.policy_server", "--ros-args", "-r",
+         f"__ns:=/{NS}", "-p", f"checkpoint:={a_dir}", "-p", f"receive_dir:={tmp / 'received'}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peer = Peer()
+    try:
+        yield {"tmp": tmp, "root": root, "a_dir": a_dir, "names": ep["state_names"],
+               "states": ep["state"], "server": server, "peer": peer, "env": env}
+    finally:
+        peer.close()
+        server.send_signal(2)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_swap_at_the_next_episode_start_then_refusals(setup):
+    peer, names, states = setup["peer"], setup["names"], setup["states"]
+    model_a = load_checkpoint(setup["a_dir"])
+    peer.wait(lambda: peer.state().get("id") == model_a.checkpoint_id
+              and peer.state().get("state") == "active", 60, "checkpoint A active")
+    peer.wait(lambda: peer.obs_pub.get_subscription_count() > 0, 10, "the server's subscription")
+
+    peer.episode_start(0)
+    time.sleep(0.3)
+    want_a = expected_actions(model_a, states[:8])
+    got = [peer.tick(names, s) for s in states[:4]]
+    np.testing.assert_allclose(got, want_a[:4], atol=1e-5)
+
+    # another process trains B on the same bags and delivers it over ROS
+    r = subprocess.run([sys.executable, "-m", "mile_ros.cli", "train", "--bags",
+                        str(setup["tmp"] / "run" / "iter1"), "--robot-name", NS, "--wait-ack",
+                        "60", "--seed", "1", *FAST], cwd=ROOT, env=setup["env"],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    b_dir = setup["root"] / (setup["root"] / "latest").read_text().strip()
+    model_b = load_checkpoint(b_dir)
+    assert f"policy server accepted {model_b.checkpoint_id}" in r.stderr
+    peer.wait(lambda: any(a.get("id") == model_b.checkpoint_id and a.get("state") == "pending"
+                          for a in peer.active), 10, "B announced as pending")
+    assert peer.state() == {**peer.state(), "id": model_a.checkpoint_id, "state": "active"}
+    assert not any(a.get("id") == model_b.checkpoint_id and a.get("state") == "active"
+                   for a in peer.active)
+
+    # not before the boundary: the rest of this episode still runs A, history intact
+    got = [peer.tick(names, s) for s in states[4:8]]
+    np.testing.assert_allclose(got, want_a[4:8], atol=1e-5)
+    assert not np.allclose(expected_actions(model_b, states[:4]), want_a[:4], atol=1e-3)
+
+    peer.episode_start(1)
+    peer.wait(lambda: peer.state() == {**peer.state(), "id": model_b.checkpoint_id,
+                                       "state": "active"}, 10, "B active")
+    got = [peer.tick(names, s) for s in states[:4]]
+    np.testing.assert_allclose(got, expected_actions(model_b, states[:4]), atol=1e-5)
+
+    # refusals: corrupt weights, a truncated archive, another robot's action names
+    good = checkpoint_to_bytes(b_dir)
+    corrupt = bytearray(good)
+    corrupt[len(corrupt) // 2: len(corrupt) // 2 + 64] = bytes(64)
+    sender = train.CheckpointSender(NS)
+    try:
+        for label, data, words in (("corrupt", bytes(corrupt), "hash mismatch"),
+                                   ("truncated", good[: len(good) // 3], "archive")):
+            answer = sender.send(data, model_b.checkpoint_id, 20.0)
+            assert answer.state == "refused", (label, answer)
+            assert words in answer.reason, (label, answer.reason)
+        other = other_robot_checkpoint(setup["tmp"])
+        answer = sender.send(checkpoint_to_bytes(other), load_checkpoint(other).checkpoint_id, 20)
+        assert answer.state == "refused" and "action names" in answer.reason, answer
+    finally:
+        sender.close()
+    peer.episode_start(2)
+    time.sleep(0.5)
+    assert peer.state()["id"] == model_b.checkpoint_id
+    got = [peer.tick(names, s) for s in states[:3]]
+    np.testing.assert_allclose(got, expected_actions(model_b, states[:3]), atol=1e-5)
+
+
+def other_robot_checkpoint(tmp: Path) -> Path:
+    ep = simulate_episode(seed=4, max_ticks=20)
+    ep["action_names"] = ["vx", "vy", "vz", "grip"]
+    write_external_bag(tmp / "other" / "iter1" / "ep0", ep)
+    assert train.main(["--bags", str(tmp / "other" / "iter1"), "--no-deliver", *FAST]) == 0
+    root = tmp / "other" / "checkpoints"
+    return root / (root / "latest").read_text().strip()

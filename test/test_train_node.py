@@ -1,0 +1,206 @@
+"""The trainer on real bags: a short simulated collection (this package's recorder) and a bag
+written directly with rosbags as `ros2 bag record` would have (absolute topic names, no custom
+metadata); the checkpoint loads in the policy server; iter* aggregation vs --only; bad inputs give
+a clear message naming the file, never a traceback; no policy server -> saved, reported."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mile_ros.nodes import train
+from mile_ros.nodes.policy_server import check_compatible, initial_policy, load_policy_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_helpers import simulate_episode, write_external_bag  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--epochs-scale", "0.05", "--no-progress", "--no-deliver"]
+torch.set_num_threads(1)
+
+
+def cli(*args, timeout=240):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "mile_ros.cli", *map(str, args)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def metrics_of(root: Path) -> dict:
+    name = (root / "latest").read_text().strip()
+    return json.loads((root / f"{name}.metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    """Three short simulated episodes of 20, 30 and 40 ticks (and one with camera frames)."""
+    return {n: simulate_episode(seed=n, max_ticks=n) for n in (20, 30, 40)}
+
+
+def external_run(root: Path, episodes) -> Path:
+    """run/iter1..3, one `ros2 bag record`-style bag each (20, 30, 40 ticks), + an unrelated dir."""
+    for i, n in enumerate((20, 30, 40), start=1):
+        (root / f"iter{i}").mkdir(parents=True)
+        write_external_bag(root / f"iter{i}" / f"rosbag2_{i}", episodes[n], episode_index=i,
+                           storage="sqlite3" if i % 2 else "mcap")
+    (root / "other").mkdir()
+    write_external_bag(root / "other" / "rosbag2_x", episodes[20])
+    return root
+
+
+def test_trains_on_a_short_simulated_collection(tmp_path):
+    params = tmp_path / "short.yaml"
+    params.write_text("arm:\n  ros__parameters:\n    episode_timeout_s: 2.0\n")
+    run = tmp_path / "run"
+    r = cli("collect", "--sim", "--episodes", 2, "--out", run / "iter1", "--realtime-factor", 0,
+            "--no-progress", "--robot-name", "train_test", "--params", params, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    bags = sorted(p for p in (run / "iter1").iterdir() if p.is_dir())
+    assert len(bags) == 2
+
+    r = cli("train", "--bags", run / "iter1", *FAST)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    m = metrics_of(run / "checkpoints")                 # default --out: beside the iter* dirs
+    recorded = [json.loads(line) for line in (run / "iter1" / "recorder_log.jsonl").open()]
+    recorded = [e for e in recorded if e["event"] == "episode_recorded"]
+    assert m["data"]["episodes"] == 2
+    assert m["data"]["ticks"] == sum(e["ticks"] for e in recorded) > 40     # 2 s at 20 Hz each
+    assert m["data"]["interventions"] == sum(e["intervention_count"] for e in recorded)
+    assert f"data: 2 episodes, {m['data']['ticks']} ticks" in r.stderr
+    assert 0.0 <= m["intervention_rate"]["predicted"] <= 1.0
+    assert m["intervention_rate"]["observed"] == pytest.approx(
+        m["data"]["interventions"] / m["data"]["ticks"])
+    assert set(m["timings_s"]) >= {"load", "train", "save"} and m["training"]["updates"] > 0
+
+    # the policy server's own loading and checks accept it against the simulated arm
+    policy = load_policy_dir(m["checkpoint"])
+    assert policy.id == m["checkpoint_id"]
+    check_compatible(policy, initial_policy(0))
+    runner = policy.make_runner()
+    a = [runner.step(np.full(9, 0.1)) for _ in range(5)]
+    assert np.all(np.isfinite(a)) and np.shape(a) == (5, 4)
+
+
+def test_trains_on_a_ros2_bag_record_bag_and_warm_starts(tmp_path, episodes):
+    run = external_run(tmp_path / "run", episodes)
+    out = tmp_path / "ckpt"
+    assert train.main(["--bags", str(run / "iter1"), "--out", str(out), *FAST]) == 0
+    first = metrics_of(out)
+    assert first["data"] == {"episodes": 1, "ticks": 20, "interventions":
+                             int(episodes[20]["nu"].sum()),
+                             "intervention_rate": pytest.approx(episodes[20]["nu"].mean())}
+    assert first["init"] is None
+
+    # second round: warm start from `latest` (policy and mental model), newer data included
+    assert train.main(["--bags", str(run / "iter2"), "--out", str(out), *FAST]) == 0
+    second = metrics_of(out)
+    assert second["init"] == first["checkpoint"]
+    assert second["training"]["warm_start"].startswith("init")
+    assert second["data"]["ticks"] == 50 and second["checkpoint_id"] != first["checkpoint_id"]
+    from mile_ros.checkpoint import load_checkpoint
+    model = load_checkpoint(out)                          # the latest pointer is the new one
+    assert model.checkpoint_id == second["checkpoint_id"]
+    assert list(model.obs_spec.state_names) == episodes[20]["state_names"]
+    assert model.obs_spec.frame_stack == 4
+
+
+def test_image_policy_from_camera_frames(tmp_path):
+    ep = simulate_episode(seed=5, max_ticks=25, image_size=48)
+    write_external_bag(tmp_path / "iter1" / "bag", ep)
+    out = tmp_path / "ckpt"
+    assert train.main(["--bags", str(tmp_path / "iter1"), "--out", str(out), "--image",
+                       "--image-size", "64", *FAST]) == 0
+    policy = load_policy_dir(metrics_of(out)["checkpoint"])
+    assert policy.uses_image and policy.state_names == ["ee_x", "ee_y", "ee_z"]
+    a = policy.make_runner().step(np.zeros(3), np.zeros((64, 64, 3), np.uint8))
+    assert np.shape(a) == (4,) and np.all(np.isfinite(a))
+
+
+def test_aggregation_takes_earlier_iterations_unless_only(tmp_path, episodes, capsys):
+    run = external_run(tmp_path / "run", episodes)
+    out = tmp_path / "ckpt"
+    assert train.main(["--bags", str(run / "iter2"), "--out", str(out), *FAST]) == 0
+    used = {Path(p).parent.name for p in metrics_of(out)["bags"]["used"]}
+    assert used == {"iter1", "iter2"} and metrics_of(out)["data"]["ticks"] == 50
+
+    assert train.main(["--bags", str(run / "iter3"), "--only", "--out", str(out), *FAST]) == 0
+    m = metrics_of(out)
+    assert {Path(p).parent.name for p in m["bags"]["used"]} == {"iter3"}
+    assert m["data"]["ticks"] == 40
+
+    assert train.main(["--bags", str(run / "iter3"), str(run / "other"), "--init", "none",
+                       "--out", str(out), *FAST]) == 0
+    m = metrics_of(out)
+    assert sorted(Path(p).parent.name for p in m["bags"]["used"]) == \
+        ["iter1", "iter2", "iter3", "other"]
+    assert m["data"]["ticks"] == 110
+    err = capsys.readouterr().err
+    assert "data: 4 episodes, 110 ticks" in err
+
+
+def _corrupt_bag(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "metadata.yaml").write_text("rosbag2_bagfile_information:\n  version: 8\n"
+                                        "  storage_identifier: mcap\n  relative_file_paths: "
+                                        "[data.mcap]\n")
+    (path / "data.mcap").write_bytes(os.urandom(3000))
+    return path
+
+
+def test_bad_inputs_name_the_file_and_the_problem(tmp_path, episodes, capsys):
+    wrong = tmp_path / "wrong" / "iter1"
+    write_external_bag(wrong / "joy_only", episodes[20], topics={"joy": "sensor_msgs/msg/Joy"})
+    typed = tmp_path / "typed" / "iter1"
+    write_external_bag(typed / "string_obs", episodes[20],
+                       topics={"observation": "std_msgs/msg/String",
+                               "action_robot": "sensor_msgs/msg/JointState",
+                               "intervention": "sensor_msgs/msg/JointState"})
+    (tmp_path / "empty").mkdir()
+    cases = {
+        "missing": (tmp_path / "nope", "nope", "does not exist"),
+        "empty": (tmp_path / "empty", "empty", "no episode bags"),
+        "wrong topics": (wrong, "joy_only", "missing topics ['observation'"),
+        "wrong type": (typed, "string_obs", "has type std_msgs/msg/String, expected "
+                                            "sensor_msgs/msg/JointState"),
+    }
+    for name, (path, names_file, words) in cases.items():
+        assert train.main(["--bags", str(path), *FAST]) == 2, name
+        err = capsys.readouterr().err
+        assert names_file in err and words in err, (name, err)
+
+    # through the real command line: a corrupt bag stops it, --skip-bad skips it with a warning
+    mixed = tmp_path / "mixed" / "iter1"
+    write_external_bag(mixed / "ep0", episodes[30])
+    bad = _corrupt_bag(mixed / "ep1")
+    r = cli("train", "--bags", mixed, *FAST)
+    assert r.returncode == 2 and f"error: {bad}: " in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert train.main(["--bags", str(mixed), "--skip-bad", *FAST]) == 0
+    err = capsys.readouterr().err
+    assert f"WARNING: skipped {bad}" in err and "data: 1 episodes, 30 ticks" in err
+
+
+def test_argument_errors_and_no_policy_server(tmp_path, episodes, capsys):
+    assert train.main(["--bags", str(tmp_path), "--wait-ack", "-1"]) == 2
+    assert "--wait-ack" in capsys.readouterr().err
+    assert train.main(["--bags", str(tmp_path), "--init", str(tmp_path / "none_here"),
+                       "--no-deliver"]) == 2
+    # --init names a missing checkpoint: checked after the data is read
+    write_external_bag(tmp_path / "iter1" / "ep0", episodes[20])
+    assert train.main(["--bags", str(tmp_path / "iter1"), "--init", str(tmp_path / "x"),
+                       *FAST]) == 2
+    assert "--init" in capsys.readouterr().err
+
+    # delivery with nobody listening: checkpoint saved, status 4 and a clear warning
+    out = tmp_path / "ckpt"
+    status = train.main(["--bags", str(tmp_path / "iter1"), "--out", str(out), "--epochs-scale",
+                         "0.05", "--no-progress", "--robot-name", "nobody_here",
+                         "--wait-ack", "1.5"])
+    err = capsys.readouterr().err
+    assert status == train.EXIT_NO_ANSWER, err
+    assert "no policy server answered on /nobody_here/policy/active within 1.5 s" in err
+    assert (out / "latest").is_file()
