@@ -166,7 +166,7 @@ def _log_p_both(m: torch.Tensor, beta, dim: int, select: torch.Tensor | None = N
     With a boolean `select`, only where(select, log p, log(1-p)) (half the work)."""
     beta64 = beta.to(torch.float64) if torch.is_tensor(beta) else beta
     if float(beta.detach() if torch.is_tensor(beta) else beta) >= _SWITCH_BETA:
-        t, logw = _laguerre(dim)
+        t, logw = (x.to(m.device) for x in _laguerre(dim))
         u = ((m.unsqueeze(-1) - t) / beta64).clamp(-_PROBIT_CLIP, _PROBIT_CLIP)
         if select is not None:
             u = torch.where(select.unsqueeze(-1), u, -u)
@@ -174,7 +174,7 @@ def _log_p_both(m: torch.Tensor, beta, dim: int, select: torch.Tensor | None = N
         return (torch.logsumexp(logw + torch.special.log_ndtr(u), -1),
                 torch.logsumexp(logw + torch.special.log_ndtr(-u), -1))
     a = dim / 2.0
-    u01, logw = _legendre01()
+    u01, logw = (x.to(m.device) for x in _legendre01())
     z0 = (m / beta64).clamp(-_PROBIT_CLIP, _PROBIT_CLIP)
     log_phi_z0, log_phi_mz0 = torch.special.log_ndtr(z0), torch.special.log_ndtr(-z0)
     # quantile nodes of Z | Z < z0 (z0 clipped so that Phi(z0) stays representable)
