@@ -32,6 +32,8 @@ Simulated people: when the true p(nu=1|s) of every tick is known (`--true-p FILE
 `{"stamp_ns": <tick stamp>, "p": <true p>}`, matched to the ticks by their header stamp), the report
 adds the truth as an `oracle` estimator (the best any estimator can do on these ticks) and how
 close MILE's p is to it: mean absolute error, root mean square error, Pearson correlation.
+(The sim_human node does not record its p yet; bench/bench_eval_interventions.py collects with the
+benchmark's SimulatedPerson and writes this file.)
 
 Outputs: a printed table; <out>/report.json; <out>/roc.png (ROC and precision-recall curves),
 <out>/calibration.png (reliability curve, equal-count bins, and the predictions' histogram),
@@ -666,6 +668,11 @@ def format_table(report: dict) -> str:
         lines.append("MILE vs the true p (" + f"{t['ticks_with_truth']} ticks): " + ", ".join(
             f"{k[6:]} {_fmt(v, '.3f')}" for k, v in t.items()
             if k.startswith("truth_") and v["value"] is not None))
+    if report.get("majority"):
+        m = report["majority"]
+        lines.append("")
+        lines.append(f"majority: predicts '{m['label']}'; p = {m['p']:.3f}, the intervention "
+                     f"rate of the {m['rate_source']}")
     b = report["bootstrap"]
     lines.append("")
     lines.append(f"{report['episodes']} episodes, {report['ticks']} ticks, "
@@ -827,14 +834,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="How well the MILE intervention model of a checkpoint predicts when the "
                     "person intervenes, against a majority estimator and a neural classifier "
                     "trained on earlier iterations.")
-    ap.add_argument("--model", required=True, help="checkpoint directory")
+    ap.add_argument("--model", required=True,
+                    help="checkpoint directory (or a directory with a `latest` pointer)")
     ap.add_argument("--bags", required=True, nargs="+", metavar="DIR",
                     help="evaluation episode bags (a bag, a directory of bags, or iter*/ "
                          "directories; exactly these, earlier iterations are not added)")
     ap.add_argument("--train-bags", nargs="+", metavar="DIR", default=None,
                     help="training bags for the classifier and the majority rate (the earlier "
                          "iterations; given `iterN`, iter1..iterN-1 beside it come too)")
-    ap.add_argument("--out", default="intervention_report", help="report directory")
+    ap.add_argument("--out", default="intervention_report",
+                    help="report directory (default: intervention_report)")
     ap.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                     help="bootstrap resamples of episodes for the confidence intervals (0: none)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the classifier and bootstrap")
@@ -848,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         report = _main(args)
-    except (EvalError, ValueError) as e:
+    except (EvalError, ValueError, OSError) as e:    # OSError: e.g. --out not writable
         print(f"mile-ros eval-interventions: error: {e}", file=sys.stderr)
         return 2
     print(format_table(report))
@@ -862,6 +871,11 @@ def _main(args) -> dict:
 
     if args.bootstrap < 0:
         raise EvalError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    try:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EvalError(f"--out {args.out}: cannot create the report directory "
+                        f"({e.strerror or e})") from None
     torch.set_num_threads(min(4, torch.get_num_threads()))
     model = load_model(args.model)
     if getattr(model, "c", None) is None:

@@ -374,6 +374,11 @@ def test_bad_inputs_give_clear_errors_without_traceback(bag_run, tmp_path, capsy
         assert "Traceback" not in err
         for needle in needles:
             assert needle in err, (needle, err)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    rc = ev.main(["--model", str(ckpt), "--bags", str(root / "iter2"), "--out", str(a_file / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--out" in err and "a_file" in err and "Traceback" not in err
     # through the `mile-ros` command, in a fresh process: exit status and message, no traceback
     rc, err = run_cli("--model", corrupt, "--bags", root / "iter2", "--out", tmp_path / "r")
     assert rc == 2 and "corrupt_ckpt" in err and "Traceback" not in err
