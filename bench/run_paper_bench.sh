@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The paper's simulation experiments (DESIGN §4), exactly as committed under bench/results/.
 # Protocol (a): N=1 iteration x k=15 episodes, baselines matched to MILE's intervention count.
-# Protocol (b): N iterations x k=1 episode (the paper: N=20; committed: N=10, see README).
+# Protocol (b): N iterations x k=1 episode, no intervention matching (the paper: N=20; committed:
+#   N=10 without RLIF, for CPU time -- see bench/results/PAPER_BENCH.md).
 # Each command resumes where it stopped when re-run (results JSON + <out>.work/).
-# Usage: bench/run_paper_bench.sh a|b-drawer|b-peg|all   (from the repository root)
+# Usage: bench/run_paper_bench.sh a|a-drawer|a-button|a-peg|a-lunar|b-drawer|b-peg|all
+#        (from the repository root; B_METHODS / B_ITERATIONS override protocol (b)'s scope)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MUJOCO_GL=${MUJOCO_GL:-egl} SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy PYTHONWARNINGS=ignore
@@ -21,14 +23,15 @@ run() {  # run <protocol> <task> <args...>
     --seeds 3 --out $R/paper_${p}_$name.json --plot $R/paper_${p}_$name.png
 }
 
-if [[ $which == a || $which == all ]]; then
-  for task in metaworld/drawer-open metaworld/button-press metaworld/peg-insert-side lunarlander; do
-    run a $task --methods $ALL --iterations 1 --episodes 15
-  done
-fi
+for pair in drawer:metaworld/drawer-open button:metaworld/button-press peg:metaworld/peg-insert-side \
+            lunar:lunarlander; do
+  if [[ $which == a || $which == all || $which == a-${pair%%:*} ]]; then
+    run a ${pair#*:} --methods $ALL --iterations 1 --episodes 15
+  fi
+done
 if [[ $which == b-drawer || $which == all ]]; then
-  run b metaworld/drawer-open --methods $B_METHODS --iterations $B_ITERATIONS --episodes 1
+  run b metaworld/drawer-open --methods $B_METHODS --iterations $B_ITERATIONS --episodes 1 --no-equalize
 fi
 if [[ $which == b-peg || $which == all ]]; then
-  run b metaworld/peg-insert-side --methods $B_METHODS --iterations $B_ITERATIONS --episodes 1
+  run b metaworld/peg-insert-side --methods $B_METHODS --iterations $B_ITERATIONS --episodes 1 --no-equalize
 fi

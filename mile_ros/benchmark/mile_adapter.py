@@ -15,6 +15,11 @@ intervention" ticks stop anchoring pi, and MILE degrades to BC on the interventi
 adds -log pihat(a_r|s) over all ticks: the person's mental model predicts the robot they watch,
 and a_r is recorded on every tick anyway. "frozen" keeps pihat at its warm start.
 
+pi models the person's policy, so the person's demonstrations (the data of the initial policy,
+which every baseline also re-uses) are samples of pi as much as the intervention actions are:
+with `demos` they join the NLL term (J2), not the intervention term. Without them, one episode of
+data re-fits pi on ~40 intervention ticks and MILE forgets the demonstrated behaviour.
+
 When mile_ros.mile provides the closed forms, they are used (same formulas); the local ones
 below keep the benchmark running on its own and cross-check the core in tests.
 """
@@ -44,6 +49,7 @@ class MileBenchConfig:
     mental: str = "anchored"      # anchored (default) | joint (paper: J1 alone trains pihat) | frozen
     anchor: float = 1.0           # mental="anchored": weight of -log pihat(a_r|s) over all ticks
     learn_c: bool = False         # c as a trained parameter, initialised by the estimate
+    demos: bool = True            # the initial demonstrations join the NLL term (see below)
 
     @classmethod
     def from_overrides(cls, overrides: dict) -> "MileBenchConfig":
@@ -122,7 +128,7 @@ def mile_loss(policy, mental, obs, a_h, nu, c, beta, lam, n_quantiles=32):
     return lam * bce + (1 - lam) * nll, {"bce": float(bce.detach()), "nll": float(nll.detach())}
 
 
-def train_mile_on(prev, episodes, task, overrides: dict, seed: int) -> MileBenchModel:
+def train_mile_on(prev, episodes, task, overrides: dict, seed: int, demos=None) -> MileBenchModel:
     """One MILE iteration on all `episodes` so far, warm-started from `prev` (a MileBenchModel, or
     the initial BenchPolicy, which then also initialises the mental model)."""
     cfg = MileBenchConfig.from_overrides(overrides)
@@ -137,11 +143,19 @@ def train_mile_on(prev, episodes, task, overrides: dict, seed: int) -> MileBench
     a_h = np.concatenate([e["a_h"] for e in episodes])
     a_h = torch.as_tensor(np.nan_to_num(a_h) if policy.kind == "continuous" else np.maximum(a_h, 0),
                           dtype=torch.float32 if policy.kind == "continuous" else torch.int64)
+    n_demo = 0
+    if cfg.demos and demos:
+        d_obs = np.concatenate([stack_episode(d["state"], cfg.frame_stack) for d in demos])
+        d_act = np.concatenate([d["action"] for d in demos])
+        n_demo = len(d_obs)
+        obs = torch.cat([obs, torch.as_tensor(d_obs, dtype=torch.float32)])
+        a_h = torch.cat([a_h, torch.as_tensor(d_act, dtype=a_h.dtype)])
     if cfg.mental not in ("joint", "frozen", "anchored"):
         raise ValueError(f"MILE option mental must be joint, frozen or anchored, got {cfg.mental!r}")
-    a_r = np.concatenate([e["a_r"] for e in episodes])
-    a_r = torch.as_tensor(a_r, dtype=a_h.dtype)
-    c0 = cfg.c if cfg.c is not None else estimate_c(policy, mental, obs, float(nu.float().mean()), cfg.beta, cfg.n_quantiles)
+    n_col = len(nu)
+    a_r = torch.as_tensor(np.concatenate([e["a_r"] for e in episodes]), dtype=a_h.dtype)
+    c0 = cfg.c if cfg.c is not None else estimate_c(policy, mental, obs[:n_col], float(nu.float().mean()), cfg.beta,
+                                                    cfg.n_quantiles)
     c = torch.nn.Parameter(torch.tensor(float(c0))) if cfg.learn_c else c0
     params = list(policy.parameters()) + (list(mental.parameters()) if cfg.mental != "frozen" else [])
     params += [c] if cfg.learn_c else []
@@ -149,8 +163,12 @@ def train_mile_on(prev, episodes, task, overrides: dict, seed: int) -> MileBench
     g = torch.Generator().manual_seed(seed)
     steps = bc_steps(len(obs), cfg.epochs, cfg.batch_size, hi=cfg.max_steps)
     for _ in range(steps):
-        i = torch.randint(len(obs), (min(cfg.batch_size, len(obs)),), generator=g)
+        i = torch.randint(n_col, (min(cfg.batch_size, n_col),), generator=g)
         loss, _ = mile_loss(policy, mental, obs[i], a_h[i], nu[i], c, cfg.beta, cfg.lam, cfg.n_quantiles)
+        if n_demo:  # demonstrations: more samples of the person's policy, in the NLL term
+            j = n_col + torch.randint(n_demo, (min(cfg.batch_size, n_demo),), generator=g)
+            w = n_demo / (n_demo + int(nu.sum()))
+            loss = loss - (1 - cfg.lam) * w * policy.log_prob(obs[j], a_h[j]).mean()
         if cfg.mental == "anchored":
             loss = loss - cfg.anchor * mental.log_prob(obs[i], a_r[i]).mean()
         opt.zero_grad()

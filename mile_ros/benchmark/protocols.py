@@ -73,7 +73,7 @@ class MileMethod:
 
     def train(self, prev, initial, episodes, demos, task, seed):
         from .mile_adapter import train_mile_on
-        return train_mile_on(prev if prev is not None else initial, episodes, task, self.overrides, seed)
+        return train_mile_on(prev if prev is not None else initial, episodes, task, self.overrides, seed, demos)
 
 
 def _act_fn(policy):
