@@ -101,8 +101,9 @@ def main(argv=None) -> int:
     name = args.task.replace("/", "_") + ("_sampled" if args.sample_action else "")
     results = REPO / "bench" / "results"
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="eval_interventions_"))
-    if (work / "bags").exists():
-        shutil.rmtree(work / "bags")
+    for old in ("bags", "checkpoints"):          # a re-run starts afresh
+        if (work / old).exists():
+            shutil.rmtree(work / old)
     timings = {}
     t = time.perf_counter()
     cfg = InitialConfig()
