@@ -29,9 +29,14 @@ from pathlib import Path
 from . import collect
 from .params import ConfigError, resolve, ros_params_file
 
-DEFAULT_ITERATIONS = 4
+DEFAULT_ITERATIONS = 6
 DEFAULT_EPISODES = 8
 DEFAULT_EVAL_EPISODES = 20
+DEFAULT_INTERVENTION_RATE = 0.3   # the simulated person's target (the paper keeps it under 30%)
+# MILE options for the demo's small data (a few thousand ticks): a fixed budget of updates
+# instead of the core's early stopping on held-out blocks, and a larger step. With the core's
+# defaults the measured runs stopped after a few hundred updates and stayed at 0% success.
+TRAINING = {"lr": 1e-3, "holdout": 0.0, "epochs": 200.0, "max_updates": 3000}
 EVAL_SEED_BASE = 9_000_000        # evaluation episodes; collection seeds stay far below
 COLLECT_NODES = ["recorder", "arbiter", "sim_human", "arm"]
 SERVER = "policy_server"
@@ -73,9 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="training budget multiplier")
     ap.add_argument("--episode-timeout", type=float, default=None, metavar="S",
                     help="episode length limit of the simulated arm (default: its YAML value)")
+    ap.add_argument("--intervention-rate", type=float, default=DEFAULT_INTERVENTION_RATE,
+                    metavar="RATE", help="the simulated person's target intervention rate "
+                    f"(sim_human target_rate; default {DEFAULT_INTERVENTION_RATE})")
     ap.add_argument("--robot-name", default="demo", help="ROS namespace of the graph")
     ap.add_argument("--params", help="parameter file overriding config/collect.yaml")
-    ap.add_argument("--force", action="store_true", help="replace an earlier run in --out")
+    ap.add_argument("--force", action="store_true",
+                    help="delete an earlier run in --out (default: move it aside)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
 
@@ -88,6 +97,8 @@ def check_args(args) -> None:
         raise ConfigError(f"--epochs-scale must be > 0, got {args.epochs_scale}")
     if args.episode_timeout is not None and not args.episode_timeout > 0:
         raise ConfigError(f"--episode-timeout must be > 0, got {args.episode_timeout}")
+    if not 0.0 < args.intervention_rate < 1.0:
+        raise ConfigError(f"--intervention-rate must be in (0, 1), got {args.intervention_rate}")
     if args.params and not Path(args.params).is_file():
         raise ConfigError(f"--params: parameter file not found: {args.params}")
     name = args.robot_name.strip("/")
@@ -95,21 +106,27 @@ def check_args(args) -> None:
         raise ConfigError(f"--robot-name {args.robot_name!r} is not a valid ROS namespace")
 
 
-def prepare_out(out: Path, force: bool) -> None:
-    earlier = [p for p in (out.glob("iter*") if out.is_dir() else [])] + \
-        [p for p in (out / "checkpoints", out / "demo.json") if p.exists()]
-    if earlier and not force:
-        raise ConfigError(f"--out {out} already holds a run ({earlier[0].name}, ...); "
-                          "choose another --out or add --force to replace it")
-    for p in earlier:
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-    for sub in ("logs", "received"):
-        shutil.rmtree(out / sub, ignore_errors=True)
+def prepare_out(out: Path, force: bool) -> str | None:
+    """An empty run directory. An earlier run there is moved aside (deleted with --force);
+    returns a note saying so."""
+    note = None
+    if out.exists() and any(out.iterdir()):
+        if force:
+            shutil.rmtree(out)
+            note = f"deleted the earlier run in {out} (--force)"
+        else:
+            aside = out.with_name(f"{out.name}.{time.strftime('%Y%m%dT%H%M%S')}")
+            try:
+                out.rename(aside)
+            except OSError as e:
+                raise ConfigError(f"--out {out} holds an earlier run that cannot be moved aside "
+                                  f"({e.strerror}); choose another --out or add --force") from None
+            note = f"moved the earlier run in {out} to {aside}"
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "logs").mkdir(exist_ok=True)
+        (out / "logs").mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--out: cannot create {out}: {e.strerror}") from None
+    return note
 
 
 # --- evaluation (ROS-free) -------------------------------------------------------------------------
@@ -193,6 +210,7 @@ class DemoGraph:
         if a.episode_timeout is not None:
             over["arm"]["episode_timeout_s"] = float(a.episode_timeout)
         over["sim_human"] = {"seed": a.seed}
+        over["sim_human"]["target_rate"] = float(a.intervention_rate)
         return {node: resolve(node, self.files, values) for node, values in over.items()}
 
     def _start(self, nodes: list[str], iteration: int, log_dir: Path) -> collect.Graph:
@@ -317,7 +335,10 @@ def plot(rows: list[Row], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     its = [r.iteration for r in rows]
-    ax.plot(its, [r.success for r in rows], "o-", label="success rate, policy alone")
+    success = [r.success for r in rows]
+    stderr = [(p * (1 - p) / max(r.eval_episodes, 1)) ** 0.5 for p, r in zip(success, rows)]
+    ax.errorbar(its, success, yerr=stderr, fmt="o-", capsize=3,
+                label=f"success rate, policy alone ({rows[0].eval_episodes} fixed seeds, ±1 s.e.)")
     coll = [(r.iteration, r.intervention_rate) for r in rows if r.intervention_rate is not None]
     if coll:
         ax.plot([c[0] for c in coll], [c[1] for c in coll], "s--",
@@ -344,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
     out = Path(args.out)
-    prepare_out(out, args.force)
+    note = prepare_out(out, args.force)
+    if note:
+        say(f"mile-ros demo: {note}")
     show = not args.no_progress
     started = time.monotonic()
     rows: list[Row] = []
@@ -374,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             collect_s = time.monotonic() - t0
             res = trainer.run_training([out / f"iter{it}"], out / "checkpoints", init="latest",
                                        seed=args.seed + it, epochs_scale=args.epochs_scale,
-                                       progress=show, say=lambda m: None)
+                                       settings=TRAINING, progress=show, say=lambda m: None)
             answer = sender.send(checkpoint_to_bytes(res.checkpoint), res.checkpoint_id, 60.0)
             if answer.state not in ("pending", "active"):
                 raise RuntimeError(f"the policy server did not take {res.checkpoint_id}: "

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="multiply the training budget (epochs for the data size) by this")
     ap.add_argument("--c", type=float, default=None,
                     help="intervention cost c (default: estimated from the data's rate)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="any other MILE training option (mile_ros.trainer.MileConfig), e.g. "
+                         "--set lr=1e-3 --set holdout=0; repeatable")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
 
@@ -157,11 +160,19 @@ def load_data(bags, only=False, skip_bad=False, include_incomplete=False, image_
         where = ", ".join(map(str, bags))
         raise TrainInputError(f"no usable episodes in {where} ({report['bags_found']} bags found, "
                               f"{len(report['skipped'])} skipped)")
-    dirs = sorted({str(Path(p).parent) for p in report["used"]})
+    per_dir: dict[str, list[int]] = {}
+    for e in episodes:
+        counts = per_dir.setdefault(str(Path(e.path).parent), [0, 0, 0])
+        counts[0], counts[1], counts[2] = counts[0] + 1, counts[1] + len(e), \
+            counts[2] + e.interventions
+    report["per_dir"] = {d: dict(zip(("episodes", "ticks", "interventions"), c))
+                         for d, c in per_dir.items()}
     say(f"data: {report['episodes']} episodes, {report['ticks']} ticks, "
         f"{report['interventions']} interventions "
-        f"({report['interventions'] / max(report['ticks'], 1):.1%}) from {', '.join(dirs)}; "
+        f"({report['interventions'] / max(report['ticks'], 1):.1%}); "
         f"{len(report['skipped'])} bags skipped")
+    for d, (n, ticks, nu) in per_dir.items():
+        say(f"  {d}: {n} episodes, {ticks} ticks, {nu} interventions")
     return episodes, report
 
 
@@ -181,7 +192,8 @@ def checkpoint_name(report: dict) -> str:
 def run_training(bags, out: Path | None = None, init: str = "latest", image: bool = False,
                  image_size: int | None = None, only: bool = False, skip_bad: bool = False,
                  include_incomplete: bool = False, seed: int = 0, epochs_scale: float = 1.0,
-                 c: float | None = None, progress: bool = True, say=_say) -> TrainResult:
+                 c: float | None = None, settings: dict | None = None, progress: bool = True,
+                 say=_say) -> TrainResult:
     """Bags -> trained, saved checkpoint (no ROS). Raises BagError / TrainInputError /
     CheckpointError / ObservationError (all ValueError) naming the file or argument."""
     from .. import observations as obs
@@ -214,7 +226,8 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
     if init_model is None:
         say("training from scratch (no checkpoint to warm-start from)")
 
-    config = scaled_config(MileConfig, seed=seed, epochs_scale=epochs_scale, c=c)
+    config = scaled_config(MileConfig, seed=seed, epochs_scale=epochs_scale, c=c,
+                           settings=settings)
     t1 = time.perf_counter()
     model, metrics = train_mile(arrays, obs_spec, act_spec, config, init=init_model,
                                 progress=progress)
@@ -225,7 +238,8 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
     name = checkpoint_name(report)
     summary = {"data": counts, "bags_used": len(report["used"]),
                "bags_skipped": len(report["skipped"]), "init": str(init_path) if init_model
-               else None, "seed": seed, "epochs_scale": epochs_scale, "image": bool(image)}
+               else None, "seed": seed, "epochs_scale": epochs_scale, "image": bool(image),
+               "settings": settings or {}}
     t2 = time.perf_counter()
     ckpt_id = save_checkpoint(model, out / name, extra_manifest={"training": summary})
     ckpt_dir = out / name
@@ -235,24 +249,66 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
     full = {"checkpoint_id": ckpt_id, "checkpoint": str(ckpt_dir), **summary,
             "intervention_rate": fit, "c": _float(getattr(model, "c", None)),
             "beta": _float(getattr(model, "beta", None)),
-            "training": _jsonable(metrics),
+            "training": _jsonable(metrics), "updates_total": updates_run(metrics),
+            "ms_per_update": 1e3 * t_train / max(1, updates_run(metrics)),
             "timings_s": {"load": t_load, "train": t_train, "save": t_save,
                           "total": time.perf_counter() - t0},
-            "bags": {"used": report["used"], "skipped": [list(s) for s in report["skipped"]]}}
+            "bags": {"used": report["used"], "skipped": [list(s) for s in report["skipped"]],
+                     "per_dir": report["per_dir"]}}
     _write_json(out / f"{name}.metrics.json", full)
     say(f"trained in {t_train:.1f} s: intervention rate observed {fit['observed']:.3f}, "
         f"predicted {fit['predicted']:.3f}; checkpoint {ckpt_id} -> {ckpt_dir}")
     return TrainResult(ckpt_dir, str(ckpt_id), full, report)
 
 
-def scaled_config(MileConfig, seed: int, epochs_scale: float, c: float | None):
-    """The core's MileConfig with the seed, c, and the update budget scaled by `epochs_scale`."""
-    config = MileConfig(seed=seed, c=c)
+def parse_settings(items: list[str]) -> dict:
+    """`--set NAME=VALUE` items -> {name: value} (values read as YAML: 1e-3, true, null, [..])."""
+    import dataclasses
+
+    import yaml
+
+    from ..trainer import MileConfig
+
+    known = {f.name for f in dataclasses.fields(MileConfig)} - {"seed", "c"}
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or name not in known:
+            raise TrainInputError(f"--set {item!r}: expected NAME=VALUE with NAME one of "
+                                  f"{', '.join(sorted(known))} (seed and c have their own options)")
+        try:
+            out[name] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise TrainInputError(f"--set {item!r}: cannot read the value {text!r}") from None
+    return out
+
+
+def scaled_config(MileConfig, seed: int, epochs_scale: float, c: float | None,
+                  settings: dict | None = None):
+    """The core's MileConfig with the seed, c, `settings`, and the update budget scaled by
+    `epochs_scale`. A bad setting raises TrainInputError naming it."""
+    try:
+        config = MileConfig(seed=seed, c=c, **(settings or {}))
+        config.validate()
+    except (TypeError, ValueError) as e:
+        raise TrainInputError(f"training options {settings}: {e}") from None
     config.epochs *= epochs_scale
     config.min_updates = max(1, round(config.min_updates * epochs_scale))
     config.max_updates = max(config.min_updates, round(config.max_updates * epochs_scale))
     config.pretrain_updates = round(config.pretrain_updates * min(epochs_scale, 1.0))
     return config
+
+
+def updates_run(metrics: dict) -> int:
+    """Gradient updates the core ran: BC pretraining, update-count selection, refit."""
+    import re
+
+    total = int(metrics.get("updates", 0) or 0)
+    if metrics.get("refit_history") is not None and metrics.get("history"):
+        total += int(metrics["history"][-1].get("update", 0))
+    m = re.match(r"BC on a_r \((\d+) updates\)", str(metrics.get("warm_start", "")))
+    return total + (int(m.group(1)) if m else 0)
 
 
 def intervention_fit(model, arrays: list[dict]) -> dict:
@@ -471,10 +527,15 @@ def main(argv: list[str] | None = None) -> int:
         check_args(args)
         import torch
 
+        from ..trainer import MileConfig
+
         torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+        settings = parse_settings(args.set)
+        scaled_config(MileConfig, args.seed, args.epochs_scale, args.c, settings)  # check early
         result = run_training(args.bags, args.out, args.init, args.image, args.image_size,
                               args.only, args.skip_bad, args.include_incomplete, args.seed,
-                              args.epochs_scale, args.c, progress=not args.no_progress)
+                              args.epochs_scale, args.c, settings,
+                              progress=not args.no_progress)
     except KeyboardInterrupt:
         _say("interrupted; nothing was written")
         return EXIT_INTERRUPTED
