@@ -77,3 +77,22 @@ def test_cli_bad_names(tmp_path, capsys, args, words):
     for w in words:
         assert w in err
     assert "Traceback" not in err
+
+
+def test_report_table_and_plot(tmp_path):
+    from mile_ros.benchmark.plots import plot_curves
+    from mile_ros.benchmark.report import table
+    data = {"format": "mile_ros.bench/1", "timing": {},
+            "config": {"task": "toy/reach", "iterations": 3, "episodes": 1, "n_eval": 50},
+            "experts": {"expert": {"success_rate": 1.0, "mean_return": -5.0}},
+            "initial": {"0": {"success_rate": 0.2}, "1": {"success_rate": 0.4}},
+            "person": {}, "methods": {}}
+    for m, gain in (("mile", 0.2), ("iwr", 0.1)):
+        for s in ("0", "1"):
+            data["methods"].setdefault(m, {})[s] = [
+                {"iteration": i, "success_rate": min(1.0, 0.3 + gain * i), "interventions": 5,
+                 "interventions_total": 5 * i, "intervention_rate": 0.2} for i in range(4)]
+    text = table(data)
+    assert "| mile | 0.30 ± 0.00 | 0.50 ± 0.00 | 0.70 ± 0.00 | 0.90 ± 0.00 | 15 |" in text
+    plot_curves([data], str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").stat().st_size > 1000
