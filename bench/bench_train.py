@@ -5,10 +5,11 @@
    path (bags on disk -> observations -> MILE -> checkpoint): the state policy, and image policies
    (camera frames + end-effector position) at 64 and 96 px.
 2. Checkpoint written -> active, through real ROS: a policy server process runs checkpoint A;
-   this process writes checkpoint B, sends it (CheckpointSender, as `train` does) and, once the
-   server says "pending", publishes an episode start; measured: written -> pending (serialise,
-   DDS transfer, unpack, validate), episode start -> active, and the control ticks (20 Hz
-   observations) that got no a_r while the checkpoint was being loaded.
+   this process writes checkpoint B, sends it with a new CheckpointSender (as a `train` process
+   does: DDS discovery included) and, once the server says "pending", publishes an episode
+   start; measured: written -> pending (serialise, discovery, transfer, unpack, validate),
+   published -> pending, episode start -> active, and the control ticks (20 Hz observations)
+   that got no a_r while the checkpoint was being loaded.
 
     python bench/bench_train.py [--quick] [--skip-image] [--repeats 5]
 """
@@ -183,7 +184,6 @@ def bench_swap(tmp: Path, repeats: int) -> dict:
          "-p", f"checkpoint:={res.checkpoint}", "-p", f"receive_dir:={tmp / 'received'}"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     arm = Arm(ns, ep["state_names"])
-    sender = train.CheckpointSender(ns)
     samples = []
     try:
         if arm.wait_active(res.checkpoint_id, 0.0, 60) is None:
@@ -201,7 +201,11 @@ def bench_swap(tmp: Path, repeats: int) -> dict:
             first_tick = len(arm.sent)
             data = checkpoint_to_bytes(path)
             t_bytes = time.monotonic()
-            answer = sender.send(data, ckpt_id, 30.0)
+            fresh = train.CheckpointSender(ns)      # as a `train` process: discovery included
+            try:
+                answer = fresh.send(data, ckpt_id, 30.0)
+            finally:
+                fresh.close()
             t_pending = time.monotonic()
             time.sleep(0.2)
             ticks = arm.sent[first_tick:]
@@ -225,7 +229,6 @@ def bench_swap(tmp: Path, repeats: int) -> dict:
                   f"ticks without a_r {s['ticks_without_a_r']}/{s['ticks_during_loading']}",
                   flush=True)
     finally:
-        sender.close()
         arm.close()
         server.send_signal(2)
         try:
@@ -239,6 +242,7 @@ def bench_swap(tmp: Path, repeats: int) -> dict:
             if len(v) else None
     return {"repeats": repeats, "samples": samples,
             "written_to_pending_s": stats("written_to_pending_s"),
+            "published_to_pending_s": stats("server_answer_s"),
             "episode_start_to_active_s": stats("episode_start_to_active_s"),
             "written_to_active_if_boundary_at_once_s":
                 stats("written_to_active_if_boundary_at_once_s"),
@@ -249,7 +253,9 @@ def bench_swap(tmp: Path, repeats: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 iterations x 2 episodes (smoke test)")
-    ap.add_argument("--skip-image", action="store_true")
+    ap.add_argument("--parts", default="state,image,swap",
+                    help="comma-separated subset of state,image,swap; others are kept from an "
+                         "existing results file")
     ap.add_argument("--repeats", type=int, default=5, help="checkpoint swaps to time")
     ap.add_argument("--image-scale", type=float, default=0.02,
                     help="image policies: fraction of the default update budget actually run "
@@ -264,16 +270,22 @@ def main(argv=None) -> int:
                           "python": platform.python_version(), "torch": torch.__version__},
               "settings": {"iterations": iterations, "episodes_per_iteration": per_iter,
                            "max_ticks_per_episode": max_ticks, "quick": args.quick}}
+    parts = set(args.parts.split(","))
+    if parts - {"state", "image", "swap"}:
+        ap.error(f"--parts: unknown {sorted(parts - {'state', 'image', 'swap'})}")
+    if parts != {"state", "image", "swap"} and Path(args.out).is_file():
+        result = {**json.loads(Path(args.out).read_text()), **result}
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         tmp = Path(tmp)
         n = iterations * per_iter
-        print(f"simulating {n} episodes (up to {max_ticks} ticks) ...", flush=True)
-        episodes = demo_episodes(n, 100, None, max_ticks)
-        print("training time per iteration, state policy (4 stacked states):", flush=True)
-        result["demo_training_settings"] = demo.TRAINING
-        result["state"] = time_training(tmp / "state", episodes, iterations, per_iter, False,
-                                        None, "state", demo.TRAINING)
-        if not args.skip_image:
+        if "state" in parts:
+            print(f"simulating {n} episodes (up to {max_ticks} ticks) ...", flush=True)
+            episodes = demo_episodes(n, 100, None, max_ticks)
+            print("training time per iteration, state policy (4 stacked states):", flush=True)
+            result["demo_training_settings"] = demo.TRAINING
+            result["state"] = time_training(tmp / "state", episodes, iterations, per_iter, False,
+                                            None, "state", demo.TRAINING)
+        if "image" in parts:
             print("rendering camera frames (96 px) ...", flush=True)
             frames = demo_episodes(n, 100, 96, max_ticks)
             for size in (64, 96):
@@ -283,12 +295,14 @@ def main(argv=None) -> int:
                     tmp / f"img{size}", frames, iterations, per_iter, True, size,
                     f"image{size}", {}, epochs_scale=args.image_scale,
                     timed=[1, iterations])
-        print("checkpoint written -> active through ROS:", flush=True)
-        result["swap"] = bench_swap(tmp, args.repeats)
+        if "swap" in parts:
+            print("checkpoint written -> active through ROS:", flush=True)
+            result["swap"] = bench_swap(tmp, args.repeats)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     s = result["swap"]
-    print(f"written -> pending: median {s['written_to_pending_s']['median'] * 1e3:.0f} ms; "
+    print(f"written -> pending: median {s['written_to_pending_s']['median'] * 1e3:.0f} ms "
+          f"(published -> pending {s['published_to_pending_s']['median'] * 1e3:.0f} ms); "
           f"episode start -> active: median {s['episode_start_to_active_s']['median'] * 1e3:.1f} "
           f"ms; ticks without a_r while loading: {s['ticks_without_a_r_while_loading']}/"
           f"{s['ticks_while_loading']}; results -> {args.out}")

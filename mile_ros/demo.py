@@ -275,14 +275,21 @@ class DemoGraph:
 
     def stop_collection(self) -> None:
         if self.graph is not None:
-            self.graph.stop()
+            self._report(self.graph.stop(), self.graph)
             self.graph = None
 
     def stop(self) -> None:
         self.stop_collection()
         if self.server is not None:
-            self.server.stop()
+            self._report(self.server.stop(), self.server)
             self.server = None
+
+    @staticmethod
+    def _report(codes: dict, graph) -> None:
+        for node, rc in codes.items():
+            if rc not in (0, -signal.SIGINT):
+                say(f"mile-ros demo: node '{node}' stopped with status {rc} "
+                    f"(log: {graph.log_dir / (node + '.log')})")
 
 
 def recorded_policies(recorded: list[dict]) -> str:

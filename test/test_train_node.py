@@ -183,6 +183,16 @@ def test_bad_inputs_name_the_file_and_the_problem(tmp_path, episodes, capsys):
     err = capsys.readouterr().err
     assert f"WARNING: skipped {bad}" in err and "data: 1 episodes, 30 ticks" in err
 
+    # a bag cut short by a crash (no metadata.yaml): always skipped with a warning naming it
+    cut = tmp_path / "cut" / "iter1"
+    write_external_bag(cut / "ep0", episodes[30])
+    write_external_bag(cut / "ep1", episodes[20], storage="mcap")
+    (cut / "ep1" / "metadata.yaml").unlink()
+    assert train.main(["--bags", str(cut), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert f"WARNING: skipped {cut / 'ep1'}: incomplete" in err
+    assert "data: 1 episodes, 30 ticks" in err
+
 
 def test_argument_errors_and_no_policy_server(tmp_path, episodes, capsys):
     assert train.main(["--bags", str(tmp_path), "--wait-ack", "-1"]) == 2

@@ -402,6 +402,7 @@ class CheckpointSender:
         self.executor.add_node(self.node)
         self.pub = self.node.create_publisher(UInt8MultiArray, itf.CHECKPOINT, checkpoint_qos())
         self.answers: list[tuple[float, dict]] = []
+        self._settled = False
         self.sub = self.node.create_subscription(String, itf.POLICY_ACTIVE, self._on_active,
                                                  active_qos())
         self.topic = self.pub.topic_name
@@ -434,7 +435,8 @@ class CheckpointSender:
         import array
 
         t0 = time.monotonic()
-        self._settle(min(wait_s, 3.0))
+        if not self._settled:
+            self._settled = self._settle(min(wait_s, 3.0))
         baseline = len(self.answers)
         msg = self._Msg()
         msg.data = array.array("B", data)
@@ -458,9 +460,10 @@ class CheckpointSender:
                               wait_s, self.active_id())
             self.executor.spin_once(timeout_sec=min(left, 0.05))
 
-    def _settle(self, max_s: float) -> None:
+    def _settle(self, max_s: float) -> bool:
         """Wait (at most max_s) for a policy server to be discovered, then take in the history
-        it keeps on policy/active, so that old answers are not mistaken for new ones."""
+        it keeps on policy/active, so that old answers are not mistaken for new ones. True
+        once a server was heard (later sends need not wait again)."""
         end = time.monotonic() + max_s
         while time.monotonic() < end and not (self.pub.get_subscription_count() and
                                                self.sub.get_publisher_count()):
@@ -472,6 +475,7 @@ class CheckpointSender:
                 self.executor.spin_once(timeout_sec=0.05)
                 if len(self.answers) != n:
                     quiet_until = time.monotonic() + 0.3
+        return bool(self.sub.get_publisher_count())
 
     def wait_active(self, checkpoint_id: str, timeout_s: float) -> float | None:
         """Seconds until the server announces `checkpoint_id` active, or None."""
