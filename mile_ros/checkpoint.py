@@ -189,10 +189,14 @@ def verify_checkpoint(path) -> dict:
     if claimed != actual:
         raise CheckpointError(path, f"{MANIFEST} was edited (manifest hash mismatch)")
     manifest["manifest_sha256"] = claimed
+    if not isinstance(manifest.get("id"), str) or not manifest["id"]:
+        raise CheckpointError(path, f"{MANIFEST} has no checkpoint id")
     files = manifest.get("files")
     if not isinstance(files, dict) or WEIGHTS not in files:
         raise CheckpointError(path, f"{MANIFEST} lists no {WEIGHTS}")
     for name, info in files.items():
+        if not isinstance(info, dict):
+            raise CheckpointError(path, f"{MANIFEST} gives no size and hash for {name}")
         f = path / name
         if not f.is_file():
             raise CheckpointError(path, f"missing {name}")
@@ -216,7 +220,7 @@ def load_checkpoint(path, expect_obs_spec: ObsSpec | None = None,
         normalizer = Normalizer.from_dict(manifest["normalizer"])
         config = MileConfig.from_dict(manifest.get("config", {}))
         nets = {k: build_network(v["class"], v["kwargs"]) for k, v in manifest["networks"].items()}
-    except (KeyError, TypeError, ValueError) as e:
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(path, f"manifest is inconsistent ({e})") from None
     if expect_obs_spec is not None and obs_spec != expect_obs_spec:
         raise CheckpointError(path, f"observation spec mismatch: checkpoint has {obs_spec}, "
@@ -232,9 +236,11 @@ def load_checkpoint(path, expect_obs_spec: ObsSpec | None = None,
         nets["mental"].load_state_dict(state["mental"])
     except Exception as e:  # noqa: BLE001 - any unpickling/shape problem is a bad checkpoint
         raise CheckpointError(path, f"weights do not load ({type(e).__name__}: {e})") from None
-    c = manifest.get("c")
-    model = MileModel(nets["policy"], nets["mental"], obs_spec, action_spec, normalizer,
-                      c, manifest.get("beta", 1.0), config)
+    try:
+        model = MileModel(nets["policy"], nets["mental"], obs_spec, action_spec, normalizer,
+                          manifest.get("c"), manifest.get("beta", 1.0), config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(path, f"manifest has bad c/beta ({e})") from None
     model.metrics = manifest.get("metrics", {})
     model.checkpoint_id = manifest["id"]
     model.manifest = manifest
