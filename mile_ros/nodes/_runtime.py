@@ -14,6 +14,21 @@ from ..params import ConfigError
 EXIT_CONFIG = 2
 
 
+def init_rclpy(args: list[str], context=None, **kwargs) -> None:
+    """rclpy.init, with malformed --ros-args (a missing or invalid params file, `-p name` without
+    `:=value`) raised as a ConfigError instead of rcl's traceback."""
+    import re
+
+    import rclpy
+    from rclpy.impl.implementation_singleton import rclpy_implementation
+
+    try:
+        rclpy.init(args=args, context=context, **kwargs)
+    except rclpy_implementation.RCLError as e:
+        text = re.sub(r", at \S+:\d+", "", str(e)).removeprefix("failed to initialize rcl: ")
+        raise ConfigError(f"bad --ros-args: {text}") from None
+
+
 def run_node(name: str, build: Callable, argv: list[str] | None = None, executor_cls=None) -> int:
     """`build(context)` returns a node with an optional `.run(executor)` (its own main loop) and an
     optional `.close()`. Without `.run`, the node is spun by `executor_cls` (single-threaded)."""
@@ -25,9 +40,9 @@ def run_node(name: str, build: Callable, argv: list[str] | None = None, executor
     # A context of its own (the Interbotix module initialises the default one itself); rclpy
     # installs its SIGINT/SIGTERM handlers only for the default context unless asked.
     context = rclpy.Context()
-    rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.ALL)
     node = executor = None
     try:
+        init_rclpy(args, context=context, signal_handler_options=SignalHandlerOptions.ALL)
         node = build(context)
         executor = (executor_cls or SingleThreadedExecutor)(context=context)
         executor.add_node(node)

@@ -23,6 +23,7 @@ from std_msgs.msg import String
 from .. import interfaces as itf
 from ..arbiter_logic import ArbiterConfig, ArbiterLogic, Tick
 from ..params import ConfigError, declare_node_parameters
+from ._runtime import init_rclpy
 
 STATUS_PERIOD_S = 1.0      # status is also re-sent at this period (and on every change)
 WATCHDOG_PERIOD_S = 0.02   # how often Joy silence is checked between ticks
@@ -128,9 +129,9 @@ class ArbiterNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv if argv is None else ["arbiter", *argv]
-    rclpy.init(args=args)
     node = None
     try:
+        init_rclpy(args)
         node = ArbiterNode()
         rclpy.spin(node)
     except ConfigError as e:

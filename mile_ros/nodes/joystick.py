@@ -140,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    rclpy.init(args=sys.argv if argv is None else ["joystick", *argv])
+    from ._runtime import init_rclpy
+
     node = None
     try:
+        init_rclpy(sys.argv if argv is None else ["joystick", *argv])
         node = make_node()
         rclpy.spin(node)
     except ConfigError as e:

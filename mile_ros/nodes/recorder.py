@@ -28,6 +28,7 @@ from std_msgs.msg import String
 from ..bags import EpisodeRecorder, topic_types
 from ..interfaces import EPISODE, IMAGE, POLICY_ACTIVE
 from ..params import ConfigError, declare_node_parameters
+from ._runtime import init_rclpy
 
 STATUS_TOPIC = "recorder/status"
 
@@ -80,9 +81,9 @@ class RecorderNode(Node):
 
 def main(argv=None) -> int:
     args = sys.argv if argv is None else ["recorder", *argv]
-    rclpy.init(args=args)
     node = None
     try:
+        init_rclpy(args)
         node = RecorderNode()
         rclpy.spin(node)
     except ConfigError as e:
