@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval-episodes", type=int, default=DEFAULT_EVAL_EPISODES,
                     help="fixed-seed episodes of the policy alone per evaluation "
                          f"(default {DEFAULT_EVAL_EPISODES})")
-    ap.add_argument("--seed", type=int, default=0, help="seeds the person, initial policy, training")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seeds the person, the initial policy and training")
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="training budget multiplier")
     ap.add_argument("--episode-timeout", type=float, default=None, metavar="S",
                     help="episode length limit of the simulated arm (default: its YAML value)")
@@ -129,7 +130,7 @@ def prepare_out(out: Path, force: bool) -> str | None:
     return note
 
 
-# --- evaluation (ROS-free) -------------------------------------------------------------------------
+# --- evaluation (ROS-free) -----------------------------------------------------------------------
 TASK_PARAMS = ("control_rate_hz", "max_ee_step_m", "workspace_min_m", "workspace_max_m",
                "episode_timeout_s")
 
@@ -188,7 +189,7 @@ def load_policy(path: Path):
     return policy
 
 
-# --- the graph -------------------------------------------------------------------------------------
+# --- the graph -----------------------------------------------------------------------------------
 class DemoGraph:
     """The policy server for the whole run, and per iteration the rest of the collection graph."""
 
@@ -301,7 +302,7 @@ def recorded_policies(recorded: list[dict]) -> str:
     return ",".join(ids)
 
 
-# --- output ----------------------------------------------------------------------------------------
+# --- output --------------------------------------------------------------------------------------
 HEADER = (f"{'iter':>4}  {'policy (checkpoint id)':<28}  {'success alone':>13}  "
           f"{'collected with':>14}  {'episodes':>8}  {'ticks':>6}  {'interventions':>13}  "
           f"{'train s':>7}")
@@ -363,7 +364,7 @@ def plot(rows: list[Row], path: Path) -> Path:
     return path
 
 
-# --- main --------------------------------------------------------------------------------------------
+# --- main ----------------------------------------------------------------------------------------
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -394,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.eval_episodes} evaluation episodes each -> {out}")
         graph.initial = initial_checkpoint(out / "checkpoints", args.seed)
         graph.start_server()              # loads the initial policy while we evaluate it
-        rows.append(evaluated(Row(0, "", 0.0, args.eval_episodes), graph.initial, args, task_kwargs))
+        rows.append(evaluated(Row(0, "", 0.0, args.eval_episodes), graph.initial, args,
+                              task_kwargs))
         say(HEADER)
         say(format_row(rows[-1], rows))
         sender = trainer.CheckpointSender(graph.robot_name)
@@ -406,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                                        seed=args.seed + it, epochs_scale=args.epochs_scale,
                                        settings=TRAINING, progress=show, say=lambda m: None)
             answer = sender.send(checkpoint_to_bytes(res.checkpoint), res.checkpoint_id, 60.0)
-            if answer.state not in ("pending", "active"):
+            if answer.state != "pending":
                 raise RuntimeError(f"the policy server did not take {res.checkpoint_id}: "
                                    f"{answer.reason}")
             row = Row(it, "", 0.0, args.eval_episodes,
@@ -466,7 +468,7 @@ def _raise_interrupt(*_):
     raise KeyboardInterrupt
 
 
-# --- iteration 0 -----------------------------------------------------------------------------------
+# --- iteration 0 ---------------------------------------------------------------------------------
 def initial_model(seed: int):
     """The simulated task's initial policy (mile_ros.benchmark, cached) as a MileModel, exactly:
     same weights, its normaliser folded into the first layer, its state-independent log-std as the

@@ -11,10 +11,10 @@
 3. Trains MILE (policy and mental model), warm-started from `--init` (default: the `latest`
    checkpoint under `--out`, when there is one and it fits the data).
 4. Writes the checkpoint atomically under `--out`, then `latest`, and beside it
-   `<id>.metrics.json` (losses, predicted vs observed intervention rate, data counts, timings).
+   `<name>.metrics.json` (losses, predicted vs observed intervention rate, data counts, timings).
 5. Sends the checkpoint's bytes on /<robot_name>/policy/checkpoint (reliable, transient local) and
-   waits up to `--wait-ack` s for the policy server's answer on policy/active: "pending" or
-   "active" (accepted; it runs from the next episode start) or "refused" (with the reason).
+   waits up to `--wait-ack` s for the policy server's answer on policy/active: "pending"
+   (validated; it runs from the next episode start) or "refused" (with the reason).
 
 Exit status: 0 trained (and accepted, unless --no-deliver), 1 refused by the policy server,
 2 bad input (bags, arguments, --init), 4 trained and saved but no policy server answered,
@@ -127,7 +127,7 @@ def resolve_init(init: str, out: Path) -> Path | None:
     return resolve_checkpoint(path)
 
 
-# --- the work --------------------------------------------------------------------------------------
+# --- the work ------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
     checkpoint: Path
@@ -371,7 +371,7 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-# --- delivery over ROS -----------------------------------------------------------------------------
+# --- delivery over ROS ---------------------------------------------------------------------------
 @dataclass
 class Answer:
     state: str                 # pending | active | refused | none
@@ -430,7 +430,7 @@ class CheckpointSender:
         return None
 
     def send(self, data: bytes, checkpoint_id: str, wait_s: float) -> Answer:
-        """Publish the bytes; wait for pending/active (accepted) or refused for this checkpoint.
+        """Publish the bytes; wait for "pending" (accepted) or "refused" for this checkpoint.
         Answers already on policy/active (its transient-local history) do not count."""
         import array
 
@@ -447,7 +447,8 @@ class CheckpointSender:
         while True:
             for when, a in self.answers[seen:]:
                 state, aid = a.get("state"), a.get("id")
-                if aid == checkpoint_id and state in ("pending", "active"):
+                # "active" messages re-announce the running policy; the answer is pending/refused
+                if aid == checkpoint_id and state == "pending":
                     return Answer(state, a.get("reason", ""), when - t_pub, self.active_id())
                 if state == "refused" and aid in (checkpoint_id, unreadable_id):
                     return Answer("refused", a.get("reason", ""), when - t_pub, self.active_id())
@@ -508,10 +509,9 @@ def deliver(checkpoint_dir: Path, checkpoint_id: str, robot_name: str, wait_s: f
 
 
 def report_answer(answer: Answer, checkpoint_id: str, say=_say) -> int:
-    if answer.state in ("pending", "active"):
-        when = "is active" if answer.state == "active" else "runs from the next episode start"
-        say(f"policy server accepted {checkpoint_id} after {answer.seconds:.2f} s: it {when} "
-            f"({answer.reason})")
+    if answer.state == "pending":
+        say(f"policy server accepted {checkpoint_id} after {answer.seconds:.2f} s: it runs "
+            f"from the next episode start ({answer.reason})")
         return 0
     if answer.state == "refused":
         say(f"policy server REFUSED {checkpoint_id}: {answer.reason}; it keeps running "
@@ -522,7 +522,7 @@ def report_answer(answer: Answer, checkpoint_id: str, say=_say) -> int:
     return EXIT_NO_ANSWER
 
 
-# --- entry point -----------------------------------------------------------------------------------
+# --- entry point ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     own, ros_args = split_ros_args(argv)
