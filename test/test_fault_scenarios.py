@@ -8,6 +8,7 @@ scenario is about something else). Figures measured on the way are printed with 
 appended to $MILE_FAULT_FIGURES when set).
 """
 import io
+import itertools
 import json
 import math
 import os
@@ -379,25 +380,34 @@ def test_s3_policy_server_stalled_or_killed_holds_after_one_stale_tick_and_resum
                "the policy server")
     n_ramp = PS3.ramp_ticks
 
-    def resumed(ticks):
-        """The policy drives again (ramping back from the hold). A restarted process on a loaded
-        2-core machine may still miss a deadline now and then: that tick holds, as it should."""
-        holds = [t["hold"] for t in ticks]
-        assert sum(holds) <= len(ticks) // 4 and not holds[-1], holds
-        for t in ticks:
+    def resumed(what, timeout=60.0):
+        """The policy drives again: a run of n_ramp + 3 consecutive policy ticks (the hand-back
+        ramp, then exactly a_r) is seen within `timeout`. On a loaded machine the server (or a
+        restarted one) may miss the deadline for a while; those ticks hold, as they should, so
+        only their safety is asserted, not their number."""
+        need, run_, seen = n_ramp + 3, [], []
+        end = time.monotonic() + timeout
+        while len(run_) < need:
+            assert time.monotonic() < end, (
+                f"{what}: no {need} consecutive policy ticks within {timeout} s; holds "
+                f"{[int(t['hold']) for t in seen[-60:]]}, "
+                f"arbiter reason {probe.state().get('reason')!r}")
+            t = probe.tick(state=states[next(k) % len(states)])
+            seen.append(t)
             assert_safe(t)
-        driven = [t for t in ticks if not t["hold"]]
-        assert all(t["a_r"] is not None for t in driven)
-        return driven
+            run_ = [] if t["hold"] else run_ + [t]
+        for t in run_:                                     # driven by a_r of its own tick
+            wait_until(lambda: t["stamp"] in probe.got[itf.ACTION_ROBOT], 5, "a_r of a tick")
+            t["a_r"] = probe.got[itf.ACTION_ROBOT][t["stamp"]][0]
+        np.testing.assert_allclose(run_[-1]["command"], run_[-1]["a_r"], atol=1e-6)  # ramp over
+        figure(f"s3 ticks until the policy drives again ({what})", len(seen) - need)
+        return run_
 
     states = np.random.default_rng(1).normal(size=(200, 2)) * 0.5
-    k = iter(range(200))
-    run = lambda n: [probe.tick(state=states[next(k)]) for _ in range(n)]   # noqa: E731
+    k = itertools.count()
+    run = lambda n: [probe.tick(state=states[next(k) % 200]) for _ in range(n)]  # noqa: E731
     wait_until(lambda: probe.tick(state=states[0])["hold"] == 0, 60, "a_r from the server")
-    ticks = run(n_ramp + 3)
-    driven = resumed(ticks)
-    if not any(t["hold"] for t in ticks[-n_ramp:]):           # ramp over: exactly a_r
-        np.testing.assert_allclose(ticks[-1]["command"], ticks[-1]["a_r"], atol=1e-6)
+    driven = resumed("start")
 
     server.send_signal(signal.SIGSTOP)                     # stalled (e.g. swapped out, deadlock)
     stale0 = probe.state()["counts"]["stale_a_r"]
@@ -413,7 +423,7 @@ def test_s3_policy_server_stalled_or_killed_holds_after_one_stale_tick_and_resum
            round(float(np.median([t["arrived"] - t["sent"] for t in stalled])), 3))
 
     server.send_signal(signal.SIGCONT)                     # fresh again: resumes by itself
-    resumed(run(n_ramp + 3))
+    resumed("after SIGCONT")
 
     server.send_signal(signal.SIGKILL)                     # died
     server.wait(10)
@@ -424,7 +434,7 @@ def test_s3_policy_server_stalled_or_killed_holds_after_one_stale_tick_and_resum
     assert arbiter.poll() is None
     server = procs.start("policy_server", ns, *server_args, name="policy_server2")
     wait_until(lambda: probe.tick(state=states[0])["hold"] == 0, 60, "the restarted server")
-    resumed(run(n_ramp + 3))
+    resumed("restarted")
     log = arbiter.log.read_text()
     assert "holding: a_r stale: no policy action within one control period" in log
     assert "stale_a_r: " in log
