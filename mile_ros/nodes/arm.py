@@ -97,7 +97,9 @@ class ArmNode(Node):
         self.stats = ArmStats()
         self._PoseStamped, self._String = PoseStamped, String
 
-        self.obs_pub = self.create_publisher(JointState, itf.OBSERVATION, 10)
+        # deep: a stalled reader (policy server, recorder) must not lose ticks while the arm,
+        # in lockstep with the person driving, runs ahead of it
+        self.obs_pub = self.create_publisher(JointState, itf.OBSERVATION, 1000)
         self.js_pub = (self.create_publisher(JointState, itf.JOINT_STATES, 10)
                        if self.backend.publishes_joint_states else None)
         self.pose_pub = self.create_publisher(PoseStamped, itf.EE_POSE, 10)

@@ -36,6 +36,7 @@ from ._runtime import say
 
 NODE = "policy_server"
 INITIAL_TASK = "widowx"
+CONTROL_DEPTH = 1000           # observation / action_robot queue depth (see the node)
 
 
 def active_qos():
@@ -222,12 +223,15 @@ class PolicyServerNode(Node):
 
         control = MutuallyExclusiveCallbackGroup()
         loading = MutuallyExclusiveCallbackGroup()
-        self.action_pub = self.create_publisher(JointState, itf.ACTION_ROBOT, 10)
+        # Deep queues: in lockstep the arm runs ahead while the person drives, and a 2-core
+        # machine can stall this process for a second; an observation dropped here is a tick
+        # without a_r, i.e. lost from the recorded data.
+        self.action_pub = self.create_publisher(JointState, itf.ACTION_ROBOT, CONTROL_DEPTH)
         self.active_pub = self.create_publisher(String, itf.POLICY_ACTIVE, active_qos())
         # Episode events before observations: with both ready, the executor takes them in order.
         self.create_subscription(String, itf.EPISODE, self._on_episode, 20,
                                  callback_group=control)
-        self.create_subscription(JointState, itf.OBSERVATION, self._on_observation, 10,
+        self.create_subscription(JointState, itf.OBSERVATION, self._on_observation, CONTROL_DEPTH,
                                  callback_group=control)
         self.create_subscription(Image, itf.IMAGE, self._on_image, 2, callback_group=control)
         self.create_subscription(UInt8MultiArray, itf.CHECKPOINT, self._on_checkpoint,
