@@ -44,6 +44,7 @@ import numpy as np
 from .interfaces import (ACTION_HUMAN, ACTION_ROBOT, EE_POSE, EPISODE, FLAG_NAMES, IMAGE,
                          IMAGE_TYPE, INTERVENTION, OBSERVATION, STEP_TOPICS, parse_episode_event)
 from .params import ConfigError
+from ._io import json_default as _json_default, fsync_path as _fsync
 
 FORMAT_VERSION = 1
 BAG_VERSION = 8                         # version 9 metadata does not open on Humble
@@ -149,27 +150,8 @@ def _json_custom(metadata: dict) -> dict[str, str]:
     return {str(k): json.dumps(v, default=_json_default) for k, v in metadata.items()}
 
 
-def _json_default(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, (np.ndarray, tuple, set)):
-        return list(v)
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON serializable: {type(v).__name__}")
 
 
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --- writing --------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import torch
 
 from .networks import build_network
 from .trainer import ActionSpec, MileConfig, MileModel, Normalizer, ObsSpec
+from ._io import fsync_path as _fsync_dir
 
 FORMAT = "mile_ros.checkpoint"
 VERSION = 1
@@ -57,17 +58,6 @@ def _canonical(d: dict) -> bytes:
     return json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_file(path: Path, data: bytes) -> None:

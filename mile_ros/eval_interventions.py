@@ -52,6 +52,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ._io import json_default as _json_default
+
 EPS = 1e-6
 THRESHOLD = 0.5
 LEVEL = 0.95
@@ -624,14 +626,6 @@ def write_outputs(out: Path, report: dict, episodes: Sequence[dict], per_episode
     return [str(f) for f in files] + [str(out / "report.json")]
 
 
-def _json_default(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, (np.ndarray, tuple, set)):
-        return list(v)
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON serializable: {type(v).__name__}")
 
 
 # --- the table ------------------------------------------------------------------------------
