@@ -24,12 +24,15 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 
 from .. import interfaces as itf
 from ..arm_backends import check_arm_params, make_backend
 from ..params import declare_node_parameters
 from ._runtime import say
+
+RCLError = rclpy_implementation.RCLError
 
 NODE = "arm"
 # Private to the simulation: the scripted expert's action for tick t (only sim_human listens).
@@ -206,8 +209,11 @@ class ArmNode(Node):
             return self._run_episodes() if self.backend.owns_episodes else self._run_continuous()
         finally:
             if self._episode is not None and self.context.ok():  # stopped mid-episode
-                self._publish_event(itf.episode_event("end", self._episode, self._last_stamp,
-                                                      success=None, reason="shutdown"))
+                try:
+                    self._publish_event(itf.episode_event("end", self._episode, self._last_stamp,
+                                                          success=None, reason="shutdown"))
+                except RCLError:  # Ctrl-C shut the context down after the check: best effort
+                    say(self, "arm: stopped mid-episode; the recorder closes the bag itself")
             self._stop.set()
             spinner.join(timeout=2.0)
             say(self, "arm: " + self.stats.summary())
