@@ -1,4 +1,4 @@
-"""Start-up and shutdown shared by the graph nodes (arm, policy_server, sim_human).
+"""Start-up and shutdown shared by the graph nodes.
 
 `run_node(name, build, argv)` initialises rclpy with the node's `--ros-args`, builds the node,
 spins it until Ctrl-C / SIGINT / the node asks to stop, and turns configuration problems into one
@@ -66,6 +66,32 @@ def run_node(name: str, build: Callable, argv: list[str] | None = None, executor
                     print(f"mile_ros {name}: error while closing: {e}", file=sys.stderr)
             node.destroy_node()
         context.try_shutdown()
+
+
+def spin_node(name: str, build: Callable, argv: list[str] | None, error_prefix: str) -> int:
+    """Spin `build()` in rclpy's default context until Ctrl-C; configuration problems become one
+    line on stderr (`error_prefix` + message, exit status 2). The node's `.close()`, if any, runs
+    before it is destroyed."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    node = None
+    try:
+        init_rclpy(sys.argv if argv is None else [name, *argv])
+        node = build()
+        rclpy.spin(node)
+    except ConfigError as e:
+        print(f"{error_prefix}{e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            if hasattr(node, "close"):
+                node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
 
 
 def say(node, text: str) -> None:

@@ -12,9 +12,7 @@ import json
 import sys
 import time
 
-import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState, Joy
@@ -22,8 +20,7 @@ from std_msgs.msg import String
 
 from .. import interfaces as itf
 from ..arbiter_logic import ArbiterConfig, ArbiterLogic, Tick
-from ..params import ConfigError, declare_node_parameters
-from ._runtime import init_rclpy
+from ..params import declare_node_parameters
 
 STATUS_PERIOD_S = 1.0      # status is also re-sent at this period (and on every change)
 WATCHDOG_PERIOD_S = 0.02   # how often Joy silence is checked between ticks
@@ -128,23 +125,9 @@ class ArbiterNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv if argv is None else ["arbiter", *argv]
-    node = None
-    try:
-        init_rclpy(args)
-        node = ArbiterNode()
-        rclpy.spin(node)
-    except ConfigError as e:
-        print(f"arbiter: configuration error: {e}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    from ._runtime import spin_node
+
+    return spin_node("arbiter", ArbiterNode, argv, "arbiter: configuration error: ")
 
 
 if __name__ == "__main__":

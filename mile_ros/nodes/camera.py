@@ -206,28 +206,9 @@ def make_node(node_name: str = "camera", **node_kwargs):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
+    from ._runtime import spin_node
 
-    from ._runtime import init_rclpy
-
-    node = None
-    try:
-        init_rclpy(sys.argv if argv is None else ["camera", *argv])
-        node = make_node()
-        rclpy.spin(node)
-    except ConfigError as e:
-        print(f"camera: {e}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return spin_node("camera", make_node, argv, "camera: ")
 
 
 if __name__ == "__main__":

@@ -20,15 +20,13 @@ import sys
 from functools import partial
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
 from ..bags import EpisodeRecorder, topic_types
 from ..interfaces import EPISODE, IMAGE, POLICY_ACTIVE
-from ..params import ConfigError, declare_node_parameters
-from ._runtime import init_rclpy
+from ..params import declare_node_parameters
 
 STATUS_TOPIC = "recorder/status"
 
@@ -79,24 +77,10 @@ class RecorderNode(Node):
         self.recorder.close(reason)
 
 
-def main(argv=None) -> int:
-    args = sys.argv if argv is None else ["recorder", *argv]
-    node = None
-    try:
-        init_rclpy(args)
-        node = RecorderNode()
-        rclpy.spin(node)
-    except ConfigError as e:
-        print(f"recorder: configuration error: {e}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close("shutdown")
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    from ._runtime import spin_node
+
+    return spin_node("recorder", RecorderNode, argv, "recorder: configuration error: ")
 
 
 if __name__ == "__main__":
