@@ -117,11 +117,11 @@ def test_lunar_lander_expert_argmax_is_the_heuristic():
 
 
 def test_person_and_benchmark_mile_agree_with_core():
-    """The person (numpy), the benchmark's MILE loss (torch, 32-point chi-square grid) and the
-    core's closed forms (mile_ros.mile) compute the same p(nu=1|s)."""
+    """The person (numpy, 128-point chi-square grid) and the core's closed forms (mile_ros.mile),
+    which the benchmark's MILE calls on its networks' outputs, compute the same p(nu=1|s)."""
     torch = pytest.importorskip("torch")
     core = pytest.importorskip("mile_ros.mile")
-    from mile_ros.benchmark.mile_adapter import intervention_probability
+    from mile_ros.benchmark.mile_adapter import log_intervention_probability
 
     rng = np.random.default_rng(6)
     mu, mu_h = np.tanh(rng.normal(size=(50, 4))), np.tanh(rng.normal(size=(50, 4)))
@@ -138,14 +138,44 @@ def test_person_and_benchmark_mile_agree_with_core():
 
         def forward(self, obs):
             return self.out
-    bench = intervention_probability(Fixed((torch.tensor(mu), torch.tensor(ls)), "continuous"),
-                                     Fixed((torch.tensor(mu_h), torch.tensor(ls_h)), "continuous"), None, c)
-    assert np.abs(bench.numpy() - want).max() < 5e-3
+    bench = log_intervention_probability(Fixed((torch.tensor(mu), torch.tensor(ls)), "continuous"),
+                                         Fixed((torch.tensor(mu_h), torch.tensor(ls_h)), "continuous"), None, c)[0]
+    assert np.abs(bench.exp().numpy() - want).max() < 1e-9
 
     pl, ml = rng.normal(size=(50, 4)), rng.normal(size=(50, 4))
     want_d = core.intervention_probability_discrete(torch.as_tensor(pl), torch.as_tensor(ml), 0.4).numpy()
     stats = ProbitStats([ExpertInfo(action=0, logits=x) for x in pl], ml)
     assert np.abs(stats.p(0.4) - want_d).max() < 1e-9
-    bench_d = intervention_probability(Fixed(torch.as_tensor(pl), "discrete"), Fixed(torch.as_tensor(ml), "discrete"),
-                                       None, 0.4)
-    assert np.abs(bench_d.numpy() - want_d).max() < 1e-6
+    bench_d = log_intervention_probability(Fixed(torch.as_tensor(pl), "discrete"),
+                                           Fixed(torch.as_tensor(ml), "discrete"), None, 0.4)[0]
+    assert np.abs(bench_d.exp().numpy() - want_d).max() < 1e-9
+
+
+@pytest.mark.parametrize("c_true", [2.0, 40.0])
+def test_mile_c_fit_recovers_the_persons_cost(c_true):
+    """With pi and pihat fixed at the person's own, the maximum-likelihood c of MILE (c_fit="mle")
+    recovers the c that generated the nu labels, from a start far off; the rate-matching rule
+    cannot, because it assumes nothing about how far pi and pihat are apart."""
+    torch = pytest.importorskip("torch")
+    from mile_ros.benchmark.mile_adapter import fit_c_mle
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    mu = torch.as_tensor(np.tanh(rng.normal(size=(n, 4))))
+    mu_h = torch.as_tensor(np.clip(mu.numpy() + rng.normal(scale=0.8, size=(n, 4)) * (rng.random((n, 1)) < 0.5), -1, 1))
+    ls, ls_h = torch.full((n, 4), np.log(0.1), dtype=torch.float64), torch.full((n, 4), np.log(0.05), dtype=torch.float64)
+    p = probit_gaussian(gaussian_kc(mu.numpy(), ls.numpy(), mu_h.numpy(), ls_h.numpy()), 4, c_true)
+    nu = torch.as_tensor(rng.random(n) < p)
+    assert 0.05 < float(nu.double().mean()) < 0.95
+
+    class Fixed(torch.nn.Module):
+        kind = "continuous"
+
+        def __init__(self, out):
+            super().__init__()
+            self.out = out
+
+        def forward(self, obs):
+            return self.out
+    c_hat = fit_c_mle(Fixed((mu, ls)), Fixed((mu_h, ls_h)), None, nu, 1.0, c0=0.3 * c_true)
+    assert c_hat == pytest.approx(c_true, rel=0.1)

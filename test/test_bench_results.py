@@ -32,6 +32,25 @@ def test_results_round_trip_and_resume(tmp_path):
     assert Results.open(path, {**config, "seeds": [0]}, resume=False).data["methods"] == {}
 
 
+def test_more_iterations_or_methods_extend_a_run(tmp_path):
+    path = tmp_path / "r.json"
+    config = {"task": "toy/reach", "methods": ["mile", "iwr"], "iterations": 10, "seeds": [0]}
+    Results.open(path, config).add_record("iwr", 0, {"iteration": 10, "success_rate": 0.5})
+    longer = {**config, "methods": ["mile", "iwr", "rlif"], "iterations": 20}
+    r = Results.open(path, longer)
+    assert r.records("iwr", 0)[0]["success_rate"] == 0.5 and r.data["config"] == longer
+    r.save()
+    with pytest.raises(ResultsError, match="iterations"):  # fewer iterations: not an extension
+        Results.open(path, {**longer, "iterations": 5})
+    with pytest.raises(ResultsError, match="methods"):     # a method dropped
+        Results.open(path, {**longer, "methods": ["mile"]})
+    assert Results.open(path, {**longer, "seeds": [0, 1]}).data["config"]["seeds"] == [0, 1]
+    with pytest.raises(ResultsError, match="iterations, seeds"):  # seed 0 dropped
+        Results.open(path, {**longer, "iterations": 30, "seeds": [1]})
+    with pytest.raises(ResultsError, match="task"):
+        Results.open(path, {**longer, "task": "lunarlander"})
+
+
 def test_load_rejects_foreign_files(tmp_path):
     p = tmp_path / "x.json"
     p.write_text(json.dumps({"hello": 1}))

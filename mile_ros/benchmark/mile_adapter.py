@@ -1,55 +1,59 @@
-"""MILE for the benchmark: the paper's loss (DESIGN §2) on the benchmark's BenchPolicy networks.
+"""MILE for the benchmark: the core loss (mile_ros.mile, DESIGN §2) on BenchPolicy networks.
 
-    J = lam * BCE(p(nu=1|s), nu) + (1 - lam) * NLL(pi(a_h|s)) over ticks with nu=1
+    J = mean over collected ticks of  lam * BCE(p(nu=1|s), nu) + (1 - lam) * nu * (-log pi(a_h|s))
 
-with p(nu=1|s) in closed form (Gaussian: chi-square expectation on a fixed quantile grid;
-discrete: a sum over actions). J's first term trains the policy pi and the mental model pihat,
-the second only pi. Each iteration warm-starts pi and pihat from the previous iteration (the
-first from the initial policy, which is also the person's presumed mental model); c is estimated
-from the data's intervention rate unless given (the mean predicted p over the data equals it).
+with p(nu=1|s) in closed form (core quadrature). J's first term trains the policy pi and the
+mental model pihat, the second only pi (`form="joint"`: the core's joint likelihood instead;
+discrete actions use the core's (K+1)-class likelihood, Eq. 3 or joint). Each iteration warm-
+starts pi and pihat from the previous iteration (`warm_start`, as in the paper) or from the
+initial policy, which is also the person's presumed mental model.
+
+The cost c: "rate" sets it once so that the mean predicted p over the data equals the observed
+intervention rate; "mle" re-fits it every `c_every` steps by maximum likelihood of the nu labels
+given the current pi and pihat (the log-likelihood is concave in c; a bounded 1-D search). The
+rate rule fixes c while pi still equals pihat, where the threshold it implies has nothing to do
+with how far apart pi and pihat must be for the person to take over; the MLE tracks that.
 
 The mental model (`mental`): "joint" trains pihat by J1 only, as in the paper; on a few hundred
-ticks pihat then simply follows pi to wherever the intervention labels pull it, the "no
-intervention" ticks stop anchoring pi, and MILE degrades to BC on the interventions (measured:
-0.0 success on Drawer-Open after 2 episodes, where "anchored" reaches 0.52). "anchored" (default)
-adds -log pihat(a_r|s) over all ticks: the person's mental model predicts the robot they watch,
-and a_r is recorded on every tick anyway. "frozen" keeps pihat at its warm start.
+ticks pihat then follows pi to wherever the intervention labels pull it and the "no
+intervention" ticks stop informing pi. "anchored" adds -log pihat(a_r|s) over all ticks (the
+person's mental model predicts the robot they watch; a_r is recorded on every tick). "frozen"
+keeps pihat at its warm start.
 
 pi models the person's policy, so the person's demonstrations (the data of the initial policy,
 which every baseline also re-uses) are samples of pi as much as the intervention actions are:
-with `demos` they join the NLL term (J2), not the intervention term. Without them, one episode of
-data re-fits pi on ~40 intervention ticks and MILE forgets the demonstrated behaviour.
-
-When mile_ros.mile provides the closed forms, they are used (same formulas); the local ones
-below keep the benchmark running on its own and cross-check the core in tests.
+with `demos` they join the NLL term with the same weight per tick as an intervention.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
-from scipy.stats import chi2
+from scipy.optimize import minimize_scalar
 
+from .. import mile as core
 from .envs import stack_episode
 from .policy import BenchPolicy, bc_steps
 
 
 @dataclass
 class MileBenchConfig:
-    c: float | None = None        # None: estimated from the data's intervention rate
+    c: float | None = None        # fixed c; None: from the data (c_fit)
+    c_fit: str = "mle"            # mle | rate (see module docstring)
+    c_every: int = 100            # mle: steps between re-fits of c
     beta: float = 1.0
     lam: float = 0.5
+    form: str = "eq5"             # eq5 | joint (continuous); eq3 | joint (discrete; eq5 means eq3)
     epochs: float = 30.0
     max_steps: int = 2000
     batch_size: int = 256
     lr: float = 3e-4
-    n_quantiles: int = 32
     frame_stack: int = 4
-    mental: str = "anchored"      # anchored (default) | joint (paper: J1 alone trains pihat) | frozen
+    mental: str = "anchored"      # anchored | joint (paper: J1 alone trains pihat) | frozen
     anchor: float = 1.0           # mental="anchored": weight of -log pihat(a_r|s) over all ticks
-    learn_c: bool = False         # c as a trained parameter, initialised by the estimate
-    demos: bool = True            # the initial demonstrations join the NLL term (see below)
+    demos: bool = True            # the initial demonstrations join the NLL term
+    warm_start: bool = False      # start from the previous iteration's model (the paper) or, like the baselines, the initial policy
 
     @classmethod
     def from_overrides(cls, overrides: dict) -> "MileBenchConfig":
@@ -57,7 +61,35 @@ class MileBenchConfig:
         bad = sorted(set(overrides) - names)
         if bad:
             raise ValueError(f"unknown MILE option(s) {', '.join(bad)}; valid: {', '.join(sorted(names))}")
-        return cls(**overrides)
+        cfg = cls(**{k: _coerce(k, v, cls.__dataclass_fields__[k].type) for k, v in overrides.items()})
+        for name, allowed in (("c_fit", ("rate", "mle")), ("form", ("eq5", "eq3", "joint")),
+                              ("mental", ("anchored", "joint", "frozen"))):
+            if getattr(cfg, name) not in allowed:
+                raise ValueError(f"MILE option {name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+        return cfg
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _coerce(name: str, value, type_name: str):
+    """Command-line values ("False", 3, "1e-3") to the option's type, or a clear error."""
+    try:
+        if type_name == "bool":
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if type_name == "int":
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if type_name in ("float", "float | None"):
+            return None if value is None and "None" in type_name else float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"MILE option {name} must be {type_name}, got {value!r}") from None
 
 
 class MileBenchModel:
@@ -75,61 +107,56 @@ class MileBenchModel:
     @torch.no_grad()
     def intervention_probability(self, obs) -> np.ndarray:
         o = torch.as_tensor(np.atleast_2d(np.asarray(obs, dtype=np.float32)))
-        return intervention_probability(self.policy, self.mental, o, self.c, self.beta).numpy()
+        return log_intervention_probability(self.policy, self.mental, o, self.c, self.beta)[0].exp().numpy()
 
 
-_GRID: dict = {}
-
-
-def _chi2_grid(dof: int, n: int) -> torch.Tensor:
-    if (dof, n) not in _GRID:
-        _GRID[(dof, n)] = torch.as_tensor(chi2.ppf((np.arange(n) + 0.5) / n, dof), dtype=torch.float32)
-    return _GRID[(dof, n)]
-
-
-def _phi(x):
-    return 0.5 * torch.erfc(-x / np.sqrt(2.0))
-
-
-def intervention_probability(policy, mental, obs, c, beta=1.0, n_quantiles: int = 32):
+def log_intervention_probability(policy, mental, obs, c, beta=1.0):
+    """(log p, log(1-p)) of intervening at each stacked observation, by the core closed forms."""
     if policy.kind == "discrete":
-        logp = torch.log_softmax(policy(obs), -1)
-        q = torch.softmax(mental(obs), -1)
-        delta = logp - (q * logp).sum(-1, keepdim=True)
-        return (logp.exp() * _phi((delta - c) / beta)).sum(-1)
-    mu, ls = policy(obs)
-    mh, lsh = mental(obs)
-    kc = ((torch.exp(2 * lsh) + (mh - mu) ** 2) / torch.exp(2 * ls)).sum(-1)
-    x = _chi2_grid(mu.shape[-1], n_quantiles)
-    return _phi((0.5 * (kc[:, None] - x[None, :]) - c) / beta).mean(-1)
+        return core.log_intervention_probability_discrete(policy(obs), mental(obs), c, beta)
+    return core.log_intervention_probability_gaussian(*policy(obs), *mental(obs), c, beta)
+
+
+def mile_loss(policy, mental, obs, a_h, nu, c, beta, lam, form="eq5"):
+    """The core MILE loss on a batch -> (loss, parts)."""
+    if policy.kind == "discrete":
+        return core.discrete_mile_loss(policy(obs), mental(obs), a_h, nu, c, beta,
+                                       "joint" if form == "joint" else "eq3")
+    return core.gaussian_mile_loss(*policy(obs), *mental(obs), a_h, nu, c, beta, lam,
+                                   "joint" if form == "joint" else "eq5")
 
 
 @torch.no_grad()
-def estimate_c(policy, mental, obs, rate: float, beta: float = 1.0, n_quantiles: int = 32) -> float:
-    """c such that the mean predicted p(nu=1|s) over `obs` equals the observed rate (bisection)."""
-    rate = float(np.clip(rate, 1e-3, 1 - 1e-3))
-    mean_p = lambda c: float(intervention_probability(policy, mental, obs, c, beta, n_quantiles).mean())
-    lo, hi = -1.0, 1.0
-    while mean_p(lo) < rate and lo > -1e6:
-        lo *= 2
-    while mean_p(hi) > rate and hi < 1e6:
-        hi *= 2
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if mean_p(mid) > rate else (lo, mid)
-    return 0.5 * (lo + hi)
+def fit_c_mle(policy, mental, obs, nu, beta: float, c0: float) -> float:
+    """argmax_c sum log p(nu | s; c): the log-likelihood is concave in c (p is a log-concave
+    smoothing of a step in c), so a bounded scalar search around `c0` finds it."""
+    def nll(c):
+        log_p, log_q = log_intervention_probability(policy, mental, obs, float(c), beta)
+        return -float(torch.where(nu, log_p, log_q).sum())
+    span = 10.0 * max(1.0, abs(c0))
+    lo, hi = c0 - span, c0 + span
+    res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-3 * max(1.0, abs(c0))})
+    return float(res.x)
 
 
-def mile_loss(policy, mental, obs, a_h, nu, c, beta, lam, n_quantiles=32):
-    p = intervention_probability(policy, mental, obs, c, beta, n_quantiles).clamp(1e-6, 1 - 1e-6)
-    nuf = nu.float()
-    bce = -(nuf * torch.log(p) + (1 - nuf) * torch.log1p(-p)).mean()
-    nll = -policy.log_prob(obs[nu], a_h[nu]).mean() if nu.any() else torch.zeros(())
-    return lam * bce + (1 - lam) * nll, {"bce": float(bce.detach()), "nll": float(nll.detach())}
+def _dataset(episodes, demos, cfg, kind):
+    obs = np.concatenate([stack_episode(e["state"], cfg.frame_stack) for e in episodes])
+    nu = np.concatenate([e["nu"] for e in episodes]).astype(bool)
+    a_h = np.concatenate([e["a_h"] for e in episodes])
+    a_r = np.concatenate([e["a_r"] for e in episodes])
+    dt = torch.int64 if kind == "discrete" else torch.float32
+    a_h = np.maximum(a_h, 0) if kind == "discrete" else a_h  # -1 / NaN where nu=0 (ignored there)
+    out = {"obs": torch.as_tensor(obs, dtype=torch.float32), "nu": torch.as_tensor(nu),
+           "a_h": torch.as_tensor(a_h, dtype=dt), "a_r": torch.as_tensor(a_r, dtype=dt)}
+    if cfg.demos and demos:
+        out["demo_obs"] = torch.as_tensor(np.concatenate([stack_episode(d["state"], cfg.frame_stack) for d in demos]),
+                                          dtype=torch.float32)
+        out["demo_act"] = torch.as_tensor(np.concatenate([d["action"] for d in demos]), dtype=dt)
+    return out
 
 
 def train_mile_on(prev, episodes, task, overrides: dict, seed: int, demos=None) -> MileBenchModel:
-    """One MILE iteration on all `episodes` so far, warm-started from `prev` (a MileBenchModel, or
+    """One MILE iteration on all `episodes` so far, starting from `prev` (a MileBenchModel, or
     the initial BenchPolicy, which then also initialises the mental model)."""
     cfg = MileBenchConfig.from_overrides(overrides)
     torch.manual_seed(seed)
@@ -137,41 +164,35 @@ def train_mile_on(prev, episodes, task, overrides: dict, seed: int, demos=None) 
         policy, mental = prev.policy.clone(), prev.mental.clone()
     else:
         policy, mental = prev.clone(), prev.clone()
-    obs = torch.as_tensor(np.concatenate([stack_episode(e["state"], cfg.frame_stack) for e in episodes]),
-                          dtype=torch.float32)
-    nu = torch.as_tensor(np.concatenate([e["nu"] for e in episodes]))
-    a_h = np.concatenate([e["a_h"] for e in episodes])
-    a_h = torch.as_tensor(np.nan_to_num(a_h) if policy.kind == "continuous" else np.maximum(a_h, 0),
-                          dtype=torch.float32 if policy.kind == "continuous" else torch.int64)
-    n_demo = 0
-    if cfg.demos and demos:
-        d_obs = np.concatenate([stack_episode(d["state"], cfg.frame_stack) for d in demos])
-        d_act = np.concatenate([d["action"] for d in demos])
-        n_demo = len(d_obs)
-        obs = torch.cat([obs, torch.as_tensor(d_obs, dtype=torch.float32)])
-        a_h = torch.cat([a_h, torch.as_tensor(d_act, dtype=a_h.dtype)])
-    if cfg.mental not in ("joint", "frozen", "anchored"):
-        raise ValueError(f"MILE option mental must be joint, frozen or anchored, got {cfg.mental!r}")
-    n_col = len(nu)
-    a_r = torch.as_tensor(np.concatenate([e["a_r"] for e in episodes]), dtype=a_h.dtype)
-    c0 = cfg.c if cfg.c is not None else estimate_c(policy, mental, obs[:n_col], float(nu.float().mean()), cfg.beta,
-                                                    cfg.n_quantiles)
-    c = torch.nn.Parameter(torch.tensor(float(c0))) if cfg.learn_c else c0
+    d = _dataset(episodes, demos, cfg, policy.kind)
+    obs, nu, a_h, a_r = d["obs"], d["nu"], d["a_h"], d["a_r"]
+    n_col, n_demo = len(nu), len(d.get("demo_obs", ()))
+    rate = float(nu.float().mean())
+    if cfg.c is not None:
+        c = float(cfg.c)
+    else:
+        with torch.no_grad():
+            c = core.estimate_c(float(np.clip(rate, 1e-3, 1 - 1e-3)), probability_fn=lambda c_: log_intervention_probability(
+                policy, mental, obs, c_, cfg.beta)[0].exp())
+    refit_c = cfg.c is None and cfg.c_fit == "mle" and 0 < int(nu.sum()) < n_col
     params = list(policy.parameters()) + (list(mental.parameters()) if cfg.mental != "frozen" else [])
-    params += [c] if cfg.learn_c else []
     opt = torch.optim.Adam(params, lr=cfg.lr)
     g = torch.Generator().manual_seed(seed)
-    steps = bc_steps(len(obs), cfg.epochs, cfg.batch_size, hi=cfg.max_steps)
-    for _ in range(steps):
+    steps = bc_steps(n_col + n_demo, cfg.epochs, cfg.batch_size, hi=cfg.max_steps)
+    demo_weight = (1 - cfg.lam) * n_demo / n_col  # per tick as much as an intervention's NLL
+    for step in range(steps):
+        if refit_c and step % cfg.c_every == 0:
+            c = fit_c_mle(policy, mental, obs, nu, cfg.beta, c)
         i = torch.randint(n_col, (min(cfg.batch_size, n_col),), generator=g)
-        loss, _ = mile_loss(policy, mental, obs[i], a_h[i], nu[i], c, cfg.beta, cfg.lam, cfg.n_quantiles)
-        if n_demo:  # demonstrations: more samples of the person's policy, in the NLL term
-            j = n_col + torch.randint(n_demo, (min(cfg.batch_size, n_demo),), generator=g)
-            w = n_demo / (n_demo + int(nu.sum()))
-            loss = loss - (1 - cfg.lam) * w * policy.log_prob(obs[j], a_h[j]).mean()
+        loss, _ = mile_loss(policy, mental, obs[i], a_h[i], nu[i], c, cfg.beta, cfg.lam, cfg.form)
+        if n_demo:
+            j = torch.randint(n_demo, (min(cfg.batch_size, n_demo),), generator=g)
+            loss = loss - demo_weight * policy.log_prob(d["demo_obs"][j], d["demo_act"][j]).mean()
         if cfg.mental == "anchored":
             loss = loss - cfg.anchor * mental.log_prob(obs[i], a_r[i]).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+    if refit_c:
+        c = fit_c_mle(policy, mental, obs, nu, cfg.beta, c)
     return MileBenchModel(policy, mental, float(c), cfg.beta)

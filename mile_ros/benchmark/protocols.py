@@ -27,6 +27,7 @@ import torch
 
 from .baselines import BASELINES, BaselineConfig
 from .envs import UnknownNameError, canonical_task_name, evaluate_policy, make_task
+from .mile_adapter import MileBenchConfig, train_mile_on
 from .person import collect_episode
 from .initial import InitialConfig, build_initial_policy, build_person, demos_for, seeds_for
 from .results import Results
@@ -54,26 +55,29 @@ class BenchConfig:
     equalize: bool = True
     initial: InitialConfig = field(default_factory=InitialConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
-    mile: dict = field(default_factory=dict)   # overrides of mile_ros.trainer.MileConfig
+    mile: dict = field(default_factory=dict)   # overrides of mile_adapter.MileBenchConfig
     n_envs: int = 10
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["initial"]["hidden"] = list(d["initial"]["hidden"])
         d["baseline"]["rlif_hidden"] = list(d["baseline"]["rlif_hidden"])
+        d["mile_resolved"] = MileBenchConfig.from_overrides(self.mile).to_json()
         return d
 
 
 class MileMethod:
-    """MILE through mile_ros.trainer.train_mile, warm-started each iteration from the previous
-    model (policy and mental model); the first iteration starts from the initial policy."""
+    """MILE (mile_adapter: the core loss on the benchmark's networks), started each iteration from
+    the previous model (policy and mental model) when warm_start is set, else from the initial
+    policy; the first iteration always starts from the initial policy."""
 
     def __init__(self, overrides: dict):
         self.overrides = dict(overrides)
+        self.warm_start = MileBenchConfig.from_overrides(self.overrides).warm_start
 
     def train(self, prev, initial, episodes, demos, task, seed):
-        from .mile_adapter import train_mile_on
-        return train_mile_on(prev if prev is not None else initial, episodes, task, self.overrides, seed, demos)
+        start = prev if (prev is not None and self.warm_start) else initial
+        return train_mile_on(start, episodes, task, self.overrides, seed, demos)
 
 
 def _act_fn(policy):

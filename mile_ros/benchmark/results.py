@@ -33,10 +33,12 @@ class Results:
         r = cls(path, config)
         if resume and r.path.exists():
             old = load_results(r.path)
-            if old["config"] != config:
-                diff = sorted(k for k in set(old["config"]) | set(config) if old["config"].get(k) != config.get(k))
+            diff = sorted(k for k in set(old["config"]) | set(config) if old["config"].get(k) != config.get(k))
+            if not _extends(old["config"], config, diff):
                 raise ResultsError(f"{r.path}: exists with a different configuration ({', '.join(diff)}); "
-                                   "use another --out or --no-resume")
+                                   "use another --out or --no-resume (more iterations or added methods "
+                                   "extend a run)")
+            old["config"] = config
             r.data = old
         return r
 
@@ -54,6 +56,16 @@ class Results:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(self.data, indent=1, sort_keys=False))
         os.replace(tmp, self.path)
+
+
+def _extends(old: dict, new: dict, diff: list[str]) -> bool:
+    """A run is extended, not changed, by more iterations, methods or training seeds (same
+    everything else): its records stay valid because every method's episodes depend only on
+    (seed, iteration)."""
+    if not set(diff) <= {"iterations", "methods", "seeds"}:
+        return False
+    return (new.get("iterations", 0) >= old.get("iterations", 0)
+            and all(set(old.get(k, ())) <= set(new.get(k, ())) for k in ("methods", "seeds")))
 
 
 def load_results(path) -> dict:
