@@ -101,3 +101,18 @@ def test_protocol_runs_resumes_and_equalises(tmp_path):
     run_bench(BenchConfig(**cfg), out, progress=False, cache_dir=tmp_path / "c")
     longer = load_results(out)["methods"]["mile"]["0"]
     assert [r["iteration"] for r in longer] == [0, 1, 2, 3] and longer[1]["train_seconds"] == stamp
+
+
+def test_mile_warm_start_option(toy):
+    """warm_start=False (default, like the baselines) trains from the initial policy whatever the
+    previous model was; warm_start=True continues from the previous model (policy and mental)."""
+    from mile_ros.benchmark.protocols import MileMethod
+    task, initial, _, _, episodes, demos, _ = toy
+    prev = train_mile_on(initial, episodes[:3], task, {"max_steps": 60}, seed=2, demos=demos)
+    x = torch.as_tensor(np.concatenate([stack_episode(e["state"], 4) for e in episodes[3:6]]), dtype=torch.float32)
+    fit = lambda m, p: m.train(p, initial, episodes, demos, task, seed=5).policy(x)[0]
+    cold = MileMethod({"max_steps": 60})
+    assert torch.equal(fit(cold, prev), fit(cold, None))       # the previous model is not used
+    warm = MileMethod({"max_steps": 60, "warm_start": True})
+    assert torch.equal(fit(warm, None), fit(cold, None))       # first iteration: the initial policy
+    assert not torch.allclose(fit(warm, prev), fit(cold, None))
