@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .results import ResultsError, curves, load_results, mean_se
+from .results import ResultsError, curves, load_results, mean_se, paired_difference
 
 
 def _f(m, se) -> str:
@@ -28,12 +28,14 @@ def table(data: dict) -> str:
     its = sorted({i for c in cv.values() for i in c})
     shown = its if len(its) <= 6 else sorted({its[0], its[1], its[2], its[len(its) // 2], its[-1]} | set(its[3:6:2]))
     ticks = curves(data, "interventions_total")
-    lines = ["| method | " + " | ".join(f"it {i}" for i in shown) + " | intervention ticks (last) |",
-             "|---|" + "---|" * (len(shown) + 1)]
+    lines = ["| method | " + " | ".join(f"it {i}" for i in shown)
+             + " | intervention ticks (last) | MILE − method (paired, last) |",
+             "|---|" + "---|" * (len(shown) + 2)]
     for m, c in cv.items():
         cells = [_f(*c[i][:2]) if i in c else "" for i in shown]
         t = ticks[m][max(c)]
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {t[0]:.0f} |")
+        diff = "" if m == "mile" or "mile" not in cv else "{:+.2f} ± {:.2f} (n={})".format(*paired_difference(data, m))
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {t[0]:.0f} | {diff} |")
     return head + "\n" + "\n".join(lines) + "\n"
 
 

@@ -93,13 +93,26 @@ def mean_se(values) -> tuple[float, float]:
 def curves(data: dict, key: str = "success_rate") -> dict:
     """method -> {iteration: (mean, se, n_seeds)} over the training seeds that reached it."""
     out = {}
-    for method, per_seed in data["methods"].items():
+    for method, per_seed in sorted(data["methods"].items(), key=lambda kv: kv[0] != "mile"):  # MILE first
         by_it: dict[int, list] = {}
         for recs in per_seed.values():
             for r in recs:
                 by_it.setdefault(r["iteration"], []).append(r[key])
         out[method] = {it: (*mean_se(v), len(v)) for it, v in sorted(by_it.items())}
     return out
+
+
+def paired_difference(data: dict, method: str, other: str = "mile", key: str = "success_rate"):
+    """other − method at each seed's last common iteration, paired over the training seeds both
+    ran (they saw the same episode seeds) -> (mean, s.e., n)."""
+    a, b = data["methods"].get(other, {}), data["methods"].get(method, {})
+    diffs = []
+    for seed in set(a) & set(b):
+        ra, rb = {r["iteration"]: r[key] for r in a[seed]}, {r["iteration"]: r[key] for r in b[seed]}
+        common = set(ra) & set(rb)
+        if common:
+            diffs.append(ra[max(common)] - rb[max(common)])
+    return (*mean_se(diffs), len(diffs))
 
 
 def summary_table(data: dict, key: str = "success_rate") -> str:
