@@ -116,5 +116,9 @@ def test_report_table_and_plot(tmp_path):
     assert rows[0] == "| mile | 0.30 ± 0.00 | 0.50 ± 0.00 | 0.70 ± 0.00 | 0.90 ± 0.00 | 15 |  |"
     # paired over seeds: 0.9 - 0.6 at seed 0 and 0.9 - 0.7 at seed 1
     assert rows[1].endswith("| +0.25 ± 0.05 (n=2) |")
+    # expert 1.0: mile reaches 0.95 at no iteration (max 0.9), iwr at none either
+    assert "mile -/-; iwr -/-" in text
+    data["experts"]["expert"]["success_rate"] = 0.7  # goal 0.665: mile at it 2; iwr seed 0 never, seed 1 at 3
+    assert "mile 2/2; iwr -/3" in table(data)
     plot_curves([data], str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").stat().st_size > 1000

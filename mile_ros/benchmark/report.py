@@ -36,7 +36,22 @@ def table(data: dict) -> str:
         t = ticks[m][max(c)]
         diff = "" if m == "mile" or "mile" not in cv else "{:+.2f} ± {:.2f} (n={})".format(*paired_difference(data, m))
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {t[0]:.0f} | {diff} |")
+    if cfg["iterations"] > 1:
+        lines.append("\n" + expert_level_line(data))
     return head + "\n" + "\n".join(lines) + "\n"
+
+
+def expert_level_line(data: dict, fraction: float = 0.95) -> str:
+    """Per method, the first iteration at which each training seed reached `fraction` of the
+    expert's success rate ("-" if it never did)."""
+    goal = fraction * data["experts"]["expert"]["success_rate"]
+    parts = []
+    for m in curves(data):
+        firsts = [next((str(r["iteration"]) for r in recs if r["success_rate"] >= goal), "-")
+                  for _, recs in sorted(data["methods"][m].items(), key=lambda kv: int(kv[0]))]
+        parts.append(f"{m} {'/'.join(firsts)}")
+    return (f"First iteration at ≥ {fraction:.0%} of the expert's success ({goal:.2f}), per training seed: "
+            + "; ".join(parts) + ".")
 
 
 def main(argv=None) -> int:
