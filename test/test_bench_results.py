@@ -88,6 +88,9 @@ def test_method_names():
     (["--task", "metaworld/nope"], ["unknown task 'metaworld/nope'", "metaworld/drawer-open"]),
     (["--task", "lunarlander", "--methods", "mile,bc"], ["unknown method(s) bc", "hg-dagger"]),
     (["--task", "lunarlander", "--mile", "lamda=0.3"], ["unknown MILE option(s) lamda", "lam"]),
+    (["--task", "lunarlander", "--mile", "warm_start=maybe"], ["warm_start must be bool", "'maybe'"]),
+    (["--task", "lunarlander", "--mile", "max_steps=1.5"], ["max_steps must be int"]),
+    (["--task", "lunarlander", "--mile", "c_fit=exact"], ["c_fit must be one of rate, mle"]),
 ])
 def test_cli_bad_names(tmp_path, capsys, args, words):
     rc = cli.main(args + ["--out", str(tmp_path / "r.json"), "--quiet"])
@@ -122,3 +125,11 @@ def test_report_table_and_plot(tmp_path):
     assert "mile 2/2; iwr -/3" in table(data)
     plot_curves([data], str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_mile_options_from_the_command_line_are_typed():
+    """`--mile warm_start=False` must mean False (a non-empty string would be truthy)."""
+    from mile_ros.benchmark.mile_adapter import MileBenchConfig
+    cfg = MileBenchConfig.from_overrides(cli._overrides(["warm_start=False", "lam=1", "c=null", "max_steps=400"]))
+    assert cfg.warm_start is False and cfg.lam == 1.0 and cfg.c is None and cfg.max_steps == 400
+    assert MileBenchConfig.from_overrides(cli._overrides(["warm_start=true"])).warm_start is True
