@@ -23,9 +23,9 @@ def plot_curves(data_list, path: str, title: str | None = None) -> None:
             style = dict(lw=2.2, color="black") if method == "mile" else dict(lw=1.3)
             if len(its) == 2:  # protocol (a): initial -> after one iteration; draw markers
                 style["marker"] = "o"
-            ax.plot(its, m, label=method, **style)
-            ax.fill_between(its, [a - b for a, b in zip(m, se)], [a + b for a, b in zip(m, se)], alpha=0.15,
-                            color=style.get("color"))
+            line, = ax.plot(its, m, label=method, **style)
+            ax.fill_between(its, [a - b for a, b in zip(m, se)], [a + b for a, b in zip(m, se)], alpha=0.12,
+                            color=line.get_color())
         exp = data.get("experts", {}).get("expert", {}).get("success_rate")
         if exp is not None:
             ax.axhline(exp, ls="--", color="gray", lw=1, label="expert")
