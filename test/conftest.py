@@ -8,3 +8,12 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 # A domain of its own per test session, so concurrent runs on one machine do not hear each other.
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
+
+# Tests press Ctrl-C on child processes (SIGINT). A shell that starts pytest in the background
+# (`cmd &`, nohup) makes it ignore SIGINT, and an ignored signal stays ignored across exec, so
+# the children would never see it. Give pytest Python's own handler: children then start with
+# the default disposition, as under a terminal.
+import signal  # noqa: E402
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
