@@ -226,6 +226,39 @@ def test_first_episode_waits_for_the_named_nodes(tmp_path):
         peer.close()
 
 
+def test_a_named_node_counts_as_up_only_with_its_endpoints(tmp_path):
+    # the policy server is in the graph while it still loads its checkpoint; an episode started
+    # then would record ticks without a_r (seen once in CI: a bag with no complete tick)
+    backend = FakeBackend(length=2)
+    ns = f"/arm_test_{next(_ns)}"
+    values = params.resolve("arm", [], {"realtime_factor": 0.0, "lockstep_timeout_s": 0.2,
+                                        "episodes": 1, "wait_for_nodes": ["policy_server"],
+                                        "startup_timeout_s": 20.0})
+    pfile = params.ros_params_file({"arm": values}, tmp_path / "arm.yaml")
+    context = rclpy.Context()
+    rclpy.init(args=["arm", "--ros-args", "-r", f"__ns:={ns}", "--params-file", str(pfile)],
+               context=context)
+    node = ArmNode(context, backend_factory=lambda p, robot: backend)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    peer = Peer(ns, answer([0.0, 0.0, 0.0, 0.0]), name="policy_server")  # no action_robot yet
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(rc=node.run(executor)), daemon=True)
+    runner.start()
+    try:
+        time.sleep(2.0)
+        assert backend.resets == []            # named node present, a_r publisher missing
+        peer.node.create_publisher(JointState, itf.ACTION_ROBOT, 10)
+        runner.join(timeout=20)
+        assert result.get("rc") == 0 and backend.resets == [0]
+        assert [(e["event"]) for e in peer.events] == ["start", "end"]
+    finally:
+        node.close()
+        node.destroy_node()
+        context.try_shutdown()
+        peer.close()
+
+
 def test_simulated_widowx_backend_runs_an_episode(tmp_path):
     from mile_ros.arm_backends import SimArm
 

@@ -14,7 +14,7 @@ the next tick starts as soon as the command for this one arrives, or after `lock
 
 Episodes (sim): the arm resets the task, publishes `episode` start/end events (success/timeout),
 and after `episodes` episodes (0 = no limit) exits with status 0. The first episode starts once the
-nodes named in `wait_for_nodes` are up (at most `startup_timeout_s`).
+nodes named in `wait_for_nodes` are up, with their endpoints (at most `startup_timeout_s`).
 """
 from __future__ import annotations
 
@@ -38,6 +38,15 @@ NODE = "arm"
 # Private to the simulation: the scripted expert's action for tick t (only sim_human listens).
 SIM_EXPERT_ACTION = "sim/expert_action"
 EVENT_LEAD_S = 0.05
+# A node of the graph counts as up once it has these endpoints, not when its name appears: the
+# policy server, for one, is visible while it still loads its checkpoint (an episode started then
+# records ticks without a_r only).
+READY_ENDPOINTS = {  # node: (topics it publishes, topics it subscribes)
+    "policy_server": ((itf.ACTION_ROBOT,), (itf.OBSERVATION,)),
+    "arbiter": ((itf.COMMAND, itf.INTERVENTION), (itf.OBSERVATION, itf.ACTION_ROBOT)),
+    "recorder": ((), (itf.OBSERVATION, itf.ACTION_ROBOT, itf.INTERVENTION)),
+    "sim_human": ((), (SIM_EXPERT_ACTION,)),
+}
 
 
 def episode_qos():
@@ -243,7 +252,7 @@ class ArmNode(Node):
         give_up = time.monotonic() + self.p["startup_timeout_s"]
         while not self._stop.is_set():
             present = {n for n, node_ns in self.get_node_names_and_namespaces() if node_ns == ns}
-            missing = wanted - present
+            missing = {n for n in wanted if n not in present or not self._has_endpoints(n, ns)}
             person_ready = (self.expert_pub is None or "sim_human" not in wanted
                             or self.expert_pub.get_subscription_count() > 0)
             ready = (not missing and person_ready and self.obs_pub.get_subscription_count() > 0
@@ -256,6 +265,17 @@ class ArmNode(Node):
                                           f"after {self.p['startup_timeout_s']} s")
                 return
             self._stop.wait(0.1)
+
+    def _has_endpoints(self, node: str, ns: str) -> bool:
+        """Whether `node` (in `ns`) has the endpoints READY_ENDPOINTS names for it."""
+        pubs, subs = READY_ENDPOINTS.get(node, ((), ()))
+        try:
+            have_pubs = {t for t, _ in self.get_publisher_names_and_types_by_node(node, ns)}
+            have_subs = {t for t, _ in self.get_subscriber_names_and_types_by_node(node, ns)}
+        except RCLError:  # the node left the graph between the two queries
+            return False
+        return (all(self.resolve_topic_name(t) in have_pubs for t in pubs)
+                and all(self.resolve_topic_name(t) in have_subs for t in subs))
 
     def _publish_event(self, text: str) -> None:
         self.episode_pub.publish(self._String(data=text))
