@@ -3,7 +3,7 @@
 # Protocol (a): N=1 iteration x k=15 episodes, baselines matched to MILE's intervention count,
 #   5 training seeds.
 # Protocol (b): N=20 iterations x k=1 episode, no intervention matching; 5 training seeds for
-#   drawer-open and peg-insert-side, 3 for the others (see PAPER_BENCH.md for how far each got).
+#   drawer-open and peg-insert-side, 3 for the others.
 # Each command resumes where it stopped when re-run (results JSON + <out>.work/), and extends an
 # existing results file when given more iterations, methods or seeds.
 # Usage: bench/run_paper_bench.sh a|a-drawer|a-button|a-peg|a-lunar|b|b-drawer|b-button|b-peg|b-lunar|all
