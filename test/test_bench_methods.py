@@ -92,15 +92,18 @@ def test_protocol_runs_resumes_and_equalises(tmp_path):
     assert hg[1]["interventions"] >= mile[1]["interventions"] and hg[1]["episodes"] >= 2
     assert data["config"]["iterations"] == 2 and data["experts"]["expert"]["success_rate"] > 0.9
     # resume: re-running does nothing new; a longer run continues from the saved state
-    stamp = mile[1]["train_seconds"]
+    stamp, wall = mile[1]["train_seconds"], data["timing"]["0"]
     run_bench(BenchConfig(**cfg), out, progress=False, cache_dir=tmp_path / "c")
-    assert load_results(out)["methods"]["mile"]["0"][1]["train_seconds"] == stamp
+    again = load_results(out)
+    assert again["methods"]["mile"]["0"][1]["train_seconds"] == stamp
+    assert again["timing"]["0"] == wall      # a finished seed's wall time is not added to
     with pytest.raises(ValueError, match="different configuration"):
         run_bench(BenchConfig(**{**cfg, "episodes": 3}), out, progress=False, cache_dir=tmp_path / "c")
     cfg["iterations"] = 3
     run_bench(BenchConfig(**cfg), out, progress=False, cache_dir=tmp_path / "c")
     longer = load_results(out)["methods"]["mile"]["0"]
     assert [r["iteration"] for r in longer] == [0, 1, 2, 3] and longer[1]["train_seconds"] == stamp
+    assert load_results(out)["timing"]["0"] > wall
 
 
 def test_mile_warm_start_option(toy):

@@ -126,6 +126,7 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
     initial, init_info = build_initial_policy(cfg.task, seed, cfg.initial, cache_dir, task=task)
     person, person_info = build_person(cfg.task, seed, initial, cfg.initial, cache_dir, task=task)
     key = str(seed)
+    ran = key not in results.data["initial"]  # a resumed, finished seed keeps its wall time
     if key not in results.data["initial"]:
         ev = evaluate_policy(cfg.task, _act_fn(initial), eval_seeds, pool=pool, frame_stack=cfg.initial.frame_stack)
         results.data["initial"][key] = init_info | _eval_summary(ev) | {"seconds": time.time() - t0}
@@ -151,6 +152,7 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
             mile_counts = {r["iteration"]: r["interventions"] for r in results.records("mile", seed) if r["iteration"] > 0}
         trainer = MileMethod(cfg.mile) if method == "mile" else None
         for it in range(start, cfg.iterations + 1):
+            ran = True
             tc = time.time()
             target = mile_counts.get(it) if (cfg.equalize and method != "mile") else None
             new_eps = []
@@ -186,5 +188,6 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
             results.add_record(method, seed, rec)
             bar.update(1)
             bar.set_postfix(method=method, seed=seed, it=it, success=f"{rec['success_rate']:.2f}")
-    results.data["timing"][str(seed)] = results.data["timing"].get(str(seed), 0.0) + (time.time() - t0)
-    results.save()
+    if ran:
+        results.data["timing"][key] = results.data["timing"].get(key, 0.0) + (time.time() - t0)
+        results.save()
