@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's simulation experiments (DESIGN §4), exactly as committed under bench/results/.
 # Protocol (a): N=1 iteration x k=15 episodes, baselines matched to MILE's intervention count,
-#   5 training seeds.
+#   10 training seeds (0-4 first, 5-9 added later by extending the results files).
 # Protocol (b): N=20 iterations x k=1 episode, no intervention matching; 5 training seeds for
 #   drawer-open and peg-insert-side, 3 for the others.
 # Each command resumes where it stopped when re-run (results JSON + <out>.work/), and extends an
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 export MUJOCO_GL=${MUJOCO_GL:-egl} SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy PYTHONWARNINGS=ignore
 PY=${PYTHON:-python}
 ALL=mile,bc-intervention,hg-dagger,iwr,sirius,rlif
-A_SEEDS=${A_SEEDS:-5}
+A_SEEDS=${A_SEEDS:-10}
 B_METHODS=${B_METHODS:-$ALL}
 B_ITERATIONS=${B_ITERATIONS:-20}
 R=bench/results
