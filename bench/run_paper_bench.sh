@@ -2,8 +2,7 @@
 # The paper's simulation experiments (DESIGN §4), exactly as committed under bench/results/.
 # Protocol (a): N=1 iteration x k=15 episodes, baselines matched to MILE's intervention count,
 #   10 training seeds (0-4 first, 5-9 added later by extending the results files).
-# Protocol (b): N=20 iterations x k=1 episode, no intervention matching; 5 training seeds for
-#   drawer-open and peg-insert-side, 3 for the others.
+# Protocol (b): N=20 iterations x k=1 episode, no intervention matching; 5 training seeds.
 # Each command resumes where it stopped when re-run (results JSON + <out>.work/), and extends an
 # existing results file when given more iterations, methods or seeds.
 # Usage: bench/run_paper_bench.sh a|a-drawer|a-button|a-peg|a-lunar|b|b-drawer|b-button|b-peg|b-lunar|all
@@ -32,8 +31,8 @@ for pair in drawer:metaworld/drawer-open button:metaworld/button-press peg:metaw
     run a ${pair#*:} --methods $ALL --iterations 1 --episodes 15 --seeds $A_SEEDS
   fi
 done
-for pair in drawer:metaworld/drawer-open:5 button:metaworld/button-press:3 peg:metaworld/peg-insert-side:5 \
-            lunar:lunarlander:3; do
+for pair in drawer:metaworld/drawer-open:5 button:metaworld/button-press:5 peg:metaworld/peg-insert-side:5 \
+            lunar:lunarlander:5; do
   IFS=: read -r short task seeds <<< "$pair"
   if [[ $which == b || $which == all || $which == b-$short ]]; then
     run b $task --methods $B_METHODS --iterations $B_ITERATIONS --episodes 1 --no-equalize --seeds ${B_SEEDS:-$seeds}
