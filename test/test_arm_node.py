@@ -196,66 +196,65 @@ def test_real_time_pacing_never_applies_a_late_command(tmp_path):
     assert node.stats.held_missing == 4 and node.stats.late >= 1
 
 
+class BackgroundArm:
+    """An ArmNode running its episodes in a thread, waiting for `wait_for` at start-up."""
+
+    def __init__(self, tmp_path, wait_for: str):
+        self.backend = FakeBackend(length=2)
+        self.ns = f"/arm_test_{next(_ns)}"
+        values = params.resolve("arm", [], {"realtime_factor": 0.0, "lockstep_timeout_s": 0.2,
+                                            "episodes": 1, "wait_for_nodes": [wait_for],
+                                            "startup_timeout_s": 20.0})
+        pfile = params.ros_params_file({"arm": values}, tmp_path / "arm.yaml")
+        self.context = rclpy.Context()
+        rclpy.init(args=["arm", "--ros-args", "-r", f"__ns:={self.ns}", "--params-file", str(pfile)],
+                   context=self.context)
+        self.node = ArmNode(self.context, backend_factory=lambda p, robot: self.backend)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.result = {}
+
+    def start(self):
+        self.runner = threading.Thread(
+            target=lambda: self.result.update(rc=self.node.run(self.executor)), daemon=True)
+        self.runner.start()
+
+    def close(self):
+        self.node.close()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
 def test_first_episode_waits_for_the_named_nodes(tmp_path):
-    backend = FakeBackend(length=2)
-    ns = f"/arm_test_{next(_ns)}"
-    values = params.resolve("arm", [], {"realtime_factor": 0.0, "lockstep_timeout_s": 0.2,
-                                        "episodes": 1, "wait_for_nodes": ["late_peer"],
-                                        "startup_timeout_s": 20.0})
-    pfile = params.ros_params_file({"arm": values}, tmp_path / "arm.yaml")
-    context = rclpy.Context()
-    rclpy.init(args=["arm", "--ros-args", "-r", f"__ns:={ns}", "--params-file", str(pfile)],
-               context=context)
-    node = ArmNode(context, backend_factory=lambda p, robot: backend)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    result = {}
-    runner = threading.Thread(target=lambda: result.update(rc=node.run(executor)), daemon=True)
-    runner.start()
+    arm = BackgroundArm(tmp_path, "late_peer")
+    arm.start()
     time.sleep(1.5)
-    assert backend.resets == []            # nobody there yet: no episode
-    peer = Peer(ns, answer([0.0, 0.0, 0.0, 0.0]), name="late_peer")
-    runner.join(timeout=20)
+    assert arm.backend.resets == []            # nobody there yet: no episode
+    peer = Peer(arm.ns, answer([0.0, 0.0, 0.0, 0.0]), name="late_peer")
+    arm.runner.join(timeout=20)
     try:
-        assert result.get("rc") == 0 and backend.resets == [0]
+        assert arm.result.get("rc") == 0 and arm.backend.resets == [0]
         assert [(e["event"]) for e in peer.events] == ["start", "end"]
     finally:
-        node.close()
-        node.destroy_node()
-        context.try_shutdown()
+        arm.close()
         peer.close()
 
 
 def test_a_named_node_counts_as_up_only_with_its_endpoints(tmp_path):
     # the policy server is in the graph while it still loads its checkpoint; an episode started
     # then would record ticks without a_r (seen once in CI: a bag with no complete tick)
-    backend = FakeBackend(length=2)
-    ns = f"/arm_test_{next(_ns)}"
-    values = params.resolve("arm", [], {"realtime_factor": 0.0, "lockstep_timeout_s": 0.2,
-                                        "episodes": 1, "wait_for_nodes": ["policy_server"],
-                                        "startup_timeout_s": 20.0})
-    pfile = params.ros_params_file({"arm": values}, tmp_path / "arm.yaml")
-    context = rclpy.Context()
-    rclpy.init(args=["arm", "--ros-args", "-r", f"__ns:={ns}", "--params-file", str(pfile)],
-               context=context)
-    node = ArmNode(context, backend_factory=lambda p, robot: backend)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    peer = Peer(ns, answer([0.0, 0.0, 0.0, 0.0]), name="policy_server")  # no action_robot yet
-    result = {}
-    runner = threading.Thread(target=lambda: result.update(rc=node.run(executor)), daemon=True)
-    runner.start()
+    arm = BackgroundArm(tmp_path, "policy_server")
+    peer = Peer(arm.ns, answer([0.0, 0.0, 0.0, 0.0]), name="policy_server")  # no action_robot yet
+    arm.start()
     try:
         time.sleep(2.0)
-        assert backend.resets == []            # named node present, a_r publisher missing
+        assert arm.backend.resets == []        # named node present, a_r publisher missing
         peer.node.create_publisher(JointState, itf.ACTION_ROBOT, 10)
-        runner.join(timeout=20)
-        assert result.get("rc") == 0 and backend.resets == [0]
+        arm.runner.join(timeout=20)
+        assert arm.result.get("rc") == 0 and arm.backend.resets == [0]
         assert [(e["event"]) for e in peer.events] == ["start", "end"]
     finally:
-        node.close()
-        node.destroy_node()
-        context.try_shutdown()
+        arm.close()
         peer.close()
 
 
