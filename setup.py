@@ -10,7 +10,7 @@ setup(
     name="mile-ros",
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, PACKAGE + ".*"]),
-    package_data={PACKAGE + ".sim": ["*.yaml"]},   # the wx250s kinematics facts
+    package_data={PACKAGE + ".description": ["*.yaml"]},   # the wx250s kinematics facts
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),

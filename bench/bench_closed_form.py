@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mile_ros import mile  # noqa: E402
-from mile_ros.networks import GaussianPolicy  # noqa: E402
+from mile_ros.learning import mile  # noqa: E402
+from mile_ros.learning.networks import GaussianPolicy  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "closed_form.json"
 

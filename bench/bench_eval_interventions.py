@@ -6,7 +6,7 @@ with the simulated person, whose true p(nu=1|s) is known at every tick.
 
 ROS-free. The benchmark's initial policy and SimulatedPerson (probit, expert as pi_h, BC mental
 model of the initial policy, c calibrated to ~25% of the ticks) collect `--episodes` episodes per
-iteration; after each iteration but the last, MILE (mile_ros.trainer.train_mile, warm-started
+iteration; after each iteration but the last, MILE (mile_ros.learning.trainer.train_mile, warm-started
 from the previous iteration) is fitted to all episodes so far and runs the next iteration. The
 episodes are written as bags (the recorder's layout, iter<N>/) with the person's true p per tick
 in a JSON-lines file, and `mile-ros eval-interventions` evaluates the last MILE checkpoint on the
@@ -30,7 +30,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mile_ros import bags, eval_interventions as ev  # noqa: E402
+from mile_ros import bags  # noqa: E402
+
+from mile_ros.tools import eval_interventions as ev
 from mile_ros.interfaces import FLAG_NAMES  # noqa: E402
 
 T0, DT = 1_700_000_000_000_000_000, 50_000_000
@@ -92,11 +94,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     from mile_ros.benchmark.envs import make_task
-    from mile_ros.benchmark.initial import (InitialConfig, build_initial_policy, build_person,
+    from mile_ros.sim.initial import (InitialConfig, build_initial_policy, build_person,
                                             seeds_for)
-    from mile_ros.benchmark.person import collect_episode
-    from mile_ros.checkpoint import save_checkpoint
-    from mile_ros.trainer import ActionSpec, MileConfig, ObsSpec, train_mile
+    from mile_ros.sim.person import collect_episode
+    from mile_ros.learning.checkpoint import save_checkpoint
+    from mile_ros.learning.trainer import ActionSpec, MileConfig, ObsSpec, train_mile
 
     name = args.task.replace("/", "_") + ("_sampled" if args.sample_action else "")
     results = REPO / "bench" / "results"

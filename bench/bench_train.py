@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT / "test"))
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-from mile_ros import demo  # noqa: E402
+from mile_ros.tools import demo  # noqa: E402
 from mile_ros.nodes import train  # noqa: E402
-from train_helpers import simulate_episode, write_external_bag  # noqa: E402
+from support.train_helpers import simulate_episode, write_external_bag  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "train.json"
 
@@ -89,7 +89,7 @@ def time_training(run: Path, episodes: list[dict], iterations: int, per_iter: in
 
 
 def train_config():
-    from mile_ros.trainer import MileConfig
+    from mile_ros.learning.trainer import MileConfig
 
     return MileConfig()
 
@@ -170,7 +170,7 @@ class Arm:
 
 
 def bench_swap(tmp: Path, repeats: int) -> dict:
-    from mile_ros.checkpoint import checkpoint_to_bytes, load_checkpoint, save_checkpoint
+    from mile_ros.learning.checkpoint import checkpoint_to_bytes, load_checkpoint, save_checkpoint
 
     ns = f"bench_swap_{os.getpid()}"
     ep = simulate_episode(1, max_ticks=60)

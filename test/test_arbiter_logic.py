@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mile_ros import params
-from mile_ros.arbiter_logic import (AUTONOMOUS, ESTOP, JOY_LOST, TAKEN_OVER, ArbiterConfig,
+from mile_ros.teleop.arbiter import (AUTONOMOUS, ESTOP, JOY_LOST, TAKEN_OVER, ArbiterConfig,
                                     ArbiterLogic, apply_deadzone)
 from mile_ros.interfaces import parse_episode_event
 from mile_ros.params import ConfigError

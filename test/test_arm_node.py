@@ -18,7 +18,7 @@ from std_msgs.msg import String
 
 from mile_ros import interfaces as itf
 from mile_ros import params
-from mile_ros.arm_backends import ACTION_NAMES, StepOutcome, check_arm_params
+from mile_ros.arms import ACTION_NAMES, StepOutcome, check_arm_params
 from mile_ros.nodes.arm import SIM_EXPERT_ACTION, ArmNode, ArmStats, check_command, episode_qos
 from mile_ros.params import ConfigError
 
@@ -259,7 +259,7 @@ def test_a_named_node_counts_as_up_only_with_its_endpoints(tmp_path):
 
 
 def test_simulated_widowx_backend_runs_an_episode(tmp_path):
-    from mile_ros.arm_backends import SimArm
+    from mile_ros.arms import SimArm
 
     p = params.resolve("arm", [], {"episode_timeout_s": 0.5})
     backend = SimArm(p)

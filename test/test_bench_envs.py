@@ -53,7 +53,7 @@ def test_frame_stacking_order():
     assert np.array_equal(np.stack(rows), stack_episode(states, 4))
     assert list(rows[2]) == [4, 5, 2, 3, 0, 1, 0, 1]  # current first, start padded with the first frame
     try:
-        from mile_ros.trainer import stack_frames
+        from mile_ros.learning.trainer import stack_frames
     except ImportError:
         return
     assert np.allclose(np.asarray(stack_frames(states, 4)), stack_episode(states, 4))

@@ -6,9 +6,9 @@ import torch
 
 from mile_ros.benchmark.baselines import BASELINES, BaselineConfig, rlif_transitions, sirius_weights
 from mile_ros.benchmark.envs import evaluate_policy, make_task, stack_episode
-from mile_ros.benchmark.initial import InitialConfig, build_initial_policy, build_person, demos_for, seeds_for
+from mile_ros.sim.initial import InitialConfig, build_initial_policy, build_person, demos_for, seeds_for
 from mile_ros.benchmark.mile_adapter import train_mile_on
-from mile_ros.benchmark.person import collect_episode
+from mile_ros.sim.person import collect_episode
 from mile_ros.benchmark.protocols import METHODS, BenchConfig, run_bench
 from mile_ros.benchmark.results import load_results
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from mile_ros.benchmark.experts import ExpertInfo, LunarLanderExpert, lunar_lander_scores
-from mile_ros.benchmark.person import ProbitStats, SimulatedPerson, calibrate_c, gaussian_kc, probit_gaussian
+from mile_ros.sim.experts import ExpertInfo, LunarLanderExpert, lunar_lander_scores
+from mile_ros.sim.person import ProbitStats, SimulatedPerson, calibrate_c, gaussian_kc, probit_gaussian
 
 
 class FixedMental:
@@ -117,10 +117,10 @@ def test_lunar_lander_expert_argmax_is_the_heuristic():
 
 
 def test_person_and_benchmark_mile_agree_with_core():
-    """The person (numpy, 128-point chi-square grid) and the core's closed forms (mile_ros.mile),
+    """The person (numpy, 128-point chi-square grid) and the core's closed forms (mile_ros.learning.mile),
     which the benchmark's MILE calls on its networks' outputs, compute the same p(nu=1|s)."""
     torch = pytest.importorskip("torch")
-    core = pytest.importorskip("mile_ros.mile")
+    core = pytest.importorskip("mile_ros.learning.mile")
     from mile_ros.benchmark.mile_adapter import log_intervention_probability
 
     rng = np.random.default_rng(6)

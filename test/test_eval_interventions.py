@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from mile_ros import eval_interventions as ev
-from mile_ros.benchmark.person import gaussian_kc, probit_gaussian
+from mile_ros.tools import eval_interventions as ev
+from mile_ros.sim.person import gaussian_kc, probit_gaussian
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -225,7 +225,7 @@ def person_data():
 
 @pytest.fixture(scope="module")
 def mile_model(person_data):
-    from mile_ros.trainer import ActionSpec, MileConfig, ObsSpec, train_mile
+    from mile_ros.learning.trainer import ActionSpec, MileConfig, ObsSpec, train_mile
 
     torch.manual_seed(0)
     model, _ = train_mile([{k: e[k] for k in ("state", "a_r", "a_h", "nu")}
@@ -299,7 +299,7 @@ def write_bags(root: Path, episodes, iteration: int, state_names=STATE_NAMES, fi
 
 @pytest.fixture(scope="module")
 def bag_run(person_data, mile_model, tmp_path_factory):
-    from mile_ros.checkpoint import save_checkpoint
+    from mile_ros.learning.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("run")
     write_bags(root, person_data["train"][:12], 1)

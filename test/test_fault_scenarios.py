@@ -38,7 +38,7 @@ from sensor_msgs.msg import Image, JointState, Joy  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from mile_ros import bags, interfaces as itf  # noqa: E402
-from mile_ros.arbiter_logic import ArbiterConfig, JoyMap  # noqa: E402
+from mile_ros.teleop.arbiter import ArbiterConfig, JoyMap  # noqa: E402
 from mile_ros.params import resolve  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,7 +266,7 @@ def test_s2_joystick_unplugged_during_takeover_holds_until_an_explicit_press(
         procs, probes, tmp_path, capfd):
     pytest.importorskip("pygame")
     from mile_ros.nodes.joystick import make_node
-    from mile_ros.virtual_joystick import VirtualJoystick
+    from support.virtual_joystick import VirtualJoystick
 
     ns = unique_ns("s2")
     arbiter = procs.start("arbiter", ns, "handback_ramp_s:=0.0")
@@ -353,8 +353,8 @@ def test_s2_joystick_unplugged_during_takeover_holds_until_an_explicit_press(
 def tiny_checkpoint(root: Path) -> tuple[Path, object]:
     import torch
 
-    from mile_ros.checkpoint import load_checkpoint, save_checkpoint
-    from mile_ros.trainer import ActionSpec, MileConfig, ObsSpec, train_bc
+    from mile_ros.learning.checkpoint import load_checkpoint, save_checkpoint
+    from mile_ros.learning.trainer import ActionSpec, MileConfig, ObsSpec, train_bc
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -790,12 +790,12 @@ def test_s7_bad_configuration_is_one_clear_line_naming_it(case, tmp_path):
 def good_checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("ck")
     path, model = tiny_checkpoint(root)
-    from mile_ros.checkpoint import checkpoint_to_bytes
+    from mile_ros.learning.checkpoint import checkpoint_to_bytes
     return path, model, checkpoint_to_bytes(path)
 
 
 def test_fuzz_random_bytes_as_checkpoints_give_only_checkpoint_errors(good_checkpoint, tmp_path):
-    from mile_ros.checkpoint import (MANIFEST, WEIGHTS, CheckpointError, _canonical,
+    from mile_ros.learning.checkpoint import (MANIFEST, WEIGHTS, CheckpointError, _canonical,
                                      checkpoint_from_bytes, load_checkpoint)
     import hashlib
 

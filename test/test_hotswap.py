@@ -22,11 +22,11 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from mile_ros import interfaces as itf
-from mile_ros.checkpoint import checkpoint_to_bytes, load_checkpoint
+from mile_ros.learning.checkpoint import checkpoint_to_bytes, load_checkpoint
 from mile_ros.nodes import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_helpers import simulate_episode, write_external_bag  # noqa: E402
+from support.train_helpers import simulate_episode, write_external_bag  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = f"hotswap_{os.getpid()}"

@@ -9,10 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mile_ros import arm_backends, params
-from mile_ros.arm_backends import InterbotixArm, make_backend
+from mile_ros import params
+
+from mile_ros import arms as arm_backends
+from mile_ros.arms import InterbotixArm, make_backend
 from mile_ros.params import ConfigError
-from mile_ros.sim.kinematics import load_kinematics
+from mile_ros.description.kinematics import load_kinematics
 
 KIN = load_kinematics()
 START = KIN.ik(np.array([0.25, 0.0, 0.20])).q

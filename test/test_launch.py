@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mile_ros import collect, params
+from mile_ros import params
+
+from mile_ros.tools import collect
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "collect.launch.py"

@@ -1,4 +1,4 @@
-"""The MILE intervention model and losses (mile_ros.mile) against independent computations."""
+"""The MILE intervention model and losses (mile_ros.learning.mile) against independent computations."""
 import math
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy import integrate, special
 
-from mile_ros import mile
-from mile_ros.networks import GaussianPolicy
+from mile_ros.learning import mile
+from mile_ros.learning.networks import GaussianPolicy
 
 torch.set_num_threads(1)
 DT = torch.float64

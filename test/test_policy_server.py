@@ -21,7 +21,7 @@ from std_msgs.msg import String, UInt8MultiArray
 
 from mile_ros import interfaces as itf
 from mile_ros import params
-from mile_ros.arm_backends import ACTION_NAMES
+from mile_ros.arms import ACTION_NAMES
 from mile_ros.nodes.policy_server import (LoadedPolicy, PolicyServerNode, StackedRunner,
                                           active_qos, check_compatible)
 
@@ -185,7 +185,7 @@ def test_missing_checkpoint_is_a_clear_startup_error(tmp_path):
 
 # --- hot swap with real checkpoints -------------------------------------------------------------
 def tiny_model(state_names, action_names, seed):
-    from mile_ros.trainer import ActionSpec, MileConfig, ObsSpec, train_bc
+    from mile_ros.learning.trainer import ActionSpec, MileConfig, ObsSpec, train_bc
 
     rng = np.random.default_rng(seed)
     episodes = [{"state": rng.normal(size=(30, len(state_names))),
@@ -197,7 +197,7 @@ def tiny_model(state_names, action_names, seed):
 
 
 def test_hot_swap_at_the_next_episode_start_and_refusals(tmp_path):
-    checkpoint = pytest.importorskip("mile_ros.checkpoint")
+    checkpoint = pytest.importorskip("mile_ros.learning.checkpoint")
     good = tiny_model(["a", "b"], ACTION_NAMES, seed=1)
     good_id = checkpoint.save_checkpoint(good, tmp_path / "good")
     wrong = tiny_model(["a", "b"], ["x", "y"], seed=2)

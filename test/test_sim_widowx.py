@@ -5,7 +5,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from mile_ros.sim import kinematics as K
+from mile_ros.description import kinematics as K
 from mile_ros.sim.widowx import (ACTION_NAMES, BLOCK_HALF, BOX_TOP, OBSERVATION_NAMES,
                                  WidowXTask, block_in_box, expert_action_from_observation)
 

@@ -16,7 +16,7 @@ from mile_ros.nodes import train
 from mile_ros.nodes.policy_server import check_compatible, initial_policy, load_policy_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_helpers import simulate_episode, write_external_bag  # noqa: E402
+from support.train_helpers import simulate_episode, write_external_bag  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--epochs-scale", "0.05", "--no-progress", "--no-deliver"]
@@ -101,7 +101,7 @@ def test_trains_on_a_ros2_bag_record_bag_and_warm_starts(tmp_path, episodes):
     assert second["init"] == first["checkpoint"]
     assert second["training"]["warm_start"].startswith("init")
     assert second["data"]["ticks"] == 50 and second["checkpoint_id"] != first["checkpoint_id"]
-    from mile_ros.checkpoint import load_checkpoint
+    from mile_ros.learning.checkpoint import load_checkpoint
     model = load_checkpoint(out)                          # the latest pointer is the new one
     assert model.checkpoint_id == second["checkpoint_id"]
     assert list(model.obs_spec.state_names) == episodes[20]["state_names"]

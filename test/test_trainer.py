@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mile_ros import mile
-from mile_ros.trainer import (ActionSpec, MileConfig, ObsSpec, prepare_episodes, stack_frames,
+from mile_ros.learning import mile
+from mile_ros.learning.trainer import (ActionSpec, MileConfig, ObsSpec, prepare_episodes, stack_frames,
                               train_bc, train_mile, _budget, _split)
 
 torch.set_num_threads(1)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .envs import stack_episode
-from .policy import BenchPolicy, bc_steps, fit_weighted
+from mile_ros.benchmark.envs import stack_episode
+from mile_ros.learning.weighted_bc import BenchPolicy, bc_steps, fit_weighted
 
 
 @dataclass

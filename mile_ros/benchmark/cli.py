@@ -14,10 +14,10 @@ import os
 import sys
 import time
 
-from .envs import TaskOptions, UnknownNameError, canonical_task_name
-from .initial import InitialConfig
-from .protocols import METHODS, BenchConfig, parse_methods, run_bench
-from .results import ResultsError, summary_table
+from mile_ros.benchmark.envs import TaskOptions, UnknownNameError, canonical_task_name
+from mile_ros.sim.initial import InitialConfig
+from mile_ros.benchmark.protocols import METHODS, BenchConfig, parse_methods, run_bench
+from mile_ros.benchmark.results import ResultsError, summary_table
 
 
 def _seeds(text: str) -> list[int]:
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
             initial=InitialConfig(n_demos=args.n_demos, target_rate=args.target_rate, beta=args.beta, c=args.c,
                                   task=TaskOptions(args.max_steps, args.expert_sigma, args.expert_temperature)),
             mile=_overrides(args.mile))
-        from .mile_adapter import MileBenchConfig
+        from mile_ros.benchmark.mile_adapter import MileBenchConfig
         MileBenchConfig.from_overrides(cfg.mile)  # bad keys fail now, not after an hour
         t0 = time.time()
         results = run_bench(cfg, args.out, resume=not args.no_resume, progress=not args.quiet,
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
               f"rate {p['open_loop_rate']:.3f} open loop" + (f", {cl:.3f} closed loop" if cl is not None else ""))
     print(summary_table(d))
     if args.plot:
-        from .plots import plot_curves
+        from mile_ros.benchmark.plots import plot_curves
         plot_curves(d, args.plot)
         print(f"plot: {args.plot}")
     return 0

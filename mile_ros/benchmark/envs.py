@@ -9,7 +9,7 @@ Every task looks the same to the rest of the benchmark:
     e = task.expert(obs)                       # ExpertInfo: the expert as a distribution + its action
 
 Observations are stacked (current state first, then the previous three) by `FrameStacker`, the
-same order as `mile_ros.trainer.stack_frames`.
+same order as `mile_ros.learning.trainer.stack_frames`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .experts import ExpertInfo, GaussianScriptedExpert, LunarLanderExpert
+from mile_ros.sim.experts import ExpertInfo, GaussianScriptedExpert, LunarLanderExpert
 
 SUCCESS_RETURN_LUNARLANDER = 200.0  # gymnasium's "solved" threshold for one episode
 
@@ -285,4 +285,4 @@ def evaluate_policy(task_name: str, policy_fn, seeds, options: TaskOptions | Non
 
 
 
-from . import toy  # noqa: E402,F401  (registers toy/reach and toy/grid)
+from mile_ros.benchmark import toy  # noqa: E402,F401  (registers toy/reach and toy/grid)

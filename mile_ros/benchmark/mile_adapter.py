@@ -1,4 +1,4 @@
-"""MILE for the benchmark: the core loss (mile_ros.mile, DESIGN §2) on BenchPolicy networks.
+"""MILE for the benchmark: the core loss (mile_ros.learning.mile, DESIGN §2) on BenchPolicy networks.
 
     J = mean over collected ticks of  lam * BCE(p(nu=1|s), nu) + (1 - lam) * nu * (-log pi(a_h|s))
 
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
-from .. import mile as core
-from .envs import stack_episode
-from .policy import BenchPolicy, bc_steps
+from mile_ros.learning import mile as core
+from mile_ros.benchmark.envs import stack_episode
+from mile_ros.learning.weighted_bc import BenchPolicy, bc_steps
 
 
 @dataclass

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .results import curves
+from mile_ros.benchmark.results import curves
 
 
 def plot_curves(data_list, path: str, title: str | None = None) -> None:

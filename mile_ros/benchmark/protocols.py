@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .baselines import BASELINES, BaselineConfig
-from .envs import UnknownNameError, canonical_task_name, evaluate_policy, make_task
-from .mile_adapter import MileBenchConfig, train_mile_on
-from .person import collect_episode
-from .initial import InitialConfig, build_initial_policy, build_person, demos_for, seeds_for
-from .results import Results
+from mile_ros.benchmark.baselines import BASELINES, BaselineConfig
+from mile_ros.benchmark.envs import UnknownNameError, canonical_task_name, evaluate_policy, make_task
+from mile_ros.benchmark.mile_adapter import MileBenchConfig, train_mile_on
+from mile_ros.sim.person import collect_episode
+from mile_ros.sim.initial import InitialConfig, build_initial_policy, build_person, demos_for, seeds_for
+from mile_ros.benchmark.results import Results
 
 METHODS = ["mile"] + list(BASELINES)
 EVAL_SEED_BASE = 100_000_000  # evaluation episodes use seeds EVAL_SEED_BASE + i, i < n_eval

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .results import ResultsError, curves, load_results, mean_se, paired_difference
+from mile_ros.benchmark.results import ResultsError, curves, load_results, mean_se, paired_difference
 
 
 def _f(m, se) -> str:
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     for d in datas:
         print(table(d))
     if args.plot:
-        from .plots import plot_curves
+        from mile_ros.benchmark.plots import plot_curves
         plot_curves(datas, args.plot)
     return 0
 

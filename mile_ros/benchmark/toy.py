@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .envs import BenchTask, register_task
-from .experts import ExpertInfo
+from mile_ros.benchmark.envs import BenchTask, register_task
+from mile_ros.sim.experts import ExpertInfo
 
 STEP, RADIUS = 0.1, 0.1
 MOVES = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]], dtype=np.float64)

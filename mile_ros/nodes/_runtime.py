@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from ..params import ConfigError
+from mile_ros.params import ConfigError
 
 EXIT_CONFIG = 2
 

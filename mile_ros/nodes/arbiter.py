@@ -1,6 +1,6 @@
 """The takeover arbiter node: Joy + observation + a_r in, command + intervention + a_h out.
 
-A thin rclpy shell around `mile_ros.arbiter_logic.ArbiterLogic` (all decisions live there).
+A thin rclpy shell around `mile_ros.teleop.arbiter.ArbiterLogic` (all decisions live there).
 Subscribes  observation, action_robot, joy
 Publishes   command, intervention [nu, hold, estop], action_human (only when nu=1), all stamped
             with the observation's stamp; arbiter/status (JSON, no action values: the person never
@@ -18,9 +18,9 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import String
 
-from .. import interfaces as itf
-from ..arbiter_logic import ArbiterConfig, ArbiterLogic, Tick
-from ..params import declare_node_parameters
+from mile_ros import interfaces as itf
+from mile_ros.teleop.arbiter import ArbiterConfig, ArbiterLogic, Tick
+from mile_ros.params import declare_node_parameters
 
 STATUS_PERIOD_S = 1.0      # status is also re-sent at this period (and on every change)
 WATCHDOG_PERIOD_S = 0.02   # how often Joy silence is checked between ticks
@@ -125,7 +125,7 @@ class ArbiterNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._runtime import spin_node
+    from mile_ros.nodes._runtime import spin_node
 
     return spin_node("arbiter", ArbiterNode, argv, "arbiter: configuration error: ")
 

@@ -27,10 +27,10 @@ import numpy as np
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 
-from .. import interfaces as itf
-from ..arm_backends import check_arm_params, make_backend
-from ..params import declare_node_parameters
-from ._runtime import say
+from mile_ros import interfaces as itf
+from mile_ros.arms import check_arm_params, make_backend
+from mile_ros.params import declare_node_parameters
+from mile_ros.nodes._runtime import say
 
 RCLError = rclpy_implementation.RCLError
 
@@ -317,7 +317,7 @@ class ArmNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._runtime import run_node
+    from mile_ros.nodes._runtime import run_node
 
     return run_node(NODE, ArmNode, argv)
 

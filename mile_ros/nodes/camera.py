@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..params import ConfigError
+from mile_ros.params import ConfigError
 
 SOURCES = ("sim", "opencv")
 
@@ -79,7 +79,7 @@ class SimSource:
     def __init__(self, width: int, height: int):
         if sys.platform.startswith("linux"):
             os.environ.setdefault("MUJOCO_GL", "egl")
-        from ..sim.widowx import WidowXTask
+        from mile_ros.sim.widowx import WidowXTask
 
         self.size = (int(width), int(height))
         self.task = WidowXTask()
@@ -135,7 +135,7 @@ def check_params(p: dict) -> None:
 def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera"):
     from sensor_msgs.msg import Image
 
-    from ..interfaces import ns_to_stamp
+    from mile_ros.interfaces import ns_to_stamp
 
     msg = Image(height=int(rgb.shape[0]), width=int(rgb.shape[1]), encoding="rgb8",
                 is_bigendian=0, step=int(rgb.shape[1]) * 3)
@@ -150,8 +150,8 @@ def make_node(node_name: str = "camera", **node_kwargs):
     from rclpy.node import Node
     from sensor_msgs.msg import Image, JointState
 
-    from .. import interfaces as itf
-    from ..params import declare_node_parameters
+    from mile_ros import interfaces as itf
+    from mile_ros.params import declare_node_parameters
 
     class CameraNode(Node):
         def __init__(self):
@@ -206,7 +206,7 @@ def make_node(node_name: str = "camera", **node_kwargs):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._runtime import spin_node
+    from mile_ros.nodes._runtime import spin_node
 
     return spin_node("camera", make_node, argv, "camera: ")
 

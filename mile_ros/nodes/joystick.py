@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 import sys
 
-from ..arbiter_logic import apply_deadzone
-from ..params import ConfigError
+from mile_ros.teleop.arbiter import apply_deadzone
+from mile_ros.params import ConfigError
 
 
 class JoystickUnavailable(ConfigError):
@@ -96,8 +96,8 @@ def make_node(node_name: str = "joystick", **node_kwargs):
     from rclpy.node import Node
     from sensor_msgs.msg import Joy
 
-    from .. import interfaces as itf
-    from ..params import declare_node_parameters
+    from mile_ros import interfaces as itf
+    from mile_ros.params import declare_node_parameters
 
     class JoystickNode(Node):
         def __init__(self):
@@ -137,7 +137,7 @@ def make_node(node_name: str = "joystick", **node_kwargs):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._runtime import spin_node
+    from mile_ros.nodes._runtime import spin_node
 
     return spin_node("joystick", make_node, argv, "joystick: ")
 

@@ -10,7 +10,7 @@
   the reason and the running policy stays. `policy/active` (JSON {id, state, reason}) is transient
   local, so the recorder and the trainer see the active id whenever they join.
 
-Policies: `checkpoint` names a checkpoint directory (mile_ros.checkpoint), or a directory with a
+Policies: `checkpoint` names a checkpoint directory (mile_ros.learning.checkpoint), or a directory with a
 `latest` pointer; "" = the simulated
 WidowX task's initial policy (BC on a few noisy expert demonstrations, built by mile_ros.benchmark,
 deterministic per `initial_seed` and cached on disk).
@@ -30,9 +30,9 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
-from .. import interfaces as itf
-from ..params import ConfigError, declare_node_parameters
-from ._runtime import say
+from mile_ros import interfaces as itf
+from mile_ros.params import ConfigError, declare_node_parameters
+from mile_ros.nodes._runtime import say
 
 NODE = "policy_server"
 INITIAL_TASK = "widowx"
@@ -110,7 +110,7 @@ def load_policy_dir(path: str | Path, deterministic: bool = True) -> LoadedPolic
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"no checkpoint directory at {path}")
-    from ..checkpoint import load_checkpoint
+    from mile_ros.learning.checkpoint import load_checkpoint
 
     model = load_checkpoint(path)
 
@@ -124,8 +124,8 @@ def load_policy_dir(path: str | Path, deterministic: bool = True) -> LoadedPolic
 
 def initial_policy(seed: int, deterministic: bool = True) -> LoadedPolicy:
     """The simulated WidowX task's initial policy (mile_ros.benchmark, cached per seed)."""
-    from ..benchmark.envs import make_task
-    from ..benchmark.initial import InitialConfig, build_initial_policy
+    from mile_ros.benchmark.envs import make_task
+    from mile_ros.sim.initial import InitialConfig, build_initial_policy
 
     cfg = InitialConfig()
     task = make_task(INITIAL_TASK, seed=seed, options=cfg.task)
@@ -321,7 +321,7 @@ class PolicyServerNode(Node):
         t0 = time.monotonic()
         policy_id = _id_in_archive(data)
         try:
-            from ..checkpoint import checkpoint_from_bytes
+            from mile_ros.learning.checkpoint import checkpoint_from_bytes
 
             path = checkpoint_from_bytes(data, self._receive_dir)
             new = load_policy_dir(path, self.deterministic)
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from ._runtime import run_node
+    from mile_ros.nodes._runtime import run_node
 
     torch.set_num_threads(1)  # small networks, one tick at a time: threads only add contention
 

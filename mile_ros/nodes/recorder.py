@@ -24,9 +24,9 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
-from ..bags import EpisodeRecorder, topic_types
-from ..interfaces import EPISODE, IMAGE, POLICY_ACTIVE
-from ..params import declare_node_parameters
+from mile_ros.bags import EpisodeRecorder, topic_types
+from mile_ros.interfaces import EPISODE, IMAGE, POLICY_ACTIVE
+from mile_ros.params import declare_node_parameters
 
 STATUS_TOPIC = "recorder/status"
 
@@ -78,7 +78,7 @@ class RecorderNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._runtime import spin_node
+    from mile_ros.nodes._runtime import spin_node
 
     return spin_node("recorder", RecorderNode, argv, "recorder: configuration error: ")
 

@@ -20,10 +20,10 @@ import sys
 import numpy as np
 from rclpy.node import Node
 
-from .. import interfaces as itf
-from ..params import ConfigError, declare_node_parameters, resolve
-from ._runtime import say
-from .arm import SIM_EXPERT_ACTION
+from mile_ros import interfaces as itf
+from mile_ros.params import ConfigError, declare_node_parameters, resolve
+from mile_ros.nodes._runtime import say
+from mile_ros.nodes.arm import SIM_EXPERT_ACTION
 
 NODE = "sim_human"
 TASK = "widowx"
@@ -32,9 +32,9 @@ ARBITER = "arbiter"
 
 def build_person(p: dict):
     """(SimulatedPerson, info, task state names, frame_stack) from the benchmark's builders."""
-    from ..benchmark.envs import TaskOptions, make_task
-    from ..benchmark.initial import InitialConfig, build_initial_policy
-    from ..benchmark.initial import build_person as bench_person
+    from mile_ros.benchmark.envs import TaskOptions, make_task
+    from mile_ros.sim.initial import InitialConfig, build_initial_policy
+    from mile_ros.sim.initial import build_person as bench_person
 
     options = TaskOptions(expert_sigma=p["expert_sigma"])
     task = make_task(TASK, seed=p["seed"], options=options)
@@ -137,7 +137,7 @@ class SimHumanNode(Node):
         from sensor_msgs.msg import JointState, Joy
         from std_msgs.msg import String
 
-        from ..arbiter_logic import ArbiterConfig, JoyMap
+        from mile_ros.teleop.arbiter import ArbiterConfig, JoyMap
 
         live = self._arbiter_params(executor, self.p["arbiter_timeout_s"])
         base = resolve(ARBITER)
@@ -220,7 +220,7 @@ class SimHumanNode(Node):
             del self.pending[min(self.pending)]
 
     def _decide(self, stamp: int, state: np.ndarray, expert_action: np.ndarray) -> None:
-        from ..benchmark.experts import ExpertInfo
+        from mile_ros.sim.experts import ExpertInfo
 
         self.frames = [state] * self.k if self.frames is None else [state, *self.frames[:-1]]
         mu = np.clip(expert_action, -1.0, 1.0)
@@ -245,7 +245,7 @@ class SimHumanNode(Node):
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from ._runtime import run_node
+    from mile_ros.nodes._runtime import run_node
 
     torch.set_num_threads(1)  # small networks, one tick at a time: threads only add contention
 

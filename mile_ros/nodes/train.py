@@ -6,7 +6,7 @@
    the same topics) and, unless `--only`, the earlier `iter*` directories beside them: MILE trains
    on all data collected so far. Reports ticks, interventions, episodes used and every bag skipped
    with its reason. A bad bag stops it with a message naming the file (`--skip-bad`: skip it).
-2. Builds observations (mile_ros.observations): the state stacked over 4 ticks, or with `--image`
+2. Builds observations (mile_ros.learning.observations): the state stacked over 4 ticks, or with `--image`
    the camera frame plus the end-effector position.
 3. Trains MILE (policy and mental model), warm-started from `--init` (default: the `latest`
    checkpoint under `--out`, when there is one and it fits the data).
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--c", type=float, default=None,
                     help="intervention cost c (default: estimated from the data's rate)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="any other MILE training option (mile_ros.trainer.MileConfig), e.g. "
+                    help="any other MILE training option (mile_ros.learning.trainer.MileConfig), e.g. "
                          "--set lr=1e-3 --set holdout=0; repeatable")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
@@ -115,7 +115,7 @@ def default_out(bags: list[str]) -> Path:
 
 def resolve_init(init: str, out: Path) -> Path | None:
     """The warm-start checkpoint directory, or None (train from scratch)."""
-    from ..checkpoint import LATEST, resolve_checkpoint
+    from mile_ros.learning.checkpoint import LATEST, resolve_checkpoint
 
     if init == "none":
         return None
@@ -143,7 +143,7 @@ def _say(msg: str) -> None:
 def load_data(bags, only=False, skip_bad=False, include_incomplete=False, image_size=None,
               progress=True, say=_say):
     """(EpisodeData list, report) with the bag report printed; BagError on bad input."""
-    from ..bags import load_episodes
+    from mile_ros.bags import load_episodes
 
     size = (image_size, image_size) if image_size else None
     episodes, report = load_episodes(bags, only=only, skip_bad=skip_bad,
@@ -196,9 +196,9 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
                  say=_say) -> TrainResult:
     """Bags -> trained, saved checkpoint (no ROS). Raises BagError / TrainInputError /
     CheckpointError / ObservationError (all ValueError) naming the file or argument."""
-    from .. import observations as obs
-    from ..checkpoint import load_checkpoint, save_checkpoint, update_latest
-    from ..trainer import MileConfig, train_mile
+    from mile_ros.learning import observations as obs
+    from mile_ros.learning.checkpoint import load_checkpoint, save_checkpoint, update_latest
+    from mile_ros.learning.trainer import MileConfig, train_mile
 
     t0 = time.perf_counter()
     bags = [str(b) for b in bags]
@@ -267,7 +267,7 @@ def parse_settings(items: list[str]) -> dict:
 
     import yaml
 
-    from ..trainer import MileConfig
+    from mile_ros.learning.trainer import MileConfig
 
     known = {f.name for f in dataclasses.fields(MileConfig)} - {"seed", "c"}
     out = {}
@@ -330,7 +330,7 @@ def intervention_fit(model, arrays: list[dict]) -> dict:
 
 def model_inputs(model, episode: dict):
     """The model's batched inputs for one episode dict (stacked state, or image + state)."""
-    from ..trainer import stack_frames
+    from mile_ros.learning.trainer import stack_frames
 
     spec = model.obs_spec
     state = stack_frames(episode["state"], spec.frame_stack) if spec.frame_stack > 1 \
@@ -390,8 +390,8 @@ class CheckpointSender:
         from rclpy.node import Node
         from std_msgs.msg import String, UInt8MultiArray
 
-        from .. import interfaces as itf
-        from .policy_server import active_qos, checkpoint_qos
+        from mile_ros import interfaces as itf
+        from mile_ros.nodes.policy_server import active_qos, checkpoint_qos
 
         self._Msg = UInt8MultiArray
         self.context = rclpy.Context()
@@ -495,7 +495,7 @@ class CheckpointSender:
 
 def deliver(checkpoint_dir: Path, checkpoint_id: str, robot_name: str, wait_s: float,
             ros_args: list[str] | None = None, say=_say) -> Answer:
-    from ..checkpoint import checkpoint_to_bytes
+    from mile_ros.learning.checkpoint import checkpoint_to_bytes
 
     data = checkpoint_to_bytes(checkpoint_dir)
     sender = CheckpointSender(robot_name, ros_args)
@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         check_args(args)
         import torch
 
-        from ..trainer import MileConfig
+        from mile_ros.learning.trainer import MileConfig
 
         torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
         settings = parse_settings(args.set)

@@ -38,7 +38,7 @@ if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mile_ros.sim.kinematics import ArmKinematics, load_kinematics  # noqa: E402
+from mile_ros.description.kinematics import ArmKinematics, load_kinematics  # noqa: E402
 
 # --- task geometry (metres) ---------------------------------------------------------------------
 BLOCK_HALF = 0.015          # 3 cm cube

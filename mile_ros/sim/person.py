@@ -11,7 +11,7 @@ sum over actions). nu ~ Bernoulli(p); when nu=1 the person's action is the exper
 The mental model is fixed: a BC policy fitted to rollouts of the initial policy.
 
 This module is numpy-only on purpose: it is the "ground truth" person, independent of the
-learner's code (mile_ros.mile computes the same quantities differentiably for training).
+learner's code (mile_ros.learning.mile computes the same quantities differentiably for training).
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import numpy as np
 from scipy.special import ndtr
 from scipy.stats import chi2
 
-from .envs import FrameStacker
-from .experts import ExpertInfo
+from mile_ros.benchmark.envs import FrameStacker
+from mile_ros.sim.experts import ExpertInfo
 
 N_QUANTILES = 128
 

@@ -41,10 +41,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .interfaces import (ACTION_HUMAN, ACTION_ROBOT, EE_POSE, EPISODE, FLAG_NAMES, IMAGE,
+from mile_ros.interfaces import (ACTION_HUMAN, ACTION_ROBOT, EE_POSE, EPISODE, FLAG_NAMES, IMAGE,
                          IMAGE_TYPE, INTERVENTION, OBSERVATION, STEP_TOPICS, parse_episode_event)
-from .params import ConfigError
-from ._io import json_default as _json_default, fsync_path as _fsync
+from mile_ros.params import ConfigError
+from mile_ros._io import json_default as _json_default, fsync_path as _fsync
 
 FORMAT_VERSION = 1
 BAG_VERSION = 8                         # version 9 metadata does not open on Humble

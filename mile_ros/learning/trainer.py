@@ -5,7 +5,7 @@ Episode arrays (one dict per episode, T ticks):
     "state": float[T, S]   "a_r": float[T, A] | int[T]   "a_h": same, NaN (or -1) where nu=0
     "nu": bool[T]          optional "image": uint8[T, H, W, 3], optional "weight": float[T] (BC)
 
-Choices (see the module docstring of `mile_ros.mile` for the math):
+Choices (see the module docstring of `mile_ros.learning.mile` for the math):
   * Frame stacking: current state first, then the k-1 previous ones (start padded with the first
     frame). Normalisation: per-dimension mean/std of the raw state, stored with the model.
   * Update budget scales with data size: clip(epochs * N / batch_size, min_updates, max_updates)
@@ -47,8 +47,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import mile
-from .networks import LOG_STD_BOUNDS, CategoricalPolicy, GaussianPolicy
+from mile_ros.learning import mile
+from mile_ros.learning.networks import LOG_STD_BOUNDS, CategoricalPolicy, GaussianPolicy
 
 __all__ = ["ObsSpec", "ActionSpec", "Normalizer", "MileConfig", "MileModel", "PolicyRunner",
            "stack_frames", "train_mile", "train_bc", "seed_everything", "prepare_episodes"]

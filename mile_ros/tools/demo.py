@@ -26,8 +26,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import collect
-from .params import ConfigError, resolve, ros_params_file
+from mile_ros.tools import collect
+from mile_ros.params import ConfigError, resolve, ros_params_file
 
 DEFAULT_ITERATIONS = 6
 DEFAULT_EPISODES = 8
@@ -146,7 +146,7 @@ def evaluate(policy, n_episodes: int, seed_base: int = EVAL_SEED_BASE, progress=
     the same runner the policy server uses (frame history reset per episode)."""
     import numpy as np
 
-    from .sim.widowx import WidowXTask
+    from mile_ros.sim.widowx import WidowXTask
 
     t0 = time.perf_counter()
     task = WidowXTask(seed=seed_base, **(task_kwargs or {}))
@@ -179,10 +179,10 @@ def evaluate(policy, n_episodes: int, seed_base: int = EVAL_SEED_BASE, progress=
 
 
 def load_policy(path: Path):
-    from .nodes.policy_server import load_policy_dir
+    from mile_ros.nodes.policy_server import load_policy_dir
 
     policy = load_policy_dir(path, deterministic=True)
-    from .checkpoint import load_checkpoint
+    from mile_ros.learning.checkpoint import load_checkpoint
 
     shape = load_checkpoint(path).obs_spec.image_shape
     policy.image_shape = tuple(shape[:2]) if shape else None
@@ -388,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(1)
-        from .checkpoint import checkpoint_to_bytes
-        from .nodes import train as trainer
+        from mile_ros.learning.checkpoint import checkpoint_to_bytes
+        from mile_ros.nodes import train as trainer
 
         say(f"mile-ros demo: {args.iterations} iterations x {args.episodes} episodes, "
             f"{args.eval_episodes} evaluation episodes each -> {out}")
@@ -478,10 +478,10 @@ def initial_model(seed: int):
     import numpy as np
     import torch
 
-    from .benchmark.envs import make_task
-    from .benchmark.initial import InitialConfig, build_initial_policy
-    from .networks import GaussianPolicy
-    from .trainer import ActionSpec, MileModel, Normalizer, ObsSpec
+    from mile_ros.benchmark.envs import make_task
+    from mile_ros.sim.initial import InitialConfig, build_initial_policy
+    from mile_ros.learning.networks import GaussianPolicy
+    from mile_ros.learning.trainer import ActionSpec, MileModel, Normalizer, ObsSpec
 
     cfg = InitialConfig()
     task = make_task(INITIAL_TASK, seed=seed, options=cfg.task)
@@ -524,7 +524,7 @@ def initial_model(seed: int):
 
 def initial_checkpoint(root: Path, seed: int) -> Path:
     """The initial policy as checkpoint `<root>/iter0-initial` (also `latest`)."""
-    from .checkpoint import save_checkpoint, update_latest
+    from mile_ros.learning.checkpoint import save_checkpoint, update_latest
 
     path = root / "iter0-initial"
     save_checkpoint(initial_model(seed), path,

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .envs import FrameStacker, TaskOptions, make_task, stack_episode
-from .person import ProbitStats, SimulatedPerson, calibrate_c, calibrate_c_closed_loop
-from .policy import BenchPolicy, bc_steps, fit_weighted
+from mile_ros.benchmark.envs import FrameStacker, TaskOptions, make_task, stack_episode
+from mile_ros.sim.person import ProbitStats, SimulatedPerson, calibrate_c, calibrate_c_closed_loop
+from mile_ros.learning.weighted_bc import BenchPolicy, bc_steps, fit_weighted
 
 # Per-task defaults chosen so the initial policy is mediocre (10-50% success on the training
 # seed's own check); any task not listed uses DEFAULT_DEMOS.

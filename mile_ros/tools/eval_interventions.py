@@ -52,7 +52,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ._io import json_default as _json_default
+from mile_ros._io import json_default as _json_default
 
 EPS = 1e-6
 THRESHOLD = 0.5
@@ -306,7 +306,7 @@ def _finite(v: float) -> float | None:
 def stack_states(states: np.ndarray, k: int) -> np.ndarray:
     """[T, k*S]: current state first, then the previous ones; the first state pads the start."""
     try:
-        from .trainer import stack_frames
+        from mile_ros.learning.trainer import stack_frames
     except ImportError:           # the learning core not installed: the same rule, locally
         stack_frames = None
     if stack_frames is not None:
@@ -684,7 +684,7 @@ def _short_name(path: Path) -> str:
 
 def load_bags(dirs: Sequence[str], argument: str, only: bool, images: bool) -> list:
     """EpisodeData of the bags under `dirs`; EvalError naming the argument and the bag."""
-    from .bags import BagError, load_episodes
+    from mile_ros.bags import BagError, load_episodes
 
     try:
         data, report = load_episodes([Path(d) for d in dirs], only=only, images=images,
@@ -702,7 +702,7 @@ def episode_dicts(data: Sequence, state_names: Sequence[str], argument: str,
     """Episode dicts for the estimators: "state" (the bags' full observation vector, columns in
     the order `state_names`, for the classifier), "nu", "name", "path", "stamps" and, with a
     model, "model_state" (+ "image") built exactly as the trainer builds its observations."""
-    from .observations import episode_arrays
+    from mile_ros.learning.observations import episode_arrays
 
     out = []
     for ep in data:
@@ -758,7 +758,7 @@ def read_true_p(path: Path, episodes: list[dict]) -> list[np.ndarray | None]:
 
 
 def load_model(path: str):
-    from .checkpoint import load_checkpoint
+    from mile_ros.learning.checkpoint import load_checkpoint
 
     p = Path(path)
     if not p.exists():

@@ -33,8 +33,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .interfaces import episode_event
-from .params import ConfigError
+from mile_ros.interfaces import episode_event
+from mile_ros.params import ConfigError
 
 MODES = ("toggle", "hold")
 ROLES = ("takeover", "estop", "reset", "episode_start", "episode_success", "episode_failure")

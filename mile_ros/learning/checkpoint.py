@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from .networks import build_network
-from .trainer import ActionSpec, MileConfig, MileModel, Normalizer, ObsSpec
-from ._io import fsync_path as _fsync_dir
+from mile_ros.learning.networks import build_network
+from mile_ros.learning.trainer import ActionSpec, MileConfig, MileModel, Normalizer, ObsSpec
+from mile_ros._io import fsync_path as _fsync_dir
 
-FORMAT = "mile_ros.checkpoint"
+FORMAT = "mile_ros.learning.checkpoint"
 VERSION = 1
 WEIGHTS, MANIFEST, LATEST = "weights.pt", "manifest.json", "latest"
 MAX_BYTES = 1 << 30

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .params import ConfigError
+from mile_ros.params import ConfigError
 
 ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
 
@@ -70,7 +70,7 @@ class SimArm:
     publishes_joint_states = True
 
     def __init__(self, p: dict):
-        from .sim.widowx import WidowXTask
+        from mile_ros.sim.widowx import WidowXTask
 
         self.task = WidowXTask(seed=p["seed"], control_rate_hz=p["control_rate_hz"],
                                max_ee_step_m=p["max_ee_step_m"],
@@ -144,7 +144,7 @@ class InterbotixArm:
                     f"imported ({e}); build mile_ros in the Interbotix workspace and source it, "
                     "or use backend 'sim'") from None
             manipulator_cls = InterbotixManipulatorXS
-        from .sim.kinematics import load_kinematics
+        from mile_ros.description.kinematics import load_kinematics
 
         self.kin = load_kinematics()
         self.moving_time = float(p["moving_time_s"])

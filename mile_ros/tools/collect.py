@@ -24,8 +24,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-from . import interfaces as itf
-from .params import ConfigError, resolve, ros_params_file
+from mile_ros import interfaces as itf
+from mile_ros.params import ConfigError, resolve, ros_params_file
 
 STOP_ORDER = ("arm", "sim_human", "joystick", "policy_server", "arbiter", "camera", "recorder")
 STOP_TIMEOUT_S = 15.0

@@ -1,0 +1,1 @@
+"""Evaluating intervention models: metrics, estimators, plots and the report."""

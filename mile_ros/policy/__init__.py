@@ -1,0 +1,1 @@
+"""Serving a policy (loaded checkpoints, runners, validation) and delivering checkpoints over ROS."""

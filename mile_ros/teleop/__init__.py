@@ -1,0 +1,1 @@
+"""Teleoperation: the PS3 joystick reader, the Joy map and the takeover arbiter's state machine (pure)."""

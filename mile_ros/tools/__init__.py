@@ -1,0 +1,1 @@
+"""Command-line tools: train, collect, demo and eval-interventions."""
