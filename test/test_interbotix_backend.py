@@ -11,7 +11,7 @@ import pytest
 
 from mile_ros import params
 
-from mile_ros import arms as arm_backends
+from mile_ros.arms.interbotix import rotation_to_quaternion
 from mile_ros.arms import InterbotixArm, make_backend
 from mile_ros.params import ConfigError
 from mile_ros.description.kinematics import load_kinematics
@@ -187,7 +187,7 @@ def test_rotation_to_quaternion_round_trip():
         r = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
                       [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
                       [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-        out = arm_backends.rotation_to_quaternion(r)
+        out = rotation_to_quaternion(r)
         assert min(np.abs(out - q).max(), np.abs(out + q).max()) < 1e-9
 
 
