@@ -15,7 +15,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from mile_ros import interfaces as itf  # noqa: E402
 from mile_ros.nodes.camera import (CameraUnavailable, OpenCVSource, SimSource,  # noqa: E402
-                                   make_node)
+                                   CameraNode)
 from mile_ros.params import ConfigError  # noqa: E402
 
 COLOURS_BGR = [(0, 0, 255), (0, 255, 0), (255, 0, 0)]   # red, green, blue frames
@@ -34,7 +34,7 @@ def video(tmp_path):
 
 
 def start(ctx, **overrides):
-    node = make_node(context=ctx, parameter_overrides=[Parameter(k, value=v)
+    node = CameraNode(context=ctx, parameter_overrides=[Parameter(k, value=v)
                                                        for k, v in overrides.items()])
     probe = Node("probe", context=ctx)
     got = []
@@ -86,9 +86,9 @@ def test_unavailable_device_or_file_names_the_device(tmp_path):
     rclpy.init(context=ctx)
     try:
         with pytest.raises(ConfigError, match="'source'.*webcam"):
-            make_node(context=ctx, parameter_overrides=[Parameter("source", value="webcam")])
+            CameraNode(context=ctx, parameter_overrides=[Parameter("source", value="webcam")])
         with pytest.raises(CameraUnavailable, match="'device'='9'"):
-            make_node(context=ctx, parameter_overrides=[Parameter("source", value="opencv"),
+            CameraNode(context=ctx, parameter_overrides=[Parameter("source", value="opencv"),
                                                         Parameter("device", value="9")])
     finally:
         rclpy.shutdown(context=ctx)

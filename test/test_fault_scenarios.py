@@ -265,14 +265,14 @@ def assert_safe(tick, keep_gripper=None):
 def test_s2_joystick_unplugged_during_takeover_holds_until_an_explicit_press(
         procs, probes, tmp_path, capfd):
     pytest.importorskip("pygame")
-    from mile_ros.nodes.joystick import make_node
+    from mile_ros.nodes.joystick import JoystickNode
     from support.virtual_joystick import VirtualJoystick
 
     ns = unique_ns("s2")
     arbiter = procs.start("arbiter", ns, "handback_ramp_s:=0.0")
     pad = VirtualJoystick(n_axes=6, n_buttons=17)
     probe = probes(ns)
-    joystick = make_node(context=probe.ctx, namespace=ns, parameter_overrides=[
+    joystick = JoystickNode(context=probe.ctx, namespace=ns, parameter_overrides=[
         Parameter("rate_hz", value=100.0), Parameter("deadzone", value=0.0)])
     probe.executor.add_node(joystick)
     try:

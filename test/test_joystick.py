@@ -14,7 +14,7 @@ from sensor_msgs.msg import Joy  # noqa: E402
 
 from mile_ros import interfaces as itf  # noqa: E402
 from mile_ros.teleop.arbiter import TAKEN_OVER, ArbiterConfig, ArbiterLogic  # noqa: E402
-from mile_ros.nodes.joystick import JoystickReader, JoystickUnavailable, make_node  # noqa: E402
+from mile_ros.nodes.joystick import JoystickReader, JoystickUnavailable, JoystickNode  # noqa: E402
 from mile_ros.params import resolve  # noqa: E402
 from support.virtual_joystick import VirtualJoystick  # noqa: E402
 
@@ -25,7 +25,7 @@ class JoyGraph:
     def __init__(self, **overrides):
         self.ctx = Context()
         rclpy.init(context=self.ctx)
-        self.node = make_node(context=self.ctx, parameter_overrides=[
+        self.node = JoystickNode(context=self.ctx, parameter_overrides=[
             Parameter(k, value=v) for k, v in overrides.items()])
         self.probe = Node("probe", context=self.ctx)
         self.msgs = []

@@ -1,8 +1,9 @@
-"""Start-up and shutdown shared by the graph nodes.
+"""The one start-up and shutdown path of every node (and of the trainer's checkpoint sender).
 
-`run_node(name, build, argv)` initialises rclpy with the node's `--ros-args`, builds the node,
-spins it until Ctrl-C / SIGINT / the node asks to stop, and turns configuration problems into one
-clear line on stderr (exit status 2) instead of a traceback.
+`run_node(name, build, argv)` initialises a context of the node's own with its `--ros-args` and
+rclpy's SIGINT/SIGTERM handlers, builds the node (`build(context=...)`), spins it until Ctrl-C /
+SIGTERM / the node asks to stop, and turns configuration problems into one line on stderr,
+`<node>: configuration error: ...`, with exit status 2, instead of a traceback.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def init_rclpy(args: list[str], context=None, **kwargs) -> None:
 
 
 def run_node(name: str, build: Callable, argv: list[str] | None = None, executor_cls=None) -> int:
-    """`build(context)` returns a node with an optional `.run(executor)` (its own main loop) and an
+    """`build(context=context)` returns a node with an optional `.run(executor)` (its own main loop) and an
     optional `.close()`. Without `.run`, the node is spun by `executor_cls` (single-threaded)."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -43,7 +44,7 @@ def run_node(name: str, build: Callable, argv: list[str] | None = None, executor
     node = executor = None
     try:
         init_rclpy(args, context=context, signal_handler_options=SignalHandlerOptions.ALL)
-        node = build(context)
+        node = build(context=context)
         executor = (executor_cls or SingleThreadedExecutor)(context=context)
         executor.add_node(node)
         if hasattr(node, "run"):
@@ -51,7 +52,7 @@ def run_node(name: str, build: Callable, argv: list[str] | None = None, executor
         executor.spin()
         return 0
     except ConfigError as e:
-        print(f"mile_ros {name}: configuration error: {e}", file=sys.stderr)
+        print(f"{name}: configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
@@ -63,35 +64,9 @@ def run_node(name: str, build: Callable, argv: list[str] | None = None, executor
                 try:
                     node.close()
                 except Exception as e:  # noqa: BLE001 - report, still shut down
-                    print(f"mile_ros {name}: error while closing: {e}", file=sys.stderr)
+                    print(f"{name}: error while closing: {e}", file=sys.stderr)
             node.destroy_node()
         context.try_shutdown()
-
-
-def spin_node(name: str, build: Callable, argv: list[str] | None, error_prefix: str) -> int:
-    """Spin `build()` in rclpy's default context until Ctrl-C; configuration problems become one
-    line on stderr (`error_prefix` + message, exit status 2). The node's `.close()`, if any, runs
-    before it is destroyed."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
-
-    node = None
-    try:
-        init_rclpy(sys.argv if argv is None else [name, *argv])
-        node = build()
-        rclpy.spin(node)
-    except ConfigError as e:
-        print(f"{error_prefix}{e}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            if hasattr(node, "close"):
-                node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
 
 
 def say(node, text: str) -> None:

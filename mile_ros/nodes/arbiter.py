@@ -125,9 +125,9 @@ class ArbiterNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mile_ros.nodes._runtime import spin_node
+    from mile_ros.nodes._runtime import run_node
 
-    return spin_node("arbiter", ArbiterNode, argv, "arbiter: configuration error: ")
+    return run_node("arbiter", ArbiterNode, argv)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,4 @@
-"""The joystick node: a PS3 controller read through pygame (SDL) -> sensor_msgs/Joy at rate_hz.
-
-Axes are SDL's raw joystick axes in [-1, 1] (stick up and stick left are negative; ROS's joy_node
-negates them, so set the arbiter's axis_sign accordingly if you use that driver instead), with the
-`deadzone` applied (zero inside, rescaled outside); hats follow as (x, y) axis pairs. Buttons are in
-the driver's order (Linux hid-sony: cross circle triangle square L1 R1 L2 R2 select start PS L3 R3
-up down left right — the arbiter's `button_layout`).
+"""The joystick node: a PS3 controller (teleop.joystick.JoystickReader) -> sensor_msgs/Joy at rate_hz.
 
 A missing controller at start-up is an error naming `device_index`. A disconnect stops the Joy
 stream (so the arbiter's Joy watchdog holds the arm) and is logged; publishing resumes when the
@@ -12,134 +6,59 @@ controller is back.
 """
 from __future__ import annotations
 
-import os
 import sys
 
-from mile_ros.teleop.arbiter import apply_deadzone
-from mile_ros.params import ConfigError
+from rclpy.node import Node
+from sensor_msgs.msg import Joy
+
+from mile_ros import interfaces as itf
+from mile_ros.params import ConfigError, declare_node_parameters
+from mile_ros.teleop.joystick import JoystickReader, JoystickUnavailable
+
+__all__ = ["JoystickNode", "JoystickReader", "JoystickUnavailable", "main"]
 
 
-class JoystickUnavailable(ConfigError):
-    """No controller at the configured device_index."""
+class JoystickNode(Node):
+    """Publishes the PS3 controller's state as sensor_msgs/Joy at rate_hz."""
 
+    def __init__(self, node_name: str = "joystick", **node_kwargs):
+        super().__init__(node_name, automatically_declare_parameters_from_overrides=True,
+                         **node_kwargs)
+        p = declare_node_parameters(self, "joystick")
+        if not p["rate_hz"] > 0:
+            raise ConfigError(f"joystick parameter 'rate_hz' must be > 0, got {p['rate_hz']}")
+        self.reader = JoystickReader(p["device_index"], p["deadzone"])
+        self.pub = self.create_publisher(Joy, itf.JOY, 10)
+        self.create_timer(1.0 / p["rate_hz"], self.tick)
+        self.get_logger().info(
+            f"joystick {self.reader.device_index}: {self.reader.name!r}, "
+            f"{self.reader.joystick.get_numaxes()} axes, "
+            f"{self.reader.joystick.get_numbuttons()} buttons; Joy at {p['rate_hz']} Hz")
 
-class JoystickReader:
-    """ROS-free pygame side: open the device, follow unplug/replug, read axes and buttons."""
+    def tick(self):
+        event, state = self.reader.poll()
+        if event == "disconnected":
+            self.get_logger().error(
+                f"joystick device_index={self.reader.device_index} disconnected: Joy stopped "
+                f"(the arbiter holds a takeover); waiting for it to come back")
+        elif event == "reconnected":
+            self.get_logger().warning(f"joystick reconnected: {self.reader.name!r}; "
+                                      "press the takeover button to take control again")
+        if state is None:
+            return
+        msg = Joy(axes=[float(a) for a in state[0]], buttons=state[1])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = "joy"
+        self.pub.publish(msg)
 
-    def __init__(self, device_index: int = 0, deadzone: float = 0.0):
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")      # no window is needed
-        os.environ.setdefault("SDL_JOYSTICK_ALLOW_BACKGROUND_EVENTS", "1")
-        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-        import pygame
-
-        if not 0.0 <= deadzone < 1.0:
-            raise ConfigError(f"joystick parameter 'deadzone' must be in [0, 1), got {deadzone}")
-        if device_index < 0:
-            raise ConfigError(f"joystick parameter 'device_index' must be >= 0, got {device_index}")
-        self.pg, self.device_index, self.deadzone = pygame, device_index, deadzone
-        pygame.display.init()                                   # the event pump needs it
-        pygame.joystick.init()
-        pygame.event.pump()
-        self.joystick = None
-        if not self._open():
-            names = [pygame.joystick.Joystick(i).get_name()
-                     for i in range(pygame.joystick.get_count())]
-            raise JoystickUnavailable(
-                f"no joystick at device_index={device_index}: SDL sees {len(names)} "
-                f"joystick(s) {names}. Connect the PS3 controller (USB, or pair it over "
-                f"Bluetooth), check read access to /dev/input/event* and js*, or set the joystick "
-                f"parameter device_index.")
-
-    @property
-    def connected(self) -> bool:
-        return self.joystick is not None
-
-    @property
-    def name(self) -> str:
-        return self.joystick.get_name() if self.joystick else ""
-
-    def _open(self) -> bool:
-        if self.pg.joystick.get_count() <= self.device_index:
-            return False
-        self.joystick = self.pg.joystick.Joystick(self.device_index)
-        self.joystick.init()
-        return True
-
-    def poll(self) -> tuple[str | None, tuple[list[float], list[int]] | None]:
-        """(event, state): event "disconnected"/"reconnected"/None; state None while unplugged."""
-        pg, event = self.pg, None
-        for e in pg.event.get():              # pumps SDL; axis/button events are read as state
-            if (e.type == pg.JOYDEVICEREMOVED and self.joystick is not None
-                    and e.instance_id == self.joystick.get_instance_id()):
-                self.joystick.quit()
-                self.joystick, event = None, "disconnected"
-            elif e.type == pg.JOYDEVICEADDED and self.joystick is None and self._open():
-                event = "reconnected"
-        if self.joystick is None:
-            return event, None
-        j, dz = self.joystick, self.deadzone
-        axes = [apply_deadzone(max(-1.0, min(1.0, j.get_axis(i))), dz)
-                for i in range(j.get_numaxes())]
-        for h in range(j.get_numhats()):
-            axes += [float(v) for v in j.get_hat(h)]
-        buttons = [int(j.get_button(i)) for i in range(j.get_numbuttons())]
-        return event, (axes, buttons)
-
-    def close(self) -> None:
-        if self.joystick is not None:
-            self.joystick.quit()
-            self.joystick = None
-
-
-def make_node(node_name: str = "joystick", **node_kwargs):
-    """The rclpy node (rclpy initialised); JoystickUnavailable/ConfigError at start-up."""
-    from rclpy.node import Node
-    from sensor_msgs.msg import Joy
-
-    from mile_ros import interfaces as itf
-    from mile_ros.params import declare_node_parameters
-
-    class JoystickNode(Node):
-        def __init__(self):
-            super().__init__(node_name, automatically_declare_parameters_from_overrides=True,
-                             **node_kwargs)
-            p = declare_node_parameters(self, "joystick")
-            if not p["rate_hz"] > 0:
-                raise ConfigError(f"joystick parameter 'rate_hz' must be > 0, got {p['rate_hz']}")
-            self.reader = JoystickReader(p["device_index"], p["deadzone"])
-            self.pub = self.create_publisher(Joy, itf.JOY, 10)
-            self.create_timer(1.0 / p["rate_hz"], self.tick)
-            self.get_logger().info(
-                f"joystick {self.reader.device_index}: {self.reader.name!r}, "
-                f"{self.reader.joystick.get_numaxes()} axes, "
-                f"{self.reader.joystick.get_numbuttons()} buttons; Joy at {p['rate_hz']} Hz")
-
-        def tick(self):
-            event, state = self.reader.poll()
-            if event == "disconnected":
-                self.get_logger().error(
-                    f"joystick device_index={self.reader.device_index} disconnected: Joy stopped "
-                    f"(the arbiter holds a takeover); waiting for it to come back")
-            elif event == "reconnected":
-                self.get_logger().warning(f"joystick reconnected: {self.reader.name!r}; "
-                                          "press the takeover button to take control again")
-            if state is None:
-                return
-            msg = Joy(axes=[float(a) for a in state[0]], buttons=state[1])
-            msg.header.stamp = self.get_clock().now().to_msg()
-            msg.header.frame_id = "joy"
-            self.pub.publish(msg)
-
-        def close(self):
-            self.reader.close()
-
-    return JoystickNode()
+    def close(self):
+        self.reader.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mile_ros.nodes._runtime import spin_node
+    from mile_ros.nodes._runtime import run_node
 
-    return spin_node("joystick", make_node, argv, "joystick: ")
+    return run_node("joystick", JoystickNode, argv)
 
 
 if __name__ == "__main__":

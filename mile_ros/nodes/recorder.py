@@ -78,9 +78,9 @@ class RecorderNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mile_ros.nodes._runtime import spin_node
+    from mile_ros.nodes._runtime import run_node
 
-    return spin_node("recorder", RecorderNode, argv, "recorder: configuration error: ")
+    return run_node("recorder", RecorderNode, argv)
 
 
 if __name__ == "__main__":
