@@ -6,7 +6,7 @@ with the simulated person, whose true p(nu=1|s) is known at every tick.
 
 ROS-free. The benchmark's initial policy and SimulatedPerson (probit, expert as pi_h, BC mental
 model of the initial policy, c calibrated to ~25% of the ticks) collect `--episodes` episodes per
-iteration; after each iteration but the last, MILE (mile_ros.learning.trainer.train_mile, warm-started
+iteration; after each iteration but the last, MILE (mile_ros.learning.train_mile, warm-started
 from the previous iteration) is fitted to all episodes so far and runs the next iteration. The
 episodes are written as bags (the recorder's layout, iter<N>/) with the person's true p per tick
 in a JSON-lines file, and `mile-ros eval-interventions` evaluates the last MILE checkpoint on the
@@ -93,12 +93,12 @@ def main(argv=None) -> int:
                          "assumption) instead of its mean (the paper's simulated person)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    from mile_ros.benchmark.envs import make_task
+    from mile_ros.sim.tasks import make_task
     from mile_ros.sim.initial import (InitialConfig, build_initial_policy, build_person,
                                             seeds_for)
     from mile_ros.sim.person import collect_episode
     from mile_ros.learning.checkpoint import save_checkpoint
-    from mile_ros.learning.trainer import ActionSpec, MileConfig, ObsSpec, train_mile
+    from mile_ros.learning import ActionSpec, MileConfig, ObsSpec, train_mile
 
     name = args.task.replace("/", "_") + ("_sampled" if args.sample_action else "")
     results = REPO / "bench" / "results"

@@ -36,7 +36,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 from mile_ros.tools import demo  # noqa: E402
-from mile_ros.nodes import train  # noqa: E402
+from mile_ros.policy import delivery  # noqa: E402
+from mile_ros.tools import train  # noqa: E402
 from support.train_helpers import simulate_episode, write_external_bag  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "train.json"
@@ -89,7 +90,7 @@ def time_training(run: Path, episodes: list[dict], iterations: int, per_iter: in
 
 
 def train_config():
-    from mile_ros.learning.trainer import MileConfig
+    from mile_ros.learning import MileConfig
 
     return MileConfig()
 
@@ -201,7 +202,7 @@ def bench_swap(tmp: Path, repeats: int) -> dict:
             first_tick = len(arm.sent)
             data = checkpoint_to_bytes(path)
             t_bytes = time.monotonic()
-            fresh = train.CheckpointSender(ns)      # as a `train` process: discovery included
+            fresh = delivery.CheckpointSender(ns)      # as a `train` process: discovery included
             try:
                 answer = fresh.send(data, ckpt_id, 30.0)
             finally:

@@ -32,6 +32,8 @@ ARBITER_STATUS = "arbiter/status"      # std_msgs/String          human-readable
 EPISODE = "episode"                    # std_msgs/String          JSON episode events (below)
 CHECKPOINT = "policy/checkpoint"       # std_msgs/UInt8MultiArray a checkpoint as bytes (tar)
 POLICY_ACTIVE = "policy/active"        # std_msgs/String          JSON {id, state, reason}
+SIM_EXPERT_ACTION = "sim/expert_action"  # sensor_msgs/JointState  the simulated arm's expert, tick t
+RECORDER_STATUS = "recorder/status"    # std_msgs/String          JSON recorder events
 
 FLAG_NAMES = ("nu", "hold", "estop")
 
@@ -112,3 +114,74 @@ def parse_episode_event(text: str) -> dict:
     if data.get("event") not in EPISODE_EVENTS or "episode" not in data:
         raise ValueError(f"not an episode event: {text[:200]!r}")
     return data
+
+
+# --- the policy server's answers on POLICY_ACTIVE: JSON {"id", "state", "reason"} ----------------
+ACTIVE = "active"      # `id` is the policy running now (re-announced after every change)
+PENDING = "pending"    # checkpoint `id` validated: it runs from the next episode start
+REFUSED = "refused"    # checkpoint `id` failed a check (`reason`); the running policy stays
+POLICY_STATES = (ACTIVE, PENDING, REFUSED)
+
+
+def policy_answer(policy_id: str, state: str, reason: str = "") -> str:
+    """The JSON text of one POLICY_ACTIVE message."""
+    if state not in POLICY_STATES:
+        raise ValueError(f"policy state must be one of {POLICY_STATES}, got {state!r}")
+    return json.dumps({"id": policy_id, "state": state, "reason": reason})
+
+
+def parse_policy_answer(text: str) -> dict | None:
+    """A POLICY_ACTIVE message's fields, or None when it is not one."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("state") in POLICY_STATES else None
+
+
+# --- QoS profiles (rclpy imported only when a profile is asked for) ------------------------------
+CONTROL_DEPTH = 1000   # control-path queues: a 2-core machine can stall a process for a second
+
+
+def _qos(depth: int, latched: bool = False):
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    durability = DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE,
+                      history=HistoryPolicy.KEEP_LAST, durability=durability)
+
+
+def episode_qos():
+    """EPISODE: reliable, transient local (a late joiner still sees the current episode)."""
+    return _qos(20, latched=True)
+
+
+def status_qos():
+    """ARBITER_STATUS: reliable, transient local."""
+    return _qos(10, latched=True)
+
+
+def active_qos():
+    """POLICY_ACTIVE: reliable, transient local; the last message is always the running policy,
+    the ones before it say what happened to offered checkpoints."""
+    return _qos(10, latched=True)
+
+
+def active_reader_qos():
+    """A reader that only needs the running policy (the recorder)."""
+    return _qos(1, latched=True)
+
+
+def checkpoint_qos():
+    """CHECKPOINT: reliable, transient local, one message (the newest checkpoint)."""
+    return _qos(1, latched=True)
+
+
+def control_qos(depth: int = CONTROL_DEPTH):
+    """Control-path topics (observation, a_r, flags): reliable, volatile, deep queues."""
+    return _qos(depth)
+
+
+def image_qos():
+    """IMAGE readers: reliable, volatile, 120 frames (seconds of camera at 30 Hz)."""
+    return _qos(120)

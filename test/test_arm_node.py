@@ -19,7 +19,8 @@ from std_msgs.msg import String
 from mile_ros import interfaces as itf
 from mile_ros import params
 from mile_ros.arms import ACTION_NAMES, StepOutcome, check_arm_params
-from mile_ros.nodes.arm import SIM_EXPERT_ACTION, ArmNode, ArmStats, check_command, episode_qos
+from mile_ros.interfaces import SIM_EXPERT_ACTION, episode_qos
+from mile_ros.nodes.arm import ArmNode, ArmStats, check_command
 from mile_ros.params import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

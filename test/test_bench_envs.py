@@ -3,7 +3,8 @@ frame stacking order; evaluation is deterministic per seed."""
 import numpy as np
 import pytest
 
-from mile_ros.benchmark.envs import FrameStacker, evaluate_policy, make_task, stack_episode
+from mile_ros.learning.specs import FrameStacker, stack_frames
+from mile_ros.sim.tasks import evaluate_policy, make_task
 
 
 def _expert_episode(task, seed):
@@ -50,13 +51,8 @@ def test_frame_stacking_order():
     states = np.arange(12.0).reshape(6, 2)
     st = FrameStacker(4)
     rows = [st.reset(states[0])] + [st.push(s) for s in states[1:]]
-    assert np.array_equal(np.stack(rows), stack_episode(states, 4))
+    assert np.array_equal(np.stack(rows), stack_frames(states, 4))
     assert list(rows[2]) == [4, 5, 2, 3, 0, 1, 0, 1]  # current first, start padded with the first frame
-    try:
-        from mile_ros.learning.trainer import stack_frames
-    except ImportError:
-        return
-    assert np.allclose(np.asarray(stack_frames(states, 4)), stack_episode(states, 4))
 
 
 def test_evaluation_deterministic_and_batched():

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mile_ros.benchmark.baselines import BASELINES, BaselineConfig, rlif_transitions, sirius_weights
-from mile_ros.benchmark.envs import evaluate_policy, make_task, stack_episode
+from mile_ros.learning.specs import stack_frames
+from mile_ros.sim.tasks import evaluate_policy, make_task
 from mile_ros.sim.initial import InitialConfig, build_initial_policy, build_person, demos_for, seeds_for
 from mile_ros.benchmark.mile_adapter import train_mile_on
 from mile_ros.sim.person import collect_episode
@@ -60,7 +61,7 @@ def test_discrete_methods_train(tmp_path):
     person, _ = build_person("toy/grid", 0, initial, SMALL, tmp_path, task=task)
     episodes = [collect_episode(task, initial, person, s, 4, [s]) for s in seeds_for(0, 3, 4)]
     demos = demos_for("toy/grid", 0, SMALL, task)
-    obs = stack_episode(episodes[0]["state"], 4)
+    obs = stack_frames(episodes[0]["state"], 4)
     for method in METHODS:
         fast = {"max_steps": 50} if method == "mile" else BaselineConfig(max_steps=50, rlif_steps=50)
         pol = (train_mile_on(initial, episodes, task, fast, 0) if method == "mile"
@@ -112,7 +113,7 @@ def test_mile_warm_start_option(toy):
     from mile_ros.benchmark.protocols import MileMethod
     task, initial, _, _, episodes, demos, _ = toy
     prev = train_mile_on(initial, episodes[:3], task, {"max_steps": 60}, seed=2, demos=demos)
-    x = torch.as_tensor(np.concatenate([stack_episode(e["state"], 4) for e in episodes[3:6]]), dtype=torch.float32)
+    x = torch.as_tensor(np.concatenate([stack_frames(e["state"], 4) for e in episodes[3:6]]), dtype=torch.float32)
     fit = lambda m, p: m.train(p, initial, episodes, demos, task, seed=5).policy(x)[0]
     cold = MileMethod({"max_steps": 60})
     assert torch.equal(fit(cold, prev), fit(cold, None))       # the previous model is not used

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from mile_ros.benchmark import cli
-from mile_ros.benchmark.envs import UnknownNameError, canonical_task_name, valid_task_names
+from mile_ros.sim.tasks import UnknownNameError, canonical_task_name, valid_task_names
 from mile_ros.benchmark.protocols import METHODS, parse_methods
 from mile_ros.benchmark.results import Results, ResultsError, curves, load_results, mean_se, summary_table
 

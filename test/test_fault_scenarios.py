@@ -354,7 +354,7 @@ def tiny_checkpoint(root: Path) -> tuple[Path, object]:
     import torch
 
     from mile_ros.learning.checkpoint import load_checkpoint, save_checkpoint
-    from mile_ros.learning.trainer import ActionSpec, MileConfig, ObsSpec, train_bc
+    from mile_ros.learning import ActionSpec, MileConfig, ObsSpec, train_bc
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -464,7 +464,8 @@ class WildRunner:
 
 def test_s4_nan_inf_and_out_of_range_actions_never_reach_the_arm(procs, probes, tmp_path,
                                                                   capfd):
-    from mile_ros.nodes.policy_server import LoadedPolicy, PolicyServerNode
+    from mile_ros.nodes.policy_server import PolicyServerNode
+    from mile_ros.policy.serving import LoadedPolicy
     from mile_ros import params
 
     ns = unique_ns("s4")
@@ -665,7 +666,7 @@ def test_s8_write_failures_mark_the_episode_and_control_goes_on(session):
 
 
 def test_s1_recorder_killed_earlier_bags_complete_trainer_skips_the_cut_one(session, capfd):
-    from mile_ros.nodes import train
+    from mile_ros.tools import train
 
     cut = episode_bag(session, 3)
     assert not (cut / "metadata.yaml").exists() and bags.bag_state(cut) == "incomplete"
@@ -694,7 +695,7 @@ def test_s1_recorder_killed_earlier_bags_complete_trainer_skips_the_cut_one(sess
 def test_s5_bad_bags_stop_train_naming_file_and_problem_or_are_skipped(session, tmp_path, capfd):
     import shutil
 
-    from mile_ros.nodes import train
+    from mile_ros.tools import train
 
     good = episode_bag(session, 2)                             # a real bag from the recorder
     mcap = next(good.glob("*.mcap")).name

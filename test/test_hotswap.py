@@ -23,7 +23,8 @@ from std_msgs.msg import String
 
 from mile_ros import interfaces as itf
 from mile_ros.learning.checkpoint import checkpoint_to_bytes, load_checkpoint
-from mile_ros.nodes import train
+from mile_ros.policy import delivery
+from mile_ros.tools import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support.train_helpers import simulate_episode, write_external_bag  # noqa: E402
@@ -174,7 +175,7 @@ def test_swap_at_the_next_episode_start_then_refusals(setup):
     good = checkpoint_to_bytes(b_dir)
     corrupt = bytearray(good)
     corrupt[len(corrupt) // 2: len(corrupt) // 2 + 64] = bytes(64)
-    sender = train.CheckpointSender(NS)
+    sender = delivery.CheckpointSender(NS)
     try:
         for label, data, words in (("corrupt", bytes(corrupt), "hash mismatch"),
                                    ("truncated", good[: len(good) // 3], "archive")):

@@ -22,8 +22,9 @@ from std_msgs.msg import String, UInt8MultiArray
 from mile_ros import interfaces as itf
 from mile_ros import params
 from mile_ros.arms import ACTION_NAMES
-from mile_ros.nodes.policy_server import (LoadedPolicy, PolicyServerNode, StackedRunner,
-                                          active_qos, check_compatible)
+from mile_ros.interfaces import active_qos
+from mile_ros.nodes.policy_server import PolicyServerNode
+from mile_ros.policy.serving import LoadedPolicy, StackedRunner, check_compatible
 
 ROOT = Path(__file__).resolve().parents[1]
 _ns = itertools.count()
@@ -185,7 +186,7 @@ def test_missing_checkpoint_is_a_clear_startup_error(tmp_path):
 
 # --- hot swap with real checkpoints -------------------------------------------------------------
 def tiny_model(state_names, action_names, seed):
-    from mile_ros.learning.trainer import ActionSpec, MileConfig, ObsSpec, train_bc
+    from mile_ros.learning import ActionSpec, MileConfig, ObsSpec, train_bc
 
     rng = np.random.default_rng(seed)
     episodes = [{"state": rng.normal(size=(30, len(state_names))),

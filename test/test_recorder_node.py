@@ -25,7 +25,8 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from mile_ros import bags, interfaces as itf  # noqa: E402
-from mile_ros.nodes.recorder import STATUS_TOPIC, RecorderNode  # noqa: E402
+from mile_ros.interfaces import RECORDER_STATUS as STATUS_TOPIC  # noqa: E402
+from mile_ros.nodes.recorder import RecorderNode  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TS = bags.typestore()

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from mile_ros.nodes import train
-from mile_ros.nodes.policy_server import check_compatible, initial_policy, load_policy_dir
+from mile_ros.tools import train
+from mile_ros.policy.serving import check_compatible, initial_policy, load_policy_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support.train_helpers import simulate_episode, write_external_bag  # noqa: E402

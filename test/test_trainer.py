@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from mile_ros.learning import mile
-from mile_ros.learning.trainer import (ActionSpec, MileConfig, ObsSpec, prepare_episodes, stack_frames,
-                              train_bc, train_mile, _budget, _split)
+from mile_ros.learning import (ActionSpec, MileConfig, ObsSpec, prepare_episodes, stack_frames,
+                               train_bc, train_mile)
+from mile_ros.learning.loop import _budget, _split
 
 torch.set_num_threads(1)
 S, D = 3, 2

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from mile_ros.benchmark.envs import stack_episode
+from mile_ros.learning.specs import FRAME_STACK, stack_frames
 from mile_ros.learning.weighted_bc import BenchPolicy, bc_steps, fit_weighted
 
 
 @dataclass
 class BaselineConfig:
-    frame_stack: int = 4
+    frame_stack: int = FRAME_STACK
     epochs: float = 30.0               # passes over the data per re-fit (clipped, see bc_steps)
     max_steps: int = 2000
     lr: float = 3e-4                  # same as MILE's
@@ -34,7 +34,7 @@ class BaselineConfig:
 
 
 def _stack(episodes, k):
-    return np.concatenate([stack_episode(e["state"], k) for e in episodes]) if episodes else None
+    return np.concatenate([stack_frames(e["state"], k) for e in episodes]) if episodes else None
 
 
 def _cat(episodes, key):
@@ -129,7 +129,7 @@ def rlif_transitions(episodes, demos, k: int):
     intervention starts (nu goes 0 -> 1), else 0; the action is the executed one."""
     S, A, R, S2, D = [], [], [], [], []
     for e, is_demo in [(d, True) for d in demos] + [(e, False) for e in episodes]:
-        st = stack_episode(e["state"], k)
+        st = stack_frames(e["state"], k)
         T = len(st)
         a = np.asarray(e["action"] if is_demo else e["executed"])
         nu = np.zeros(T, bool) if is_demo else np.asarray(e["nu"], bool)

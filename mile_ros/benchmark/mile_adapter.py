@@ -33,7 +33,7 @@ import torch
 from scipy.optimize import minimize_scalar
 
 from mile_ros.learning import mile as core
-from mile_ros.benchmark.envs import stack_episode
+from mile_ros.learning.specs import FRAME_STACK, stack_frames
 from mile_ros.learning.weighted_bc import BenchPolicy, bc_steps
 
 
@@ -49,7 +49,7 @@ class MileBenchConfig:
     max_steps: int = 2000
     batch_size: int = 256
     lr: float = 3e-4
-    frame_stack: int = 4
+    frame_stack: int = FRAME_STACK
     mental: str = "anchored"      # anchored | joint (paper: J1 alone trains pihat) | frozen
     anchor: float = 1.0           # mental="anchored": weight of -log pihat(a_r|s) over all ticks
     demos: bool = True            # the initial demonstrations join the NLL term
@@ -140,7 +140,7 @@ def fit_c_mle(policy, mental, obs, nu, beta: float, c0: float) -> float:
 
 
 def _dataset(episodes, demos, cfg, kind):
-    obs = np.concatenate([stack_episode(e["state"], cfg.frame_stack) for e in episodes])
+    obs = np.concatenate([stack_frames(e["state"], cfg.frame_stack) for e in episodes])
     nu = np.concatenate([e["nu"] for e in episodes]).astype(bool)
     a_h = np.concatenate([e["a_h"] for e in episodes])
     a_r = np.concatenate([e["a_r"] for e in episodes])
@@ -149,7 +149,7 @@ def _dataset(episodes, demos, cfg, kind):
     out = {"obs": torch.as_tensor(obs, dtype=torch.float32), "nu": torch.as_tensor(nu),
            "a_h": torch.as_tensor(a_h, dtype=dt), "a_r": torch.as_tensor(a_r, dtype=dt)}
     if cfg.demos and demos:
-        out["demo_obs"] = torch.as_tensor(np.concatenate([stack_episode(d["state"], cfg.frame_stack) for d in demos]),
+        out["demo_obs"] = torch.as_tensor(np.concatenate([stack_frames(d["state"], cfg.frame_stack) for d in demos]),
                                           dtype=torch.float32)
         out["demo_act"] = torch.as_tensor(np.concatenate([d["action"] for d in demos]), dtype=dt)
     return out

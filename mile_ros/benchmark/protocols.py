@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from mile_ros.benchmark.baselines import BASELINES, BaselineConfig
-from mile_ros.benchmark.envs import UnknownNameError, canonical_task_name, evaluate_policy, make_task
+from mile_ros.sim.tasks import UnknownNameError, canonical_task_name, evaluate_policy, make_task
 from mile_ros.benchmark.mile_adapter import MileBenchConfig, train_mile_on
 from mile_ros.sim.person import collect_episode
 from mile_ros.sim.initial import InitialConfig, build_initial_policy, build_person, demos_for, seeds_for

@@ -26,7 +26,9 @@ from pathlib import Path
 import torch
 
 from mile_ros.learning.networks import build_network
-from mile_ros.learning.trainer import ActionSpec, MileConfig, MileModel, Normalizer, ObsSpec
+from mile_ros.learning.config import MileConfig
+from mile_ros.learning.model import MileModel
+from mile_ros.learning.specs import ActionSpec, Normalizer, ObsSpec
 from mile_ros._io import fsync_path as _fsync_dir
 
 FORMAT = "mile_ros.learning.checkpoint"

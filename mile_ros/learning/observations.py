@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-FRAME_STACK = 4
+from mile_ros.learning.specs import FRAME_STACK
+
 IMAGE_STATE_NAMES = ("ee_x", "ee_y", "ee_z")
 DEFAULT_IMAGE_SIZE = 64
 
@@ -24,7 +25,7 @@ class ObservationError(ValueError):
 
 def obs_spec(state_names: Sequence[str], image_size: int | None = None):
     """The learning core's ObsSpec for state (image_size None) or image observations."""
-    from mile_ros.learning.trainer import ObsSpec
+    from mile_ros.learning.specs import ObsSpec
 
     if image_size is None:
         return ObsSpec(state_names=list(state_names), frame_stack=FRAME_STACK)
@@ -37,13 +38,13 @@ def obs_spec(state_names: Sequence[str], image_size: int | None = None):
 
 
 def action_spec(action_names: Sequence[str]):
-    from mile_ros.learning.trainer import ActionSpec
+    from mile_ros.learning.specs import ActionSpec
 
     return ActionSpec(names=list(action_names), kind="continuous")
 
 
 def episode_arrays(episode, spec) -> dict:
-    """One EpisodeData -> the core's episode dict for `spec` (see mile_ros.learning.trainer)."""
+    """One EpisodeData -> the core's episode dict for `spec` (see mile_ros.learning.loop.prepare_episodes)."""
     index = {n: i for i, n in enumerate(episode.state_names)}
     missing = [n for n in spec.state_names if n not in index]
     if missing:

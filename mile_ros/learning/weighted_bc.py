@@ -1,5 +1,5 @@
 """Small policies for the benchmark (initial policies, mental models, baselines), with the same
-reading interface as mile_ros.learning.trainer.MileModel: .act(), .action_distribution().
+reading interface as mile_ros.learning.model.MileModel: .act(), .action_distribution().
 
 A BenchPolicy is an MLP on normalised stacked observations: Gaussian (mean bounded to [-1,1] by
 tanh; one learned log-std per action dimension, shared by all states, clamped to [-5, 1]) or

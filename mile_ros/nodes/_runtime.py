@@ -30,20 +30,29 @@ def init_rclpy(args: list[str], context=None, **kwargs) -> None:
         raise ConfigError(f"bad --ros-args: {text}") from None
 
 
-def run_node(name: str, build: Callable, argv: list[str] | None = None, executor_cls=None) -> int:
-    """`build(context=context)` returns a node with an optional `.run(executor)` (its own main loop) and an
-    optional `.close()`. Without `.run`, the node is spun by `executor_cls` (single-threaded)."""
+def open_context(args: list[str], signal_handlers: bool = False):
+    """A new rclpy context initialised with `args` (its `--ros-args`); with `signal_handlers`,
+    rclpy's SIGINT/SIGTERM handlers shut it down (they are installed only for the default
+    context unless asked)."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    args = list(sys.argv if argv is None else [sys.argv[0], *argv])
-    # A context of its own (the Interbotix module initialises the default one itself); rclpy
-    # installs its SIGINT/SIGTERM handlers only for the default context unless asked.
     context = rclpy.Context()
-    node = executor = None
+    options = SignalHandlerOptions.ALL if signal_handlers else SignalHandlerOptions.NO
+    init_rclpy(args, context=context, signal_handler_options=options)
+    return context
+
+
+def run_node(name: str, build: Callable, argv: list[str] | None = None, executor_cls=None) -> int:
+    """`build(context=context)` returns a node with an optional `.run(executor)` (its own main
+    loop) and an optional `.close()`. Without `.run`, the node is spun by `executor_cls` (single-threaded)."""
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    args = list(sys.argv if argv is None else [sys.argv[0], *argv])
+    # A context of its own (the Interbotix module initialises the default one itself).
+    context = node = executor = None
     try:
-        init_rclpy(args, context=context, signal_handler_options=SignalHandlerOptions.ALL)
+        context = open_context(args, signal_handlers=True)
         node = build(context=context)
         executor = (executor_cls or SingleThreadedExecutor)(context=context)
         executor.add_node(node)
@@ -66,7 +75,8 @@ def run_node(name: str, build: Callable, argv: list[str] | None = None, executor
                 except Exception as e:  # noqa: BLE001 - report, still shut down
                     print(f"{name}: error while closing: {e}", file=sys.stderr)
             node.destroy_node()
-        context.try_shutdown()
+        if context is not None:
+            context.try_shutdown()
 
 
 def say(node, text: str) -> None:

@@ -14,7 +14,6 @@ import time
 
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import String
 
@@ -24,8 +23,6 @@ from mile_ros.params import declare_node_parameters
 
 STATUS_PERIOD_S = 1.0      # status is also re-sent at this period (and on every change)
 WATCHDOG_PERIOD_S = 0.02   # how often Joy silence is checked between ticks
-LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class ArbiterNode(Node):
@@ -40,8 +37,8 @@ class ArbiterNode(Node):
         self.pub_command = self.create_publisher(JointState, itf.COMMAND, 10)
         self.pub_flags = self.create_publisher(JointState, itf.INTERVENTION, 10)
         self.pub_human = self.create_publisher(JointState, itf.ACTION_HUMAN, 10)
-        self.pub_status = self.create_publisher(String, itf.ARBITER_STATUS, LATCHED)
-        self.pub_episode = (self.create_publisher(String, itf.EPISODE, LATCHED)
+        self.pub_status = self.create_publisher(String, itf.ARBITER_STATUS, itf.status_qos())
+        self.pub_episode = (self.create_publisher(String, itf.EPISODE, itf.status_qos())
                             if self.cfg.episode_buttons else None)
         self.create_subscription(JointState, itf.OBSERVATION, self.on_observation, 10)
         self.create_subscription(JointState, itf.ACTION_ROBOT, self.on_action_robot, 10)

@@ -36,7 +36,6 @@ RCLError = rclpy_implementation.RCLError
 
 NODE = "arm"
 # Private to the simulation: the scripted expert's action for tick t (only sim_human listens).
-SIM_EXPERT_ACTION = "sim/expert_action"
 EVENT_LEAD_S = 0.05
 # A node of the graph counts as up once it has these endpoints, not when its name appears: the
 # policy server, for one, is visible while it still loads its checkpoint (an episode started then
@@ -45,15 +44,8 @@ READY_ENDPOINTS = {  # node: (topics it publishes, topics it subscribes)
     "policy_server": ((itf.ACTION_ROBOT,), (itf.OBSERVATION,)),
     "arbiter": ((itf.COMMAND, itf.INTERVENTION), (itf.OBSERVATION, itf.ACTION_ROBOT)),
     "recorder": ((), (itf.OBSERVATION, itf.ACTION_ROBOT, itf.INTERVENTION)),
-    "sim_human": ((), (SIM_EXPERT_ACTION,)),
+    "sim_human": ((), (itf.SIM_EXPERT_ACTION,)),
 }
-
-
-def episode_qos():
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-
-    return QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 @dataclass
@@ -115,8 +107,8 @@ class ArmNode(Node):
         self.js_pub = (self.create_publisher(JointState, itf.JOINT_STATES, 10)
                        if self.backend.publishes_joint_states else None)
         self.pose_pub = self.create_publisher(PoseStamped, itf.EE_POSE, 10)
-        self.episode_pub = self.create_publisher(String, itf.EPISODE, episode_qos())
-        self.expert_pub = (self.create_publisher(JointState, SIM_EXPERT_ACTION, 10)
+        self.episode_pub = self.create_publisher(String, itf.EPISODE, itf.episode_qos())
+        self.expert_pub = (self.create_publisher(JointState, itf.SIM_EXPERT_ACTION, 10)
                            if self.backend.has_expert else None)
         self.create_subscription(JointState, itf.COMMAND, self._on_command, 10)
 

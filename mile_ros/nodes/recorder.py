@@ -21,14 +21,13 @@ from functools import partial
 
 import rclpy
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
 from mile_ros.bags import EpisodeRecorder, topic_types
-from mile_ros.interfaces import EPISODE, IMAGE, POLICY_ACTIVE
+from mile_ros.interfaces import (EPISODE, IMAGE, POLICY_ACTIVE, RECORDER_STATUS, active_reader_qos,
+                                 control_qos, image_qos)
 from mile_ros.params import declare_node_parameters
 
-STATUS_TOPIC = "recorder/status"
 
 
 def message_class(typename: str):
@@ -42,7 +41,7 @@ class RecorderNode(Node):
                          **node_kwargs)
         p = declare_node_parameters(self, "recorder")
         namespace = self.get_namespace()
-        self.status_pub = self.create_publisher(String, STATUS_TOPIC, 10)
+        self.status_pub = self.create_publisher(String, RECORDER_STATUS, 10)
         self.recorder = EpisodeRecorder(
             p["out"], p["iteration"], storage=p["storage"], record_images=p["record_images"],
             control_rate_hz=p["control_rate_hz"], min_rate_fraction=p["min_rate_fraction"],
@@ -50,10 +49,7 @@ class RecorderNode(Node):
             robot_name=namespace.strip("/"),
             namespace=namespace, on_event=self._publish_status, logger=self.get_logger())
         # deep reader queues: a 2-core machine can stall this process for a second or more
-        reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
-                              history=HistoryPolicy.KEEP_LAST)
-        images = QoSProfile(depth=120, reliability=ReliabilityPolicy.RELIABLE,
-                            history=HistoryPolicy.KEEP_LAST)
+        reliable, images = control_qos(), image_qos()
         self._subs = [
             self.create_subscription(message_class(typename), topic,
                                      partial(self.recorder.submit, topic),
@@ -61,10 +57,9 @@ class RecorderNode(Node):
             # episode events first: within one executor cycle they are then taken first
             for topic, typename in sorted(topic_types(p["record_images"]).items(),
                                           key=lambda kv: kv[0] != EPISODE)]
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._subs.append(self.create_subscription(
-            String, POLICY_ACTIVE, lambda m: self.recorder.policy_active(m.data), latched))
+            String, POLICY_ACTIVE, lambda m: self.recorder.policy_active(m.data),
+            active_reader_qos()))
         self.get_logger().info(
             f"recording {len(self._subs) - 1} topics under {self.get_namespace()} into "
             f"{self.recorder.dir} ({p['storage']}, images {'on' if p['record_images'] else 'off'})")

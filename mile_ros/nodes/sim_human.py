@@ -23,7 +23,6 @@ from rclpy.node import Node
 from mile_ros import interfaces as itf
 from mile_ros.params import ConfigError, declare_node_parameters, resolve
 from mile_ros.nodes._runtime import say
-from mile_ros.nodes.arm import SIM_EXPERT_ACTION
 
 NODE = "sim_human"
 TASK = "widowx"
@@ -32,7 +31,7 @@ ARBITER = "arbiter"
 
 def build_person(p: dict):
     """(SimulatedPerson, info, task state names, frame_stack) from the benchmark's builders."""
-    from mile_ros.benchmark.envs import TaskOptions, make_task
+    from mile_ros.sim.tasks import TaskOptions, make_task
     from mile_ros.sim.initial import InitialConfig, build_initial_policy
     from mile_ros.sim.initial import build_person as bench_person
 
@@ -155,7 +154,7 @@ class SimHumanNode(Node):
         self.create_subscription(String, itf.EPISODE, self._on_episode, 20)
         self.create_subscription(JointState, itf.OBSERVATION, self._on_observation, 10)
         # Created last: the simulated arm starts the first episode once this has a subscriber.
-        self.create_subscription(JointState, SIM_EXPERT_ACTION, self._on_expert, 10)
+        self.create_subscription(JointState, itf.SIM_EXPERT_ACTION, self._on_expert, 10)
         self.create_timer(1.0 / self.p["keepalive_hz"], self._keepalive)
         self.get_logger().info(f"sim_human ready: {cfg.mode} mode, takeover button index "
                                f"{cfg.buttons['takeover']}, axes {dict(zip(cfg.action_names, cfg.axes))}")

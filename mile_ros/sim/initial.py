@@ -21,9 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mile_ros.benchmark.envs import FrameStacker, TaskOptions, make_task, stack_episode
-from mile_ros.sim.person import ProbitStats, SimulatedPerson, calibrate_c, calibrate_c_closed_loop
+from mile_ros.learning.specs import FRAME_STACK, FrameStacker, stack_frames
 from mile_ros.learning.weighted_bc import BenchPolicy, bc_steps, fit_weighted
+from mile_ros.sim.person import (
+    ProbitStats,
+    SimulatedPerson,
+    calibrate_c,
+    calibrate_c_closed_loop,
+)
+from mile_ros.sim.tasks import TaskOptions, make_task
 
 # Per-task defaults chosen so the initial policy is mediocre (10-50% success on the training
 # seed's own check); any task not listed uses DEFAULT_DEMOS.
@@ -38,7 +44,7 @@ class InitialConfig:
     demo_epsilon: float = 0.3          # discrete: probability of a random executed action
     hidden: tuple = (256, 256)
     bc_epochs: float = 30.0
-    frame_stack: int = 4
+    frame_stack: int = FRAME_STACK
     mental_rollouts: int = 10          # rollouts of the initial policy for the mental model
     target_rate: float = 0.25          # person: target intervention rate (fraction of ticks)
     closed_loop_episodes: int = 5      # episodes per closed-loop calibration step (0: open loop only)
@@ -70,7 +76,7 @@ def seeds_for(seed: int, stream: int, n: int) -> list[int]:
     return [1_000_000 * stream + 10_000 * int(seed) + i for i in range(n)]
 
 
-def rollout(task, act_fn, seed: int, frame_stack: int = 4, max_steps: int | None = None) -> dict:
+def rollout(task, act_fn, seed: int, frame_stack: int = FRAME_STACK, max_steps: int | None = None) -> dict:
     """One episode with `act_fn(stacked_obs, raw_obs, t) -> (executed_action, label_action)`."""
     stacker = FrameStacker(frame_stack)
     obs = task.reset(seed)
@@ -104,7 +110,7 @@ def collect_demos(task, n: int, cfg: InitialConfig, seed: int) -> list[dict]:
 
 def fit_bc(episodes: list[dict], task, cfg: InitialConfig, seed: int) -> BenchPolicy:
     torch.manual_seed(seed)
-    obs = np.concatenate([stack_episode(e["state"], cfg.frame_stack) for e in episodes])
+    obs = np.concatenate([stack_frames(e["state"], cfg.frame_stack) for e in episodes])
     act = np.concatenate([e["action"] for e in episodes])
     pol = BenchPolicy(obs.shape[1], task.act_dim, task.kind, cfg.hidden)
     pol.set_normalizer(obs)
@@ -161,7 +167,7 @@ def build_person(task_name: str, seed: int, initial: BenchPolicy, cfg: InitialCo
                for s in seeds_for(seed, 2, cfg.mental_rollouts)]
         mental = fit_bc(eps, t, cfg, seed + 7919)
         states = np.concatenate([e["state"] for e in eps])
-        stacked = np.concatenate([stack_episode(e["state"], cfg.frame_stack) for e in eps])
+        stacked = np.concatenate([stack_frames(e["state"], cfg.frame_stack) for e in eps])
         stats = ProbitStats([t.expert(s) for s in states], mental.action_distribution(stacked))
         c = cfg.c if cfg.c is not None else calibrate_c(stats, cfg.target_rate, cfg.beta)
         info = {"c_open_loop": float(c), "beta": cfg.beta, "target_rate": cfg.target_rate,

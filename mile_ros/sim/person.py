@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import ndtr
 from scipy.stats import chi2
 
-from mile_ros.benchmark.envs import FrameStacker
+from mile_ros.learning.specs import FRAME_STACK, FrameStacker
 from mile_ros.sim.experts import ExpertInfo
 
 N_QUANTILES = 128
@@ -173,14 +173,14 @@ def collect_episode(task, policy, person, seed: int, frame_stack: int, person_se
             "success": bool(info["success"]), "return": ret, "seed": int(seed)}
 
 
-def closed_loop_rate(task, policy, person, seeds, frame_stack: int = 4) -> float:
+def closed_loop_rate(task, policy, person, seeds, frame_stack: int = FRAME_STACK) -> float:
     """Fraction of ticks with an intervention when `policy` runs under `person` on `seeds`
     (the person's random stream fixed per episode, so rates for different c are comparable)."""
     eps = [collect_episode(task, policy, person, s, frame_stack, [s, 99]) for s in seeds]
     return float(sum(e["nu"].sum() for e in eps) / sum(len(e["nu"]) for e in eps))
 
 
-def calibrate_c_closed_loop(task, policy, person, seeds, target_rate: float, frame_stack: int = 4,
+def calibrate_c_closed_loop(task, policy, person, seeds, target_rate: float, frame_stack: int = FRAME_STACK,
                             rounds: int = 8) -> tuple[float, float]:
     """Refine person.c so that the intervention rate *in closed loop* (interventions change the
     states that follow) is close to `target_rate`: bracket, then bisect. -> (c, achieved rate)."""

@@ -29,7 +29,7 @@ from mile_ros.params import ConfigError, resolve, ros_params_file
 
 STOP_ORDER = ("arm", "sim_human", "joystick", "policy_server", "arbiter", "camera", "recorder")
 STOP_TIMEOUT_S = 15.0
-RECORDER_STATUS = "recorder/status"
+
 
 
 def graph_nodes(sim: bool, camera: bool) -> list[str]:
@@ -187,7 +187,7 @@ class Progress:
         self.executor.add_node(self.node)
         self.node.create_subscription(String, itf.EPISODE, self._on_episode, 20)
         self.node.create_subscription(JointState, itf.INTERVENTION, self._on_flags, 100)
-        self.node.create_subscription(String, RECORDER_STATUS, self._on_recorder, 20)
+        self.node.create_subscription(String, itf.RECORDER_STATUS, self._on_recorder, 20)
         self.episode, self.ended, self.recorded, self.failed = None, 0, [], []
         self.ticks, self.interventions, self.total_ticks, self.total_interventions = 0, 0, 0, 0
         self.tick_times: deque = deque(maxlen=200)

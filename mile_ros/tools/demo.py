@@ -179,7 +179,7 @@ def evaluate(policy, n_episodes: int, seed_base: int = EVAL_SEED_BASE, progress=
 
 
 def load_policy(path: Path):
-    from mile_ros.nodes.policy_server import load_policy_dir
+    from mile_ros.policy.serving import load_policy_dir
 
     policy = load_policy_dir(path, deterministic=True)
     from mile_ros.learning.checkpoint import load_checkpoint
@@ -389,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(1)
         from mile_ros.learning.checkpoint import checkpoint_to_bytes
-        from mile_ros.nodes import train as trainer
+        from mile_ros.policy.delivery import CheckpointSender
+        from mile_ros.tools import train as trainer
 
         say(f"mile-ros demo: {args.iterations} iterations x {args.episodes} episodes, "
             f"{args.eval_episodes} evaluation episodes each -> {out}")
@@ -399,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                               task_kwargs))
         say(HEADER)
         say(format_row(rows[-1], rows))
-        sender = trainer.CheckpointSender(graph.robot_name)
+        sender = CheckpointSender(graph.robot_name)
         for it in range(1, args.iterations + 1):
             t0 = time.monotonic()
             counts = graph.collect(it, show)
@@ -478,10 +479,10 @@ def initial_model(seed: int):
     import numpy as np
     import torch
 
-    from mile_ros.benchmark.envs import make_task
+    from mile_ros.sim.tasks import make_task
     from mile_ros.sim.initial import InitialConfig, build_initial_policy
     from mile_ros.learning.networks import GaussianPolicy
-    from mile_ros.learning.trainer import ActionSpec, MileModel, Normalizer, ObsSpec
+    from mile_ros.learning import ActionSpec, MileModel, Normalizer, ObsSpec
 
     cfg = InitialConfig()
     task = make_task(INITIAL_TASK, seed=seed, options=cfg.task)

@@ -1,5 +1,5 @@
-"""Benchmark tasks behind one small adapter: Meta-World v3 (goal-observable), LunarLander-v3 and
-the simulated WidowX.
+"""Every simulated task behind one small adapter: Meta-World v3 (goal-observable), LunarLander-v3,
+the simulated WidowX, and two toy tasks for fast tests.
 
 Every task looks the same to the rest of the benchmark:
 
@@ -8,8 +8,8 @@ Every task looks the same to the rest of the benchmark:
     obs, reward, done, info = task.step(a)     # info["success"] is the episode's verdict once done
     e = task.expert(obs)                       # ExpertInfo: the expert as a distribution + its action
 
-Observations are stacked (current state first, then the previous three) by `FrameStacker`, the
-same order as `mile_ros.learning.trainer.stack_frames`.
+Observations are stacked by `mile_ros.learning.specs` (`FrameStacker` online, `stack_frames` for
+a whole episode): the current state first, then the previous three.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mile_ros.learning.specs import FRAME_STACK, FrameStacker
 from mile_ros.sim.experts import ExpertInfo, GaussianScriptedExpert, LunarLanderExpert
 
 SUCCESS_RETURN_LUNARLANDER = 200.0  # gymnasium's "solved" threshold for one episode
@@ -221,34 +222,8 @@ def make_task(name: str, seed: int = 0, options: TaskOptions | None = None) -> B
                          o.expert_sigma)
 
 
-class FrameStacker:
-    """[s_t, s_{t-1}, s_{t-2}, s_{t-3}] (current first); at episode start the first state pads."""
-
-    def __init__(self, k: int = 4):
-        self.k = int(k)
-        self._frames: list[np.ndarray] = []
-
-    def reset(self, obs: np.ndarray) -> np.ndarray:
-        self._frames = [np.asarray(obs, dtype=np.float64)] * self.k
-        return self.stacked()
-
-    def push(self, obs: np.ndarray) -> np.ndarray:
-        self._frames = [np.asarray(obs, dtype=np.float64)] + self._frames[: self.k - 1]
-        return self.stacked()
-
-    def stacked(self) -> np.ndarray:
-        return np.concatenate(self._frames)
-
-
-def stack_episode(states: np.ndarray, k: int = 4) -> np.ndarray:
-    """Stack a whole episode's states [T,S] -> [T,k*S] in FrameStacker's order."""
-    states = np.asarray(states)
-    idx = np.arange(len(states))[:, None] - np.arange(k)[None, :]
-    return states[np.clip(idx, 0, None)].reshape(len(states), -1)
-
-
 def evaluate_policy(task_name: str, policy_fn, seeds, options: TaskOptions | None = None,
-                    frame_stack: int = 4, n_envs: int = 10, pool: list[BenchTask] | None = None) -> dict:
+                    frame_stack: int = FRAME_STACK, n_envs: int = 10, pool: list[BenchTask] | None = None) -> dict:
     """Run `policy_fn(stacked_obs[B, k*S]) -> actions[B]` (no person) on every seed, `n_envs` episodes
     in lockstep so the policy runs batched. Returns per-seed success, return and length lists."""
     seeds = [int(s) for s in seeds]
@@ -283,6 +258,65 @@ def evaluate_policy(task_name: str, policy_fn, seeds, options: TaskOptions | Non
     return out
 
 
+# --- toy tasks ----------------------------------------------------------------------------------
+# Tiny tasks for fast tests and smoke runs, registered as `toy/reach` (continuous, 2-D actions)
+# and `toy/grid` (discrete, 4 actions). Both: move a point from a random start to a goal drawn
+# near (0.5, 0.5).
+#
+#     reach: state (x, y, gx, gy), action (vx, vy) in [-1,1]^2, step 0.1 * action, success when
+#            within 0.1 of the goal; expert = clip((g - x) / 0.1) as a Gaussian.
+#     grid:  same state, actions +x, -x, +y, -y with step 0.1; expert = Boltzmann over the
+#            projection of each move on the direction to the goal.
+STEP, RADIUS = 0.1, 0.1
+MOVES = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]], dtype=np.float64)
 
 
-from mile_ros.benchmark import toy  # noqa: E402,F401  (registers toy/reach and toy/grid)
+class ToyReach(BenchTask):
+    def __init__(self, discrete: bool = False, max_steps: int = 30, expert_sigma: float = 0.1,
+                 expert_temperature: float = 0.05):
+        self.kind = "discrete" if discrete else "continuous"
+        self.name = "toy/grid" if discrete else "toy/reach"
+        self.obs_dim, self.act_dim = 4, (4 if discrete else 2)
+        self.max_steps = int(max_steps)
+        self.state_names = ["x", "y", "gx", "gy"]
+        self.action_names = ["+x", "-x", "+y", "-y"] if discrete else ["vx", "vy"]
+        self.sigma, self.temperature = float(expert_sigma), float(expert_temperature)
+        self._s = np.zeros(4)
+        self._t = 0
+
+    def reset(self, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(int(seed))
+        self._s = np.r_[rng.uniform(-1, 1, 2), 0.5 + rng.uniform(-0.2, 0.2, 2)]
+        self._t = 0
+        return self._s.copy()
+
+    def step(self, action):
+        move = MOVES[int(action)] if self.kind == "discrete" else np.clip(np.asarray(action, float), -1, 1)
+        self._s[:2] = np.clip(self._s[:2] + STEP * move, -1.5, 1.5)
+        self._t += 1
+        dist = float(np.linalg.norm(self._s[:2] - self._s[2:]))
+        success = dist < RADIUS
+        return self._s.copy(), -dist, success or self._t >= self.max_steps, {"success": success}
+
+    def expert(self, obs) -> ExpertInfo:
+        d = np.asarray(obs[2:4], float) - np.asarray(obs[:2], float)
+        if self.kind == "discrete":
+            score = MOVES @ d / max(np.linalg.norm(d), 1e-6)
+            z = score / self.temperature
+            logits = z - z.max() - np.log(np.exp(z - z.max()).sum())
+            return ExpertInfo(action=int(np.argmax(score)), logits=logits)
+        mu = np.clip(d / STEP, -1, 1)
+        return ExpertInfo(action=mu, mean=mu, log_std=np.full(2, np.log(self.sigma)))
+
+    def close(self) -> None:
+        pass
+
+
+def _factory(discrete):
+    def make(seed, options):
+        return ToyReach(discrete, options.max_steps or 30, options.expert_sigma, options.expert_temperature)
+    return make
+
+
+register_task("toy/reach", _factory(False))
+register_task("toy/grid", _factory(True))

@@ -1,0 +1,82 @@
+"""Behaviour cloning (weighted, on a_r, a_h or the executed action) over the generic loop."""
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from mile_ros.learning import mile
+from mile_ros.learning.config import MileConfig
+from mile_ros.learning.loop import (
+    _check_compatible,
+    _finite_actions,
+    _make_network,
+    _select_and_fit,
+    _Tensors,
+    prepare_episodes,
+    seed_everything,
+)
+from mile_ros.learning.model import MileModel
+from mile_ros.learning.specs import ActionSpec, Normalizer, ObsSpec
+
+
+def _bc_loss(net, tensors, target, action_spec, weight):
+    def loss_fn(idx):
+        obs = tensors.obs_at(idx)
+        y, w = target[idx], weight[idx]
+        if action_spec.continuous:
+            mu, ls = net(obs)
+            nll = -mile.gaussian_log_prob(mu, ls, y)
+        else:
+            nll = nn.functional.cross_entropy(net(obs), y, reduction="none")
+        loss = (w * nll).sum() / w.sum().clamp(min=1e-8)
+        return loss, {"loss": float(loss.detach())}
+    return loss_fn
+
+
+def _bc_targets(data, target, action_spec):
+    if target not in ("a_r", "a_h", "executed"):
+        raise ValueError(f"target must be 'a_r', 'a_h' or 'executed', got {target!r}")
+    nu = data["nu"]
+    if target == "executed":
+        mask = nu[:, None] if action_spec.continuous else nu
+        y = np.where(mask, data["a_h"], data["a_r"])
+    else:
+        y = data[target]
+    valid = _finite_actions(y, action_spec) & (nu if target == "a_h" else True)
+    if not valid.any():
+        raise ValueError(f"no ticks with a valid {target} action to clone")
+    return y, valid
+
+
+def train_bc(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
+             config: MileConfig | None = None, *, target: str = "a_r",
+             init: MileModel | None = None, progress: bool = True) -> MileModel:
+    """Behaviour cloning: fit the policy to `target` actions ("a_r" robot, "a_h" interventions
+    only, "executed" = a_h where nu else a_r), weighted by an optional per-tick "weight".
+    Accepts a list of episode dicts or one dict. The mental model of the result is a copy of
+    the policy; c is None unless config.c is set. Metrics in `model.metrics`."""
+    config = copy.deepcopy(config or MileConfig()).validate(action_spec)
+    seed_everything(config.seed)
+    t0 = time.perf_counter()
+    data = prepare_episodes(episodes, obs_spec, action_spec)
+    y, valid = _bc_targets(data, target, action_spec)
+    data = {k: (v[valid] if isinstance(v, np.ndarray) else v) for k, v in data.items()}
+    data["a_r"] = y[valid]
+    if init is not None:
+        _check_compatible(init, obs_spec, action_spec)
+    normalizer = init.normalizer if init is not None else Normalizer.fit(data["raw"])
+    net = copy.deepcopy(init.policy) if init is not None else _make_network(obs_spec, action_spec, config)
+    tensors = _Tensors(data, normalizer, action_spec)
+    gen = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    loss_fn = _bc_loss(net, tensors, tensors.a_r, action_spec, tensors.weight)
+    metrics = _select_and_fit(loss_fn, [net], data, config, gen, rng, progress, f"BC ({target})")
+    metrics.update(time_s=time.perf_counter() - t0, target=target)
+    model = MileModel(net, copy.deepcopy(net), obs_spec, action_spec, normalizer,
+                      config.c, config.beta, config)
+    model.metrics = metrics
+    return model

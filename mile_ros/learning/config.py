@@ -1,0 +1,86 @@
+"""MileConfig: every training setting of MILE and BC in one place, with its default."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from mile_ros.learning.networks import LOG_STD_BOUNDS
+from mile_ros.learning.specs import ActionSpec
+
+
+@dataclass
+class MileConfig:
+    c: float | None = None          # intervention cost; None = estimate from the data
+    c_update: str = "learn"         # with c=None: "learn" | "rate" | "fixed" (mile_training docstring)
+    beta: float = 1.0               # probit scale
+    lam: float = 0.5                # Eq. 5 weight of the BCE term
+    form: str | None = None         # continuous "eq5"|"joint", discrete "eq3"|"joint"; None = eq5/eq3
+    hidden: tuple = (256, 256)
+    lr: float = 3e-4
+    c_lr: float = 3e-2
+    batch_size: int = 256
+    epochs: float = 30.0            # nominal passes over the data (bounded by the two below)
+    min_updates: int = 500
+    max_updates: int = 20000
+    eval_every: int | None = None   # updates between validations; None = budget // 40
+    patience: int = 8               # evaluations without improvement before stopping
+    holdout: float = 0.2            # fraction of tick blocks used only to pick the update count
+    holdout_block: int = 25         # ticks per held-out block
+    refit: bool = True              # refit on all data (True) or keep the best held-out weights
+    train_mental: bool = True
+    mental_anchor: float = 0.1      # weight of a BC term tying pihat to the robot's a_r (0 = paper)
+    pretrain_updates: int = 300     # BC on a_r for both networks when there is no `init`
+    grad_clip: float = 10.0
+    weight_decay: float = 0.0
+    log_std_bounds: tuple = LOG_STD_BOUNDS
+    seed: int = 0
+
+    def __post_init__(self):
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.log_std_bounds = tuple(float(v) for v in self.log_std_bounds)
+
+    def validate(self, action_spec: ActionSpec | None = None) -> "MileConfig":
+        def bad(name, why):
+            raise ValueError(f"MileConfig.{name} {why}, got {getattr(self, name)!r}")
+        if self.c is not None and not (isinstance(self.c, (int, float)) and math.isfinite(self.c)):
+            bad("c", "must be a finite number or None")
+        if self.c_update not in ("learn", "rate", "fixed"):
+            bad("c_update", "must be 'learn', 'rate' or 'fixed'")
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            bad("beta", "must be > 0")
+        if not 0.0 <= self.lam <= 1.0:
+            bad("lam", "must be in [0, 1]")
+        allowed = (None, "eq5", "joint") if action_spec is None or action_spec.continuous \
+            else (None, "eq3", "joint")
+        if self.form not in allowed:
+            bad("form", f"must be one of {allowed}")
+        for name in ("lr", "c_lr", "epochs", "grad_clip"):
+            if not getattr(self, name) > 0:
+                bad(name, "must be > 0")
+        for name in ("batch_size", "min_updates", "max_updates", "patience", "holdout_block"):
+            if int(getattr(self, name)) < 1:
+                bad(name, "must be >= 1")
+        if self.min_updates > self.max_updates:
+            bad("min_updates", "must be <= max_updates")
+        if self.eval_every is not None and int(self.eval_every) < 1:
+            bad("eval_every", "must be >= 1 or None")
+        if not 0.0 <= self.holdout < 0.9:
+            bad("holdout", "must be in [0, 0.9)")
+        for name in ("pretrain_updates", "weight_decay", "mental_anchor"):
+            if not getattr(self, name) >= 0:
+                bad(name, "must be >= 0")
+        return self
+
+    def resolved_form(self, action_spec: ActionSpec) -> str:
+        return self.form or ("eq5" if action_spec.continuous else "eq3")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"], d["log_std_bounds"] = list(self.hidden), list(self.log_std_bounds)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MileConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

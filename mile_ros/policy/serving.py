@@ -1,0 +1,151 @@
+"""Serving a policy: a loaded checkpoint (or the simulated task's initial policy) behind one
+runner interface (`reset()`, `step(state, image=None)`), and the checks a new policy must pass
+before it may replace the running one. ROS-free; the policy server node drives it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mile_ros.learning.specs import FrameStacker
+
+INITIAL_TASK = "widowx"
+
+
+class StackedRunner:
+    """Frame-stacking runner for a policy with `.act(stacked_obs)` (learning.specs.FrameStacker)."""
+
+    def __init__(self, act, frame_stack: int):
+        self.act, self.stacker = act, FrameStacker(frame_stack)
+
+    def reset(self) -> None:
+        self.stacker.clear()
+
+    def step(self, state, image=None):
+        return self.act(self.stacker.step(state))
+
+
+class ModelRunner:
+    """A MileModel's PolicyRunner with the configured sampling mode."""
+
+    def __init__(self, runner, deterministic: bool):
+        self.runner, self.deterministic = runner, deterministic
+
+    def reset(self) -> None:
+        self.runner.reset()
+
+    def step(self, state, image=None):
+        return self.runner.step(state, image, deterministic=self.deterministic)
+
+
+@dataclass
+class LoadedPolicy:
+    id: str
+    state_names: list[str]
+    action_names: list[str]
+    make_runner: object            # () -> runner with reset() and step(state, image=None)
+    uses_image: bool = False
+    source: str = ""
+
+
+def _checkpoint_id(path: Path) -> str:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    for key in ("id", "checkpoint_id"):
+        if manifest.get(key):
+            return str(manifest[key])
+    return path.name
+
+
+def load_policy_dir(path: str | Path, deterministic: bool = True) -> LoadedPolicy:
+    """A MILE checkpoint directory -> LoadedPolicy (CheckpointError, a ValueError, on problems)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"no checkpoint directory at {path}")
+    from mile_ros.learning.checkpoint import load_checkpoint
+
+    model = load_checkpoint(path)
+
+    def make_runner():
+        return ModelRunner(model.runner(), deterministic)
+    policy_id = getattr(model, "checkpoint_id", None) or _checkpoint_id(path)
+    return LoadedPolicy(id=policy_id, state_names=list(model.obs_spec.state_names),
+                        action_names=list(model.action_spec.names), make_runner=make_runner,
+                        uses_image=model.obs_spec.image_shape is not None, source=str(path))
+
+
+def initial_policy(seed: int, deterministic: bool = True) -> LoadedPolicy:
+    """The simulated WidowX task's initial policy (mile_ros.sim.initial, cached per seed)."""
+    from mile_ros.sim.initial import InitialConfig, build_initial_policy
+    from mile_ros.sim.tasks import make_task
+
+    cfg = InitialConfig()
+    task = make_task(INITIAL_TASK, seed=seed, options=cfg.task)
+    try:
+        policy, _info = build_initial_policy(INITIAL_TASK, seed, cfg, task=task)
+        state_names, action_names = list(task.state_names), list(task.action_names)
+    finally:
+        task.close()
+    rng = np.random.default_rng(seed)
+
+    def act(stacked):
+        return policy.act(stacked, deterministic=deterministic, rng=rng)
+    return LoadedPolicy(id=f"initial:{INITIAL_TASK}:seed{seed}", state_names=state_names,
+                        action_names=action_names,
+                        make_runner=lambda: StackedRunner(act, cfg.frame_stack),
+                        source="mile_ros.sim.initial initial policy")
+
+
+def _id_in_archive(data: bytes) -> str:
+    """Best effort: the id in a checkpoint archive's manifest, to name a refused checkpoint."""
+    import io
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.endswith("/manifest.json"):
+                    return str(json.loads(tar.extractfile(member).read())["id"])
+    except Exception:  # noqa: BLE001 - unreadable: described by the refusal reason instead
+        pass
+    return f"<{len(data)} bytes>"
+
+
+def check_compatible(new: LoadedPolicy, old: LoadedPolicy, observation_names=None) -> None:
+    """Raise ValueError when `new` cannot replace `old` on this graph."""
+    if new.action_names != old.action_names:
+        raise ValueError(f"action names {new.action_names} differ from the running policy's "
+                         f"{old.action_names}")
+    names = observation_names or old.state_names
+    missing = [n for n in new.state_names if n not in names]
+    if missing:
+        raise ValueError(f"needs observation dimensions {missing} that the arm does not publish "
+                         f"(it publishes {list(names)})")
+    runner = new.make_runner()  # one trial step: shapes, finiteness
+    a = np.asarray(runner.step(np.zeros(len(new.state_names)),
+                               np.zeros((8, 8, 3), np.uint8) if new.uses_image else None))
+    if a.shape != (len(new.action_names),):
+        raise ValueError(f"policy returns shape {a.shape}, expected ({len(new.action_names)},)")
+
+
+@dataclass
+class PolicyCounts:
+    steps: int = 0
+    nonfinite: int = 0
+    clipped: int = 0
+    obs_mismatch: int = 0
+    no_image: int = 0
+    errors: int = 0
+    step_s: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        t = np.asarray(self.step_s[-1000:]) * 1e3
+        lat = f" inference p50={np.median(t):.2f} ms p99={np.percentile(t, 99):.2f} ms" if len(t) else ""
+        return (f"steps={self.steps} nonfinite(not published)={self.nonfinite} "
+                f"clipped={self.clipped} obs_mismatch={self.obs_mismatch} "
+                f"no_image={self.no_image} errors={self.errors}{lat}")

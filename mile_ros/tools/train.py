@@ -1,0 +1,416 @@
+"""The trainer's command line: episode bags -> MILE -> checkpoint -> the policy server, over ROS.
+
+    ros2 run mile_ros train --bags runs/lab/iter3            (or: mile-ros train --bags ...)
+
+1. Reads every episode bag under `--bags` (this package's recorder's, or a `ros2 bag record` of
+   the same topics) and, unless `--only`, the earlier `iter*` directories beside them: MILE trains
+   on all data collected so far. Reports ticks, interventions, episodes used and every bag skipped
+   with its reason. A bad bag stops it with a message naming the file (`--skip-bad`: skip it).
+2. Builds observations (mile_ros.learning.observations): the state stacked over 4 ticks, or with `--image`
+   the camera frame plus the end-effector position.
+3. Trains MILE (policy and mental model), warm-started from `--init` (default: the `latest`
+   checkpoint under `--out`, when there is one and it fits the data).
+4. Writes the checkpoint atomically under `--out`, then `latest`, and beside it
+   `<name>.metrics.json` (losses, predicted vs observed intervention rate, data counts, timings).
+5. Sends the checkpoint's bytes on /<robot_name>/policy/checkpoint (reliable, transient local) and
+   waits up to `--wait-ack` s for the policy server's answer on policy/active: "pending"
+   (validated; it runs from the next episode start) or "refused" (with the reason).
+
+Exit status: 0 trained (and accepted, unless --no-deliver), 1 refused by the policy server,
+2 bad input (bags, arguments, --init), 4 trained and saved but no policy server answered,
+130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mile_ros.policy.delivery import EXIT_NO_ANSWER, EXIT_REFUSED, deliver, report_answer  # noqa: F401
+
+EXIT_INPUT, EXIT_INTERRUPTED = 2, 130
+PROG = "train"
+
+
+class TrainInputError(ValueError):
+    """A problem with the trainer's inputs; the message names the file or argument."""
+
+
+# --- arguments -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog=PROG, description="Train MILE on episode bags and hand the checkpoint to the "
+        "policy server over ROS.", epilog="Exit status: 0 ok, 1 refused by the policy server, "
+        "2 bad input, 4 saved but no policy server answered, 130 interrupted.")
+    ap.add_argument("--bags", nargs="+", required=True, metavar="DIR",
+                    help="episode bags, directories of bags (iter3) or run directories")
+    ap.add_argument("--only", action="store_true",
+                    help="only the given directories (default: also the earlier iter* beside them)")
+    ap.add_argument("--out", metavar="CKPT_ROOT",
+                    help="checkpoint root (default: <run dir>/checkpoints, the run dir being the "
+                         "parent of the first --bags iter* directory)")
+    ap.add_argument("--init", default="latest", metavar="CKPT|latest|none",
+                    help="warm start: a checkpoint directory, 'latest' under --out (default; "
+                         "from scratch when there is none), or 'none'")
+    ap.add_argument("--image", action="store_true",
+                    help="camera image + end-effector position instead of the stacked state")
+    ap.add_argument("--image-size", type=int, default=None, metavar="PX",
+                    help="--image: square frame size for the CNN (default 64; 32..128)")
+    ap.add_argument("--skip-bad", action="store_true",
+                    help="skip unreadable bags with a warning instead of stopping")
+    ap.add_argument("--include-incomplete", action="store_true",
+                    help="also use the readable part of bags cut short by a crash")
+    ap.add_argument("--no-deliver", action="store_true", help="do not send it over ROS")
+    ap.add_argument("--wait-ack", type=float, default=30.0, metavar="SECONDS",
+                    help="wait this long for the policy server's answer (default 30)")
+    ap.add_argument("--robot-name", default="wx250s", help="ROS namespace of the policy server")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs-scale", type=float, default=1.0,
+                    help="multiply the training budget (epochs for the data size) by this")
+    ap.add_argument("--c", type=float, default=None,
+                    help="intervention cost c (default: estimated from the data's rate)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="any other MILE training option (mile_ros.learning.MileConfig), e.g. "
+                         "--set lr=1e-3 --set holdout=0; repeatable")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return ap
+
+
+def split_ros_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(own arguments, rclpy arguments): everything from `--ros-args` on goes to rclpy."""
+    if "--ros-args" in argv:
+        i = argv.index("--ros-args")
+        return argv[:i], argv[i:]
+    return argv, []
+
+
+def check_args(args) -> None:
+    if not args.wait_ack >= 0 or not math.isfinite(args.wait_ack):
+        raise TrainInputError(f"--wait-ack must be a number of seconds >= 0, got {args.wait_ack}")
+    if not args.epochs_scale > 0 or not math.isfinite(args.epochs_scale):
+        raise TrainInputError(f"--epochs-scale must be > 0, got {args.epochs_scale}")
+    if args.image_size is not None and not 32 <= args.image_size <= 128:
+        raise TrainInputError(f"--image-size must be in 32..128 px, got {args.image_size}")
+    if args.image_size is not None and not args.image:
+        raise TrainInputError("--image-size needs --image")
+    name = args.robot_name.strip("/")
+    if not name or not all(c.isalnum() or c == "_" for c in name) or name[0].isdigit():
+        raise TrainInputError(f"--robot-name {args.robot_name!r} is not a valid ROS namespace")
+
+
+def default_out(bags: list[str]) -> Path:
+    """`runs/lab/iter3` -> `runs/lab/checkpoints`; any other directory D -> `D/checkpoints`."""
+    first = Path(bags[0])
+    if first.name.startswith("iter") and first.name[4:].isdigit():
+        return first.parent / "checkpoints"
+    if first.is_file() or (first / "metadata.yaml").is_file():     # a single bag
+        first = first.parent
+        if first.name.startswith("iter") and first.name[4:].isdigit():
+            return first.parent / "checkpoints"
+    return first / "checkpoints"
+
+
+def resolve_init(init: str, out: Path) -> Path | None:
+    """The warm-start checkpoint directory, or None (train from scratch)."""
+    from mile_ros.learning.checkpoint import LATEST, resolve_checkpoint
+
+    if init == "none":
+        return None
+    if init == "latest":
+        return resolve_checkpoint(out) if (out / LATEST).is_file() else None
+    path = Path(init)
+    if not path.is_dir():
+        raise TrainInputError(f"--init {init}: no such checkpoint directory")
+    return resolve_checkpoint(path)
+
+
+# --- the work ------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    checkpoint_id: str
+    metrics: dict
+    report: dict = field(default_factory=dict)
+
+
+def _say(msg: str) -> None:
+    print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+
+
+def load_data(bags, only=False, skip_bad=False, include_incomplete=False, image_size=None,
+              progress=True, say=_say):
+    """(EpisodeData list, report) with the bag report printed; BagError on bad input."""
+    from mile_ros.bags import load_episodes
+
+    size = (image_size, image_size) if image_size else None
+    episodes, report = load_episodes(bags, only=only, skip_bad=skip_bad,
+                                     include_incomplete=include_incomplete,
+                                     images=image_size is not None, image_size=size,
+                                     progress=progress)
+    for path, reason in report["skipped"]:
+        say(f"WARNING: skipped {path}: {reason}")
+    for path, issues in report["issues"].items():
+        say(f"note: {path}: {'; '.join(issues)}")
+    for path in report["low_rate"]:
+        say(f"note: {path} was recorded below the configured control rate")
+    if not episodes:
+        where = ", ".join(map(str, bags))
+        raise TrainInputError(f"no usable episodes in {where} ({report['bags_found']} bags found, "
+                              f"{len(report['skipped'])} skipped)")
+    per_dir: dict[str, list[int]] = {}
+    for e in episodes:
+        counts = per_dir.setdefault(str(Path(e.path).parent), [0, 0, 0])
+        counts[0], counts[1], counts[2] = counts[0] + 1, counts[1] + len(e), \
+            counts[2] + e.interventions
+    report["per_dir"] = {d: dict(zip(("episodes", "ticks", "interventions"), c))
+                         for d, c in per_dir.items()}
+    say(f"data: {report['episodes']} episodes, {report['ticks']} ticks, "
+        f"{report['interventions']} interventions "
+        f"({report['interventions'] / max(report['ticks'], 1):.1%}); "
+        f"{len(report['skipped'])} bags skipped")
+    for d, (n, ticks, nu) in per_dir.items():
+        say(f"  {d}: {n} episodes, {ticks} ticks, {nu} interventions")
+    return episodes, report
+
+
+def checkpoint_name(report: dict) -> str:
+    """`iter3-20260101T120000Z`: the newest iteration in the data, and the time."""
+    from datetime import datetime, timezone
+
+    iters = []
+    for p in report.get("used", []):
+        name = Path(p).parent.name
+        if name.startswith("iter") and name[4:].isdigit():
+            iters.append(int(name[4:]))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"iter{max(iters)}-{stamp}" if iters else f"mile-{stamp}"
+
+
+def run_training(bags, out: Path | None = None, init: str = "latest", image: bool = False,
+                 image_size: int | None = None, only: bool = False, skip_bad: bool = False,
+                 include_incomplete: bool = False, seed: int = 0, epochs_scale: float = 1.0,
+                 c: float | None = None, settings: dict | None = None, progress: bool = True,
+                 say=_say) -> TrainResult:
+    """Bags -> trained, saved checkpoint (no ROS). Raises BagError / TrainInputError /
+    CheckpointError / ObservationError (all ValueError) naming the file or argument."""
+    from mile_ros.learning import observations as obs
+    from mile_ros.learning.checkpoint import load_checkpoint, save_checkpoint, update_latest
+    from mile_ros.learning import MileConfig, train_mile
+
+    t0 = time.perf_counter()
+    bags = [str(b) for b in bags]
+    out = Path(out) if out else default_out(bags)
+    size = (image_size or obs.DEFAULT_IMAGE_SIZE) if image else None
+    episodes, report = load_data(bags, only, skip_bad, include_incomplete, size, progress, say)
+    t_load = time.perf_counter() - t0
+
+    obs_spec = obs.obs_spec(episodes[0].state_names, size)
+    act_spec = obs.action_spec(episodes[0].action_names)
+    arrays = obs.training_episodes(episodes, obs_spec)
+    counts = obs.data_counts(arrays)
+
+    init_path = resolve_init(init, out)
+    init_model = None
+    if init_path is not None:
+        try:
+            init_model = load_checkpoint(init_path, expect_obs_spec=obs_spec,
+                                         expect_action_spec=act_spec)
+            say(f"warm start from {init_path}")
+        except ValueError as e:
+            if init != "latest":
+                raise TrainInputError(f"--init {init}: {e}") from None
+            say(f"WARNING: not warm-starting from {init_path}: {e}; training from scratch")
+    if init_model is None:
+        say("training from scratch (no checkpoint to warm-start from)")
+
+    config = scaled_config(MileConfig, seed=seed, epochs_scale=epochs_scale, c=c,
+                           settings=settings)
+    t1 = time.perf_counter()
+    model, metrics = train_mile(arrays, obs_spec, act_spec, config, init=init_model,
+                                progress=progress)
+    t_train = time.perf_counter() - t1
+
+    fit = intervention_fit(model, arrays)
+    out.mkdir(parents=True, exist_ok=True)
+    name = checkpoint_name(report)
+    summary = {"data": counts, "bags_used": len(report["used"]),
+               "bags_skipped": len(report["skipped"]), "init": str(init_path) if init_model
+               else None, "seed": seed, "epochs_scale": epochs_scale, "image": bool(image),
+               "settings": settings or {}}
+    t2 = time.perf_counter()
+    ckpt_id = save_checkpoint(model, out / name, extra_manifest={"training": summary})
+    ckpt_dir = out / name
+    update_latest(out, ckpt_dir)
+    t_save = time.perf_counter() - t2
+
+    full = {"checkpoint_id": ckpt_id, "checkpoint": str(ckpt_dir), **summary,
+            "intervention_rate": fit, "c": _float(getattr(model, "c", None)),
+            "beta": _float(getattr(model, "beta", None)),
+            "training": _jsonable(metrics), "updates_total": updates_run(metrics),
+            "ms_per_update": 1e3 * t_train / max(1, updates_run(metrics)),
+            "timings_s": {"load": t_load, "train": t_train, "save": t_save,
+                          "total": time.perf_counter() - t0},
+            "bags": {"used": report["used"], "skipped": [list(s) for s in report["skipped"]],
+                     "per_dir": report["per_dir"]}}
+    _write_json(out / f"{name}.metrics.json", full)
+    say(f"trained in {t_train:.1f} s: intervention rate observed {fit['observed']:.3f}, "
+        f"predicted {fit['predicted']:.3f}; checkpoint {ckpt_id} -> {ckpt_dir}")
+    return TrainResult(ckpt_dir, str(ckpt_id), full, report)
+
+
+def parse_settings(items: list[str]) -> dict:
+    """`--set NAME=VALUE` items -> {name: value} (values read as YAML: 1e-3, true, null, [..])."""
+    import dataclasses
+
+    import yaml
+
+    from mile_ros.learning import MileConfig
+
+    known = {f.name for f in dataclasses.fields(MileConfig)} - {"seed", "c"}
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or name not in known:
+            raise TrainInputError(f"--set {item!r}: expected NAME=VALUE with NAME one of "
+                                  f"{', '.join(sorted(known))} (seed and c have their own options)")
+        try:
+            out[name] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise TrainInputError(f"--set {item!r}: cannot read the value {text!r}") from None
+    return out
+
+
+def scaled_config(MileConfig, seed: int, epochs_scale: float, c: float | None,
+                  settings: dict | None = None):
+    """The core's MileConfig with the seed, c, `settings`, and the update budget scaled by
+    `epochs_scale`. A bad setting raises TrainInputError naming it."""
+    try:
+        config = MileConfig(seed=seed, c=c, **(settings or {}))
+        config.validate()
+    except (TypeError, ValueError) as e:
+        raise TrainInputError(f"training options {settings}: {e}") from None
+    config.epochs *= epochs_scale
+    config.min_updates = max(1, round(config.min_updates * epochs_scale))
+    config.max_updates = max(config.min_updates, round(config.max_updates * epochs_scale))
+    config.pretrain_updates = round(config.pretrain_updates * min(epochs_scale, 1.0))
+    return config
+
+
+def updates_run(metrics: dict) -> int:
+    """Gradient updates the core ran: BC pretraining, update-count selection, refit."""
+    import re
+
+    total = int(metrics.get("updates", 0) or 0)
+    if metrics.get("refit_history") is not None and metrics.get("history"):
+        total += int(metrics["history"][-1].get("update", 0))
+    m = re.match(r"BC on a_r \((\d+) updates\)", str(metrics.get("warm_start", "")))
+    return total + (int(m.group(1)) if m else 0)
+
+
+def intervention_fit(model, arrays: list[dict]) -> dict:
+    """Observed intervention rate vs the model's mean predicted p(nu=1|s) on the training data."""
+    import numpy as np
+
+    nu = np.concatenate([e["nu"] for e in arrays])
+    out = {"observed": float(nu.mean()) if len(nu) else 0.0, "predicted": float("nan")}
+    try:
+        p = np.concatenate([model.intervention_probability(model_inputs(model, e))
+                            for e in arrays])
+        out["predicted"] = float(np.mean(p))
+        out["predicted_on_interventions"] = float(p[nu].mean()) if nu.any() else None
+        out["predicted_elsewhere"] = float(p[~nu].mean()) if (~nu).any() else None
+    except Exception as e:  # noqa: BLE001 - a report, not a requirement
+        out["error"] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def model_inputs(model, episode: dict):
+    """The model's batched inputs for one episode dict (stacked state, or image + state)."""
+    from mile_ros.learning import stack_frames
+
+    spec = model.obs_spec
+    state = stack_frames(episode["state"], spec.frame_stack) if spec.frame_stack > 1 \
+        else episode["state"]
+    if spec.image_shape is not None:
+        return {"state": state, "image": episode["image"]}
+    return state
+
+
+def _float(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _jsonable(x):
+    import numpy as np
+
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(_jsonable(data), indent=1))
+    os.replace(tmp, path)
+
+
+# --- entry point ---------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, ros_args = split_ros_args(argv)
+    args = build_parser().parse_args(own)
+    try:
+        check_args(args)
+        import torch
+
+        from mile_ros.learning import MileConfig
+
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+        settings = parse_settings(args.set)
+        scaled_config(MileConfig, args.seed, args.epochs_scale, args.c, settings)  # check early
+        result = run_training(args.bags, args.out, args.init, args.image, args.image_size,
+                              args.only, args.skip_bad, args.include_incomplete, args.seed,
+                              args.epochs_scale, args.c, settings,
+                              progress=not args.no_progress)
+    except KeyboardInterrupt:
+        _say("interrupted; nothing was written")
+        return EXIT_INTERRUPTED
+    except ValueError as e:   # BagError, CheckpointError, ObservationError, TrainInputError, ...
+        _say(f"error: {e}")
+        return EXIT_INPUT
+    except OSError as e:
+        _say(f"error: {e.filename or ''}: {e.strerror or e}")
+        return EXIT_INPUT
+    if args.no_deliver:
+        _say("not delivered (--no-deliver)")
+        return 0
+    try:
+        answer = deliver(result.checkpoint, result.checkpoint_id, args.robot_name, args.wait_ack,
+                         ros_args)
+    except KeyboardInterrupt:
+        _say(f"interrupted while delivering; the checkpoint is saved at {result.checkpoint}")
+        return EXIT_INTERRUPTED
+    return report_answer(answer, result.checkpoint_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
