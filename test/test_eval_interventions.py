@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from mile_ros.evaluation import EvalError, estimators, metrics, report
 from mile_ros.tools import eval_interventions as ev
 from mile_ros.sim.person import gaussian_kc, probit_gaussian
 
@@ -25,18 +26,18 @@ def labels(n=400, rate=0.25, seed=0):
 def test_perfect_predictor_scores_auc_and_ap_one():
     y = labels()
     for p in (y.astype(float), 0.4 + 0.2 * y + 0.01 * np.random.default_rng(1).random(len(y))):
-        m = ev.compute_metrics(y, p)
+        m = metrics.compute_metrics(y, p)
         assert m["roc_auc"] == 1.0 and m["average_precision"] == 1.0
-    m = ev.compute_metrics(y, y.astype(float))
+    m = metrics.compute_metrics(y, y.astype(float))
     assert m["accuracy"] == 1.0 and m["balanced_accuracy"] == 1.0 and m["brier"] == 0.0
-    assert m["log_likelihood"] == pytest.approx(math.log1p(-ev.EPS))
+    assert m["log_likelihood"] == pytest.approx(math.log1p(-metrics.EPS))
     # the exact opposite ranks every pair wrong
-    assert ev.roc_auc(y, 1.0 - y) == 0.0
+    assert metrics.roc_auc(y, 1.0 - y) == 0.0
 
 
 def test_constant_predictor_scores_auc_one_half_and_ap_the_rate():
     y = labels(seed=2)
-    m = ev.compute_metrics(y, np.full(len(y), 0.3))
+    m = metrics.compute_metrics(y, np.full(len(y), 0.3))
     assert m["roc_auc"] == 0.5
     assert m["average_precision"] == pytest.approx(y.mean())
     assert m["balanced_accuracy"] == 0.5
@@ -52,8 +53,8 @@ def test_auc_equals_the_pairwise_probability_with_ties():
     p = np.round(rng.random(300) * 0.5 + 0.3 * y, 1)        # many ties
     pos, neg = p[y][:, None], p[~y][None, :]
     pairwise = np.mean((pos > neg) + 0.5 * (pos == neg))
-    assert ev.roc_auc(y, p) == pytest.approx(pairwise, abs=1e-12)
-    fpr, tpr = ev.roc_curve(y, p)
+    assert metrics.roc_auc(y, p) == pytest.approx(pairwise, abs=1e-12)
+    fpr, tpr = metrics.roc_curve(y, p)
     assert np.trapezoid(tpr, fpr) == pytest.approx(pairwise, abs=1e-12)   # curve agrees
 
 
@@ -61,22 +62,22 @@ def test_small_hand_computed_cases():
     y = np.array([1, 0, 1, 0], bool)
     p = np.array([0.9, 0.8, 0.7, 0.1])
     # thresholds 0.9, 0.8, 0.7, 0.1: (P, R) = (1, .5), (.5, .5), (2/3, 1), (.5, 1)
-    assert ev.average_precision(y, p) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
-    assert ev.roc_auc(y, p) == pytest.approx(0.75)
-    assert ev.accuracy(y, p) == pytest.approx(0.75)              # labels 1, 1, 1, 0
-    assert ev.balanced_accuracy(y, p) == pytest.approx(0.5 * (1.0 + 0.5))
-    assert ev.log_likelihood(y, p) == pytest.approx(np.mean(np.log([0.9, 0.2, 0.7, 0.9])))
-    assert ev.brier(y, p) == pytest.approx(np.mean([0.01, 0.64, 0.09, 0.01]))
-    assert math.isnan(ev.roc_auc(np.zeros(5, bool), np.ones(5)))   # undefined, not a crash
-    assert math.isnan(ev.average_precision(np.zeros(5, bool), np.ones(5)))
+    assert metrics.average_precision(y, p) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert metrics.roc_auc(y, p) == pytest.approx(0.75)
+    assert metrics.accuracy(y, p) == pytest.approx(0.75)              # labels 1, 1, 1, 0
+    assert metrics.balanced_accuracy(y, p) == pytest.approx(0.5 * (1.0 + 0.5))
+    assert metrics.log_likelihood(y, p) == pytest.approx(np.mean(np.log([0.9, 0.2, 0.7, 0.9])))
+    assert metrics.brier(y, p) == pytest.approx(np.mean([0.01, 0.64, 0.09, 0.01]))
+    assert math.isnan(metrics.roc_auc(np.zeros(5, bool), np.ones(5)))   # undefined, not a crash
+    assert math.isnan(metrics.average_precision(np.zeros(5, bool), np.ones(5)))
 
 
 def test_majority_accuracy_equals_the_no_intervention_rate():
     train = [{"nu": labels(50, 0.2, s)} for s in range(8)]
     test = [{"nu": labels(40, 0.3, 100 + s)} for s in range(6)]
     rate = float(np.mean(np.concatenate([e["nu"] for e in train])))
-    majority = ev.MajorityEstimator(rate).predict(test)
-    rep = ev.evaluate([e["nu"] for e in test], {"majority": majority}, n_bootstrap=50)
+    majority = estimators.MajorityEstimator(rate).predict(test)
+    rep = report.evaluate([e["nu"] for e in test], {"majority": majority}, n_bootstrap=50)
     y = np.concatenate([e["nu"] for e in test])
     m = rep["estimators"]["majority"]
     assert m["accuracy"]["value"] == pytest.approx(1 - y.mean())
@@ -108,7 +109,7 @@ def test_bootstrap_intervals_contain_the_point_estimate_and_shrink_with_more_epi
     for n_eps in (10, 90):
         nu, pred = episodes_with_predictions(n_eps, seed=n_eps)
         rate = float(np.mean(np.concatenate(nu)))
-        rep = ev.evaluate(nu, {"mile": pred, "majority": [np.full(len(y), rate) for y in nu]},
+        rep = report.evaluate(nu, {"mile": pred, "majority": [np.full(len(y), rate) for y in nu]},
                           n_bootstrap=300, seed=1)
         for name, metrics in rep["estimators"].items():
             for metric, m in metrics.items():
@@ -127,8 +128,8 @@ def test_bootstrap_resamples_whole_episodes_and_is_deterministic():
     # correlated, so the interval must reflect 20 units, not 1000 ticks.
     nu = [np.full(50, i % 2 == 0) for i in range(20)]
     pred = {"majority": [np.full(50, 0.4) for _ in nu]}
-    a = ev.evaluate(nu, pred, n_bootstrap=400, seed=7)
-    b = ev.evaluate(nu, pred, n_bootstrap=400, seed=7)
+    a = report.evaluate(nu, pred, n_bootstrap=400, seed=7)
+    b = report.evaluate(nu, pred, n_bootstrap=400, seed=7)
     assert a == b
     ci = a["estimators"]["majority"]["accuracy"]["ci"]
     tick_level_width = 2 * 1.96 * math.sqrt(0.25 / 1000)          # ~0.06
@@ -139,9 +140,9 @@ def test_bootstrap_resamples_whole_episodes_and_is_deterministic():
 def test_evaluate_rejects_mismatched_predictions():
     nu = [np.zeros(5, bool), np.ones(3, bool)]
     with pytest.raises(ValueError, match="episode 1 has 4 predictions for 3 ticks"):
-        ev.evaluate(nu, {"x": [np.zeros(5), np.zeros(4)]}, n_bootstrap=0)
-    with pytest.raises(ev.EvalError, match="no episodes"):
-        ev.evaluate([], {"x": []}, n_bootstrap=0)
+        report.evaluate(nu, {"x": [np.zeros(5), np.zeros(4)]}, n_bootstrap=0)
+    with pytest.raises(EvalError, match="no episodes"):
+        report.evaluate([], {"x": []}, n_bootstrap=0)
 
 
 def test_classifier_is_deterministic_and_learns_a_state_dependent_rate():
@@ -150,12 +151,12 @@ def test_classifier_is_deterministic_and_learns_a_state_dependent_rate():
     for _ in range(30):
         s = rng.uniform(-1, 1, (40, 2))
         eps.append({"state": s, "nu": rng.random(40) < np.where(s[:, 0] > 0, 0.6, 0.05)})
-    cfg = ev.ClassifierConfig(frame_stack=1, max_steps=300, seed=3)
-    p1 = ev.NeuralClassifier(cfg).fit(eps[:20]).predict(eps[20:])
-    p2 = ev.NeuralClassifier(cfg).fit(eps[:20]).predict(eps[20:])
+    cfg = estimators.ClassifierConfig(frame_stack=1, max_steps=300, seed=3)
+    p1 = estimators.NeuralClassifier(cfg).fit(eps[:20]).predict(eps[20:])
+    p2 = estimators.NeuralClassifier(cfg).fit(eps[:20]).predict(eps[20:])
     assert all(np.array_equal(a, b) for a, b in zip(p1, p2))
     y = np.concatenate([e["nu"] for e in eps[20:]])
-    assert ev.roc_auc(y, np.concatenate(p1)) > 0.75
+    assert metrics.roc_auc(y, np.concatenate(p1)) > 0.75
 
 
 # --- a simulated probit person, generated directly as arrays ------------------------------------
@@ -238,9 +239,9 @@ def mile_model(person_data):
 
 def test_report_on_a_simulated_person_puts_mile_above_majority(person_data, mile_model, tmp_path):
     evals = [dict(e, name=f"episode_{i}") for i, e in enumerate(person_data["eval"])]
-    rep = ev.run(mile_model, evals, person_data["train"], [e["true_p"] for e in evals],
+    rep = report.run(mile_model, evals, person_data["train"], [e["true_p"] for e in evals],
                  n_bootstrap=200, seed=0, out=tmp_path / "report",
-                 classifier_config=ev.ClassifierConfig(max_steps=1500, seed=0))
+                 classifier_config=estimators.ClassifierConfig(max_steps=1500, seed=0))
     est = rep["estimators"]
     assert set(est) == {"mile", "classifier", "majority", "oracle"}
     ll = {n: est[n]["log_likelihood"]["value"] for n in est}
@@ -326,8 +327,8 @@ def test_command_on_bags_writes_table_report_and_plots(bag_run, person_data, mil
     assert rep["classifier"]["class_balanced"] is False
     # the bag path gives MILE exactly the probabilities of the array path
     evals = person_data["eval"][:8]
-    p_arrays = np.concatenate(ev.mile_predict(mile_model, evals))
-    expected = ev.log_likelihood(np.concatenate([e["nu"] for e in evals]), p_arrays)
+    p_arrays = np.concatenate(estimators.mile_predict(mile_model, evals))
+    expected = metrics.log_likelihood(np.concatenate([e["nu"] for e in evals]), p_arrays)
     assert rep["estimators"]["mile"]["log_likelihood"]["value"] == pytest.approx(expected, abs=1e-6)
     assert rep["truth"]["ticks_with_truth"] == 240
     assert sorted(p.name for p in out.glob("*.png")) == ["calibration.png", "roc.png",

@@ -1,1 +1,23 @@
-"""Evaluating intervention models: metrics, estimators, plots and the report."""
+"""Evaluating intervention models: metrics, estimators, plots and the report.
+
+How well a model predicts when the person intervenes, per control tick, pooled over episodes
+(`mile-ros eval-interventions`, mile_ros.tools.eval_interventions, is the command over these):
+
+- `metrics`: the scores of predicted p(nu=1|s) against the actual nu (accuracy, balanced accuracy,
+  ROC-AUC, average precision, log-likelihood, Brier, reliability bins), MILE's error against a known
+  true p, and the percentile bootstrap over episodes. numpy only.
+- `estimators`: what predicts p(nu=1|s): the MILE checkpoint's intervention model, the majority
+  class, a neural classifier fitted on earlier iterations; and their inputs (episode bags, the
+  checkpoint, a simulated person's true p).
+- `plots`: the matplotlib figures (ROC and precision-recall, calibration, timelines, MILE vs the
+  truth).
+- `report`: the estimators evaluated with episode-bootstrap intervals, report.json with the plots,
+  and the printed table.
+
+Imports go one way: estimators and plots use metrics, report uses all three; EvalError, the
+error for unusable input, is defined here.
+"""
+
+
+class EvalError(ValueError):
+    """Unusable input to the evaluation; the message names the argument or file."""

@@ -1,0 +1,248 @@
+"""The intervention-prediction report: every estimator scored on the evaluation ticks, with
+episode-bootstrap intervals, written as report.json beside the plots and printed as a table.
+
+The estimators (mile_ros.evaluation.estimators) give p(nu=1|s) on every control tick of the
+evaluation episodes; the metrics (mile_ros.evaluation.metrics) are pooled over the episodes, and
+their intervals come from one set of episode resamples shared by every estimator, so that the
+differences `mile - majority` and `mile - classifier` get intervals too.
+
+Simulated people: when the true p(nu=1|s) of every tick is known, the report adds the truth as an
+`oracle` estimator (the best any estimator can do on these ticks) and how close MILE's p is to
+it: mean absolute error, root mean square error, Pearson correlation.
+
+Outputs: a printed table; <out>/report.json; the plots of mile_ros.evaluation.plots.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from mile_ros._io import json_default as _json_default
+from mile_ros.evaluation import EvalError
+from mile_ros.evaluation.estimators import (ESTIMATOR_NOTES, ClassifierConfig, MajorityEstimator,
+                                            NeuralClassifier, mile_predict)
+from mile_ros.evaluation.metrics import (DEFINITIONS, HIGHER_IS_BETTER, LEVEL, METRICS,
+                                         THRESHOLD, bootstrap_over_episodes, compute_metrics,
+                                         episode_starts, finite_or_none, format_metric,
+                                         percentile_ci, truth_metrics)
+from mile_ros.evaluation.plots import write_plots
+
+
+# --- evaluation with episode-bootstrap intervals --------------------------------------------
+def evaluate(nu: Sequence[np.ndarray], predictions: dict[str, Sequence[np.ndarray]],
+             true_p: Sequence[np.ndarray | None] | None = None, n_bootstrap: int = 1000,
+             seed: int = 0, level: float = LEVEL, reference: str = "mile",
+             progress: bool = False) -> dict:
+    """Metrics with episode-bootstrap intervals.
+
+    nu: per episode, bool [T_e]; predictions: estimator name -> per episode p [T_e]; true_p: per
+    episode the true p [T_e] or None (unknown). Returns {"estimators": {name: {metric: {"value",
+    "ci"}}}, "differences": {"<reference> - <other>": {...}}, "truth": {...} | None,
+    "bootstrap": {...}}. An interval is None when no resample defines the metric.
+    """
+    n_eps = len(nu)
+    if n_eps == 0:
+        raise EvalError("no episodes to evaluate")
+    nu = [np.asarray(y, bool).ravel() for y in nu]
+    lengths = np.array([len(y) for y in nu])
+    preds = _pooled_predictions(predictions, lengths)
+    y_all = np.concatenate(nu)
+    p_true_all, has_truth = _pooled_truth(true_p, lengths)
+    if has_truth.all() and len(y_all):
+        preds["oracle"] = p_true_all
+    truth = (reference, p_true_all, has_truth) if reference in preds and has_truth.any() else None
+    statistic = functools.partial(_all_metrics, y_all, preds, truth)
+    point = statistic(np.arange(len(y_all)))
+    samples = bootstrap_over_episodes(statistic, lengths, n_bootstrap, seed, point, progress)
+    summary = functools.partial(_summary, point, samples, n_bootstrap, level)
+    report = {"estimators": {name: summary(name) for name in preds},
+              "differences": {}, "truth": None,
+              "bootstrap": {"resamples": int(n_bootstrap), "unit": "episode", "seed": int(seed),
+                            "level": level, "method": "percentile"},
+              "episodes": n_eps, "ticks": int(len(y_all)),
+              "interventions": int(y_all.sum()),
+              "intervention_rate": float(y_all.mean()) if len(y_all) else math.nan}
+    if truth is not None:
+        report["truth"] = {**summary("_truth"), "ticks_with_truth": int(has_truth.sum())}
+    if reference in preds:
+        report["differences"] = {
+            f"{reference} - {other}": _difference(point, samples, reference, other,
+                                                  n_bootstrap, level)
+            for other in preds if other not in (reference, "oracle")}
+    return report
+
+
+def _pooled_predictions(predictions: dict, lengths: np.ndarray) -> dict[str, np.ndarray]:
+    """Each estimator's per-episode predictions concatenated, checked against the tick counts."""
+    n_eps = len(lengths)
+    preds = {}
+    for name, per_ep in predictions.items():
+        if len(per_ep) != n_eps:
+            raise ValueError(f"{name}: predictions for {len(per_ep)} episodes, expected {n_eps}")
+        arrays = [np.asarray(q, float).ravel() for q in per_ep]
+        bad = [i for i, q in enumerate(arrays) if len(q) != lengths[i]]
+        if bad:
+            raise ValueError(f"{name}: episode {bad[0]} has {len(arrays[bad[0]])} predictions "
+                             f"for {lengths[bad[0]]} ticks")
+        preds[name] = np.concatenate(arrays)
+    return preds
+
+
+def _pooled_truth(true_p, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(true p of every pooled tick, NaN where unknown; whether it is known). Episodes without
+    the truth are left out of the truth metrics."""
+    starts = episode_starts(lengths)
+    has_truth = np.zeros(int(lengths.sum()), bool)
+    p_true_all = np.full(int(lengths.sum()), np.nan)
+    if true_p is None:
+        return p_true_all, has_truth
+    for i, tp in enumerate(true_p):
+        if tp is not None:
+            tp = np.asarray(tp, float).ravel()
+            if len(tp) != lengths[i]:
+                raise ValueError(f"true p of episode {i}: {len(tp)} values for "
+                                 f"{lengths[i]} ticks")
+            p_true_all[starts[i]:starts[i] + lengths[i]] = tp
+    return p_true_all, np.isfinite(p_true_all)
+
+
+def _all_metrics(y_all: np.ndarray, preds: dict, truth: tuple | None, index: np.ndarray) -> dict:
+    """{estimator: metrics} on the ticks `index`, plus "_truth" (the reference against the true
+    p on the ticks where it is known) when `truth` = (reference, p_true_all, has_truth)."""
+    y = y_all[index]
+    out = {name: compute_metrics(y, p[index]) for name, p in preds.items()}
+    if truth is not None:
+        reference, p_true_all, has_truth = truth
+        m = has_truth[index]
+        out["_truth"] = truth_metrics(preds[reference][index][m], p_true_all[index][m])
+    return out
+
+
+def _summary(point: dict, samples: dict, n_bootstrap: int, level: float, name: str) -> dict:
+    """{metric: {"value", "ci"}} of one estimator (or "_truth")."""
+    return {m: {"value": finite_or_none(v),
+                "ci": percentile_ci(np.array(samples[name][m]), level) if n_bootstrap else None}
+            for m, v in point[name].items()}
+
+
+def _difference(point: dict, samples: dict, reference: str, other: str, n_bootstrap: int,
+                level: float) -> dict:
+    """{metric: {"value", "ci"}} of reference - other, over the same resamples."""
+    diff = {}
+    for m in METRICS:
+        a = np.array(samples[reference][m]) - np.array(samples[other][m])
+        diff[m] = {"value": finite_or_none(point[reference][m] - point[other][m]),
+                   "ci": percentile_ci(a, level) if n_bootstrap else None}
+    return diff
+
+
+# --- the estimators on the episodes, and the report -----------------------------------------
+def run(model, eval_episodes: list[dict], train_episodes: list[dict] | None = None,
+        true_p: Sequence | None = None, n_bootstrap: int = 1000, seed: int = 0,
+        out: Path | None = None, progress: bool = False,
+        classifier_config: ClassifierConfig | None = None, inputs: dict | None = None) -> dict:
+    """Predict with the three estimators, evaluate, and (with `out`) write report.json + plots.
+    Episodes are dicts with "state" [T,S], "nu" [T] (and "name"); the states must already be in
+    the model's state order."""
+    k = int(getattr(model.obs_spec, "frame_stack", 4))
+    train_rate, rate_source = _majority_rate(eval_episodes, train_episodes)
+    per_episode = {"mile": mile_predict(model, eval_episodes)}
+    classifier_info = None
+    if train_episodes:
+        cfg = classifier_config or ClassifierConfig(seed=seed)
+        clf = NeuralClassifier(cfg).fit(train_episodes, progress=progress)
+        per_episode["classifier"] = clf.predict(eval_episodes)
+        classifier_info = clf.info
+    per_episode["majority"] = MajorityEstimator(train_rate).predict(eval_episodes)
+    report = evaluate([e["nu"] for e in eval_episodes], per_episode, true_p, n_bootstrap, seed,
+                      progress=progress)
+    report["notes"] = {n: ESTIMATOR_NOTES[n] for n in report["estimators"]}
+    report["majority"] = {"label": "intervene" if train_rate >= THRESHOLD else "no intervention",
+                          "p": train_rate, "rate_source": rate_source}
+    report["classifier"] = classifier_info
+    report["model"] = _model_info(model, k)
+    report["inputs"] = inputs or {}
+    report["definitions"] = DEFINITIONS
+    report["episode_names"] = [e.get("name", str(i)) for i, e in enumerate(eval_episodes)]
+    if out is not None:
+        if true_p is not None and "oracle" in report["estimators"]:
+            per_episode["oracle"] = [np.asarray(t, float) for t in true_p]
+        write_outputs(Path(out), report, eval_episodes, per_episode, true_p)
+    return report
+
+
+def _majority_rate(eval_episodes: list[dict], train_episodes: list[dict] | None):
+    """(the majority estimator's p, where the rate comes from)."""
+    if train_episodes:
+        return float(np.mean(np.concatenate([e["nu"] for e in train_episodes]))), "training bags"
+    return (float(np.mean(np.concatenate([e["nu"] for e in eval_episodes]))),
+            "evaluation bags (no --train-bags: optimistic for the majority estimator)")
+
+
+def _model_info(model, k: int) -> dict:
+    return {"c": _float_or_none(getattr(model, "c", None)),
+            "beta": _float_or_none(getattr(model, "beta", None)),
+            "frame_stack": k,
+            "state_names": list(getattr(model.obs_spec, "state_names", []) or [])}
+
+
+def _float_or_none(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def write_outputs(out: Path, report: dict, episodes: Sequence[dict], per_episode: dict,
+                  true_p: Sequence | None = None) -> list[str]:
+    """report.json and the plots under `out`; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = write_plots(out, report, episodes, per_episode, true_p)
+    report["plots"] = [str(f) for f in files]
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    return [str(f) for f in files] + [str(out / "report.json")]
+
+
+# --- the table ------------------------------------------------------------------------------
+def format_table(report: dict) -> str:
+    names = list(report["estimators"])
+    head = f"{'metric':<20}" + "".join(f"{n:>27}" for n in names)
+    lines = [head, "-" * len(head)]
+    for metric in METRICS:
+        arrow = "(+)" if HIGHER_IS_BETTER[metric] else "(-)"
+        lines.append(f"{metric + ' ' + arrow:<20}" + "".join(
+            f"{format_metric(report['estimators'][n][metric], '.3f'):>27}" for n in names))
+    for label, diff in report.get("differences", {}).items():
+        lines.append("")
+        lines.append(f"{label}: " + ", ".join(
+            f"{m} {format_metric(d, '+.3f')}" for m, d in diff.items()
+            if m in ("roc_auc", "log_likelihood", "brier") and d["value"] is not None))
+    lines += _truth_and_majority_lines(report)
+    b = report["bootstrap"]
+    lines.append("")
+    lines.append(f"{report['episodes']} episodes, {report['ticks']} ticks, "
+                 f"{report['interventions']} with nu=1 ({report['intervention_rate']:.1%}); "
+                 f"[{b['level']:.0%} CI: {b['resamples']} bootstrap resamples of episodes]; "
+                 "(+) higher is better, (-) lower is better; labels are p >= 0.5")
+    return "\n".join(lines)
+
+
+def _truth_and_majority_lines(report: dict) -> list[str]:
+    lines = []
+    if report.get("truth"):
+        t = report["truth"]
+        lines.append("")
+        lines.append("MILE vs the true p (" + f"{t['ticks_with_truth']} ticks): " + ", ".join(
+            f"{k[6:]} {format_metric(v, '.3f')}" for k, v in t.items()
+            if k.startswith("truth_") and v["value"] is not None))
+    if report.get("majority"):
+        m = report["majority"]
+        lines.append("")
+        lines.append(f"majority: predicts '{m['label']}'; p = {m['p']:.3f}, the intervention "
+                     f"rate of the {m['rate_source']}")
+    return lines
