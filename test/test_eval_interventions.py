@@ -226,7 +226,7 @@ def person_data():
 
 @pytest.fixture(scope="module")
 def mile_model(person_data):
-    from mile_ros.learning.trainer import ActionSpec, MileConfig, ObsSpec, train_mile
+    from mile_ros.learning import ActionSpec, MileConfig, ObsSpec, train_mile
 
     torch.manual_seed(0)
     model, _ = train_mile([{k: e[k] for k in ("state", "a_r", "a_h", "nu")}

@@ -36,6 +36,7 @@ import numpy as np
 
 from mile_ros.evaluation import EvalError
 from mile_ros.evaluation.metrics import EPS
+from mile_ros.learning.specs import stack_frames
 
 ESTIMATOR_NOTES = {  # report.json "notes", kept word for word
     "mile": "MILE intervention model of the checkpoint, p(nu=1|s) in closed form (DESIGN §2)",
@@ -45,19 +46,6 @@ ESTIMATOR_NOTES = {  # report.json "notes", kept word for word
                   "class-balanced) cross-entropy, trained on --train-bags",
     "oracle": "the simulated person's true p(nu=1|s) (from --true-p)",
 }
-
-
-def stack_states(states: np.ndarray, k: int) -> np.ndarray:
-    """[T, k*S]: current state first, then the previous ones; the first state pads the start."""
-    try:
-        from mile_ros.learning.trainer import stack_frames
-    except ImportError:           # the learning core not installed: the same rule, locally
-        stack_frames = None
-    if stack_frames is not None:
-        return np.asarray(stack_frames(states, k))
-    states = np.asarray(states)
-    idx = np.maximum(np.arange(len(states))[:, None] - np.arange(k)[None, :], 0)
-    return states[idx].reshape(len(states), -1)
 
 
 # --- majority -------------------------------------------------------------------------------
@@ -82,7 +70,7 @@ class ClassifierConfig:
     max_steps: int = 4000
     patience: int = 15          # epochs without validation improvement
     val_fraction: float = 0.2   # of the training episodes, for early stopping
-    frame_stack: int = 4
+    frame_stack: int = FRAME_STACK
     seed: int = 0
 
 
@@ -96,7 +84,7 @@ class NeuralClassifier:
     info: dict = field(default_factory=dict)
 
     def _inputs(self, episodes) -> np.ndarray:
-        return np.concatenate([stack_states(ep["state"], self.config.frame_stack)
+        return np.concatenate([stack_frames(ep["state"], self.config.frame_stack)
                                for ep in episodes]).astype(np.float32)
 
     def fit(self, episodes: Sequence[dict], progress: bool = False) -> "NeuralClassifier":
@@ -209,7 +197,7 @@ class NeuralClassifier:
         out = []
         with torch.no_grad():
             for ep in episodes:
-                x = torch.as_tensor((stack_states(ep["state"], self.config.frame_stack)
+                x = torch.as_tensor((stack_frames(ep["state"], self.config.frame_stack)
                                      .astype(np.float32) - self.mean) / self.std)
                 out.append(torch.sigmoid(self.net(x).squeeze(-1)).numpy().astype(np.float64))
         return out
@@ -227,11 +215,11 @@ def mile_predict(model, episodes: Sequence[dict], batch: int = 4096) -> list[np.
     builds: episode["model_state"] (the model's state dims; else "state") stacked over the model's
     frame_stack, plus episode["image"] for image models."""
     spec = model.obs_spec
-    k = int(getattr(spec, "frame_stack", 4))
+    k = int(getattr(spec, "frame_stack", FRAME_STACK))
     uses_image = getattr(spec, "image_shape", None) is not None
     out = []
     for ep in episodes:
-        obs = stack_states(ep.get("model_state", ep["state"]), k).astype(np.float32)
+        obs = stack_frames(ep.get("model_state", ep["state"]), k).astype(np.float32)
         p = _mile_episode(model, ep, obs, uses_image, batch)
         if len(p) != len(obs) or not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
             raise EvalError(f"the model's intervention_probability gave invalid values on "

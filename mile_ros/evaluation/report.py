@@ -24,13 +24,29 @@ import numpy as np
 
 from mile_ros._io import json_default as _json_default
 from mile_ros.evaluation import EvalError
-from mile_ros.evaluation.estimators import (ESTIMATOR_NOTES, ClassifierConfig, MajorityEstimator,
-                                            NeuralClassifier, mile_predict)
-from mile_ros.evaluation.metrics import (DEFINITIONS, HIGHER_IS_BETTER, LEVEL, METRICS,
-                                         THRESHOLD, bootstrap_over_episodes, compute_metrics,
-                                         episode_starts, finite_or_none, format_metric,
-                                         percentile_ci, truth_metrics)
+from mile_ros.evaluation.estimators import (
+    ESTIMATOR_NOTES,
+    ClassifierConfig,
+    MajorityEstimator,
+    NeuralClassifier,
+    mile_predict,
+)
+from mile_ros.evaluation.metrics import (
+    DEFINITIONS,
+    HIGHER_IS_BETTER,
+    LEVEL,
+    METRICS,
+    THRESHOLD,
+    bootstrap_over_episodes,
+    compute_metrics,
+    episode_starts,
+    finite_or_none,
+    format_metric,
+    percentile_ci,
+    truth_metrics,
+)
 from mile_ros.evaluation.plots import write_plots
+from mile_ros.learning.specs import FRAME_STACK
 
 
 # --- evaluation with episode-bootstrap intervals --------------------------------------------
@@ -149,7 +165,7 @@ def run(model, eval_episodes: list[dict], train_episodes: list[dict] | None = No
     """Predict with the three estimators, evaluate, and (with `out`) write report.json + plots.
     Episodes are dicts with "state" [T,S], "nu" [T] (and "name"); the states must already be in
     the model's state order."""
-    k = int(getattr(model.obs_spec, "frame_stack", 4))
+    k = int(getattr(model.obs_spec, "frame_stack", FRAME_STACK))
     train_rate, rate_source = _majority_rate(eval_episodes, train_episodes)
     per_episode = {"mile": mile_predict(model, eval_episodes)}
     classifier_info = None
