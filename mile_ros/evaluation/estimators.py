@@ -36,7 +36,7 @@ import numpy as np
 
 from mile_ros.evaluation import EvalError
 from mile_ros.evaluation.metrics import EPS
-from mile_ros.learning.specs import stack_frames
+from mile_ros.learning.specs import FRAME_STACK, stack_frames
 
 ESTIMATOR_NOTES = {  # report.json "notes", kept word for word
     "mile": "MILE intervention model of the checkpoint, p(nu=1|s) in closed form (DESIGN §2)",
