@@ -27,6 +27,8 @@ from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
+from mile_ros.params import SHARED
+
 PACKAGE = "mile_ros"
 
 
@@ -41,6 +43,9 @@ def _for_any_namespace(config):
     rather than `arm`, which would match only `/arm`); values keep the file's own YAML types."""
     with open(config) as f:
         sections = yaml.safe_load(f)
+    for (node, name), (owner, owner_name) in SHARED.items():   # declared once, under the owner
+        sections[node]["ros__parameters"].setdefault(
+            name, sections[owner]["ros__parameters"][owner_name])
     fd, path = tempfile.mkstemp(prefix="mile_ros_collect_", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump({f"/**/{name}": section for name, section in sections.items()}, f,

@@ -19,6 +19,11 @@ from typing import Any
 import yaml
 
 DEFAULT_FILE = "collect.yaml"
+# Values several nodes need, declared once in the YAML under the node that owns them:
+# {(node, parameter): (owner, owner's parameter)}. Unless a file or override sets it for the node
+# itself, the node gets the owner's value from the same files.
+SHARED = {("arbiter", "control_rate_hz"): ("arm", "control_rate_hz"),
+          ("recorder", "control_rate_hz"): ("arm", "control_rate_hz")}
 
 
 class ConfigError(ValueError):
@@ -79,8 +84,18 @@ def read_param_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return nodes
 
 
+def with_shared(nodes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`nodes` with every SHARED parameter filled in from its owner where it is not set."""
+    out = {n: dict(v) for n, v in nodes.items()}
+    for (node, name), (owner, owner_name) in SHARED.items():
+        if node in out and owner_name in out.get(owner, {}):
+            out[node].setdefault(name, out[owner][owner_name])
+    return out
+
+
 def defaults() -> dict[str, dict[str, Any]]:
-    return read_param_file(default_file())
+    """The shipped parameters of every node, SHARED ones filled in."""
+    return with_shared(read_param_file(default_file()))
 
 
 def _type_name(v: Any) -> str:
@@ -132,6 +147,10 @@ def resolve(node: str, files: list[str | os.PathLike] = (), overrides: dict | No
                 raise ConfigError(f"{source}: unknown parameter '{name}' for node '{node}'; "
                                   f"known: {', '.join(sorted(params))}")
             params[name] = coerce(node, name, value, base[node][name], source)
+    set_here = {name for _, values in layers for name in values}
+    for (shared_node, name), (owner, owner_name) in SHARED.items():
+        if shared_node == node and name not in set_here:
+            params[name] = resolve(owner, files)[owner_name]
     return params
 
 

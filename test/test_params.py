@@ -92,3 +92,16 @@ def test_rclpy_node_declares_shipped_parameters(tmp_path):
 def test_number_given_for_a_string_parameter_becomes_a_string():
     # `ros2 run ... -p device:=0` types the value as an int; the camera's device is a string
     assert params.resolve("camera", overrides={"device": 0})["device"] == "0"
+
+
+def test_control_rate_is_declared_once_and_shared(tmp_path):
+    """The arm owns control_rate_hz; the arbiter and recorder take it unless they set their own."""
+    shipped = yaml.safe_load(params.default_file().read_text())
+    assert [n for n, s in shipped.items() if "control_rate_hz" in s["ros__parameters"]] == ["arm"]
+    assert not any("action_names" in shipped[n]["ros__parameters"] for n in ("arm", "recorder"))
+    f = tmp_path / "lab.yaml"
+    f.write_text(yaml.safe_dump({"arm": {"ros__parameters": {"control_rate_hz": 30.0}}}))
+    assert params.resolve("arbiter", [f])["control_rate_hz"] == 30.0
+    assert params.resolve("recorder", [f])["control_rate_hz"] == 30.0
+    assert params.resolve("arbiter")["control_rate_hz"] == 20.0
+    assert params.resolve("arbiter", [f], {"control_rate_hz": 10.0})["control_rate_hz"] == 10.0

@@ -28,9 +28,6 @@ class StepOutcome:
 
 def check_arm_params(p: dict) -> None:
     """Value checks the YAML types cannot express; each error names the parameter."""
-    if list(p["action_names"]) != ACTION_NAMES:
-        raise ConfigError(f"arm parameter 'action_names' must be {ACTION_NAMES} (the arm applies "
-                          f"end-effector deltas plus gripper), got {p['action_names']}")
     for name in ("workspace_min_m", "workspace_max_m"):
         if len(p[name]) != 3:
             raise ConfigError(f"arm parameter '{name}' needs 3 values (x, y, z), got {p[name]}")

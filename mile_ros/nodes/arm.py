@@ -28,7 +28,7 @@ from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 
 from mile_ros import interfaces as itf
-from mile_ros.arms import check_arm_params, make_backend
+from mile_ros.arms import ACTION_NAMES, check_arm_params, make_backend
 from mile_ros.params import declare_node_parameters
 from mile_ros.nodes._runtime import say
 
@@ -91,7 +91,7 @@ class ArmNode(Node):
         robot_name = self.get_namespace().strip("/")
         self.backend = backend_factory(p, robot_name)
         self.base_frame = f"{robot_name}/base_link" if robot_name else "base_link"  # Interbotix TF
-        self.action_names = list(p["action_names"])
+        self.action_names = list(ACTION_NAMES)
         self.period = 1.0 / p["control_rate_hz"]
         self.lockstep = self.backend.owns_episodes and p["realtime_factor"] == 0.0
         speed = p["realtime_factor"] if self.backend.owns_episodes and not self.lockstep else 1.0
