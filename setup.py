@@ -1,10 +1,24 @@
 """ament_python package that also installs with pip (`pip install -e .[sim,bench]`)."""
+import ast
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "mile_ros"
-NODES = ["arm", "camera", "joystick", "arbiter", "policy_server", "recorder", "train", "sim_human"]
+
+
+def node_names() -> list[str]:
+    """`NODES` of mile_ros/nodes/__init__.py, the one list of the package's nodes (read, not
+    imported: setup.py must not import the package)."""
+    tree = ast.parse((Path(__file__).parent / PACKAGE / "nodes" / "__init__.py").read_text())
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and [t.id for t in stmt.targets] == ["NODES"]:
+            return list(ast.literal_eval(stmt.value))
+    raise RuntimeError("mile_ros/nodes/__init__.py defines no NODES")
+
+
+NODES = node_names()
 
 setup(
     name="mile-ros",
@@ -20,13 +34,13 @@ setup(
     python_requires=">=3.10",
     # torch is pinned by the set-up script (.ci/setup) so that pip takes the CPU wheel; ROS 2
     # Python packages come from the ROS distribution, or from PyPI through the `ros` extra.
-    install_requires=["numpy", "pyyaml", "tqdm", "matplotlib", "scipy", "rosbags>=0.10",
+    install_requires=["numpy", "pyyaml", "tqdm", "matplotlib", "scipy", "rosbags>=0.11,<0.12",
                       "opencv-python-headless", "pygame", "mujoco"],
     extras_require={
         "ros": ["ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-std-msgs", "ros-sensor-msgs",
                 "ros-geometry-msgs"],
         "bench": ["metaworld", "packaging", "gymnasium", "box2d"],
-        "test": ["pytest"],
+        "test": ["pytest", "ruff>=0.17,<0.18"],
     },
     zip_safe=True,
     maintainer="mile_ros developers",
