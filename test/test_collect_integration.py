@@ -178,7 +178,7 @@ def test_bad_yaml_is_refused_before_any_node_starts(tmp_path, yaml_text, needle)
 
 
 def test_out_directory_naming():
-    from mile_ros.tools.collect import split_out
+    from mile_ros.runs import split_out
 
     assert split_out("runs/demo/iter3", 1) == (Path("runs/demo"), 3)
     assert split_out("runs/demo", 2) == (Path("runs/demo"), 2)

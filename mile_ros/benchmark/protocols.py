@@ -17,6 +17,7 @@ state (policy + collected episodes) saved under <out>.work/.
 """
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mile_ros._io import atomic_write
 from mile_ros.benchmark.baselines import BASELINES, BaselineConfig
 from mile_ros.sim.tasks import UnknownNameError, canonical_task_name, evaluate_policy, make_task
 from mile_ros.benchmark.mile_adapter import MileBenchConfig, train_mile_on
@@ -183,8 +185,9 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
                    "collect_success": float(np.mean([e["success"] for e in new_eps])),
                    "collect_seconds": tt - tc, "train_seconds": te - tt, "eval_seconds": time.time() - te}
             state_path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"iteration": it, "policy": policy, "episodes": episodes}, str(state_path) + ".tmp")
-            os.replace(str(state_path) + ".tmp", state_path)
+            buf = io.BytesIO()
+            torch.save({"iteration": it, "policy": policy, "episodes": episodes}, buf)
+            atomic_write(state_path, buf.getvalue())
             results.add_record(method, seed, rec)
             bar.update(1)
             bar.set_postfix(method=method, seed=seed, it=it, success=f"{rec['success_rate']:.2f}")

@@ -14,6 +14,8 @@ import math
 import os
 from pathlib import Path
 
+from mile_ros._io import atomic_write
+
 FORMAT = "mile_ros.bench/1"
 
 
@@ -53,9 +55,7 @@ class Results:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=False))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=False))
 
 
 def _extends(old: dict, new: dict, diff: list[str]) -> bool:

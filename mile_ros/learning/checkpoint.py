@@ -25,11 +25,12 @@ from pathlib import Path
 
 import torch
 
-from mile_ros.learning.networks import build_network
+from mile_ros._io import atomic_write, to_json
+from mile_ros._io import fsync_path as _fsync_dir
 from mile_ros.learning.config import MileConfig
 from mile_ros.learning.model import MileModel
+from mile_ros.learning.networks import build_network
 from mile_ros.learning.specs import ActionSpec, Normalizer, ObsSpec
-from mile_ros._io import fsync_path as _fsync_dir
 
 FORMAT = "mile_ros.learning.checkpoint"
 VERSION = 1
@@ -101,8 +102,8 @@ def save_checkpoint(model: MileModel, directory, extra_manifest: dict | None = N
             "networks": {name: {"class": type(net).__name__, "kwargs": net.init_kwargs}
                          for name, net in (("policy", model.policy), ("mental", model.mental))},
             "files": {WEIGHTS: {"bytes": len(weights), "sha256": weights_sha}},
-            "metrics": _jsonable(getattr(model, "metrics", {}) or {}),
-            "extra": _jsonable(extra_manifest or {}),
+            "metrics": to_json(getattr(model, "metrics", {}) or {}),
+            "extra": to_json(extra_manifest or {}),
         }
         manifest["manifest_sha256"] = hashlib.sha256(_canonical(manifest)).hexdigest()
         _write_file(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True,
@@ -116,34 +117,13 @@ def save_checkpoint(model: MileModel, directory, extra_manifest: dict | None = N
     return manifest["id"]
 
 
-def _jsonable(obj):
-    """Metrics and extras as strict JSON (non-finite floats become None)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return obj
-    if isinstance(obj, int):
-        return int(obj)
-    try:
-        f = float(obj)
-    except (TypeError, ValueError):
-        return str(obj)
-    return f if f == f and abs(f) != float("inf") else None
-
-
 def update_latest(root, checkpoint_dir) -> Path:
     """Point `root/latest` at `checkpoint_dir` (a child of root), replacing it atomically."""
     root, checkpoint_dir = Path(root), Path(checkpoint_dir)
     if checkpoint_dir.resolve().parent != root.resolve():
         raise CheckpointError(checkpoint_dir, f"is not directly inside {root}")
     verify_checkpoint(checkpoint_dir)
-    tmp = root / f".{LATEST}.tmp-{uuid.uuid4().hex[:8]}"
-    _write_file(tmp, (checkpoint_dir.name + "\n").encode())
-    os.replace(tmp, root / LATEST)
-    _fsync_dir(root)
-    return root / LATEST
+    return atomic_write(root / LATEST, checkpoint_dir.name + "\n", durable=True)
 
 
 def resolve_checkpoint(path) -> Path:

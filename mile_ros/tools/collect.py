@@ -26,6 +26,7 @@ from pathlib import Path
 
 from mile_ros import interfaces as itf
 from mile_ros.params import ConfigError, resolve, ros_params_file
+from mile_ros.runs import iteration_name, split_out
 
 STOP_ORDER = ("arm", "sim_human", "joystick", "policy_server", "arbiter", "camera", "recorder")
 STOP_TIMEOUT_S = 15.0
@@ -53,15 +54,6 @@ def node_overrides(sim: bool, camera: bool, out: str, iteration: int, episodes: 
             "arbiter": {"joy_sync": bool(sim), "episode_buttons": not sim},
             "camera": {"source": "sim" if sim else "opencv"}}
     return {n: over.get(n, {}) for n in graph_nodes(sim, camera)}
-
-
-def split_out(out: str, iteration: int) -> tuple[Path, int]:
-    """`--out DIR/iterN` -> (DIR, N); any other DIR -> (DIR, iteration)."""
-    path = Path(out)
-    name = path.name
-    if name.startswith("iter") and name[4:].isdigit():
-        return path.parent, int(name[4:])
-    return path, int(iteration)
 
 
 def resolved_params(args) -> dict[str, dict]:
@@ -254,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     _check_args(args)
     values = resolved_params(args)          # raises ConfigError before anything starts
     out, iteration = split_out(args.out, args.iteration)
-    log_dir = out / "logs" / f"iter{iteration}"
+    log_dir = out / "logs" / iteration_name(iteration)
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import sys
@@ -26,8 +25,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mile_ros.tools import collect
+from mile_ros._io import atomic_write
 from mile_ros.params import ConfigError, resolve, ros_params_file
+from mile_ros.runs import checkpoints_dir, iteration_name
+from mile_ros.tools import collect
 
 DEFAULT_ITERATIONS = 6
 DEFAULT_EPISODES = 8
@@ -235,7 +236,7 @@ class DemoGraph:
         """Run K episodes with the running policy; returns counts from the progress monitor."""
         episodes = self.args.episodes
         progress = None
-        self.graph = self._start(COLLECT_NODES, iteration, self.out / "logs" / f"iter{iteration}")
+        self.graph = self._start(COLLECT_NODES, iteration, self.out / "logs" / iteration_name(iteration))
         problem = None
         try:
             progress = collect.Progress(self.robot_name, episodes, show)
@@ -268,7 +269,7 @@ class DemoGraph:
         recorded = list(progress.recorded)
         if not recorded:
             raise RuntimeError(f"no episode of iteration {iteration} was recorded; see the logs "
-                               f"in {self.out / 'logs' / f'iter{iteration}'}")
+                               f"in {self.out / 'logs' / iteration_name(iteration)}")
         return {"ticks": sum(int(e.get("ticks", 0)) for e in recorded),
                 "interventions": sum(int(e.get("intervention_count", 0)) for e in recorded),
                 "episodes": len(recorded), "recorded": recorded, "failed": list(progress.failed),
@@ -329,10 +330,7 @@ def write_results(out: Path, rows: list[Row], args, complete: bool, started: flo
             "settings": {k: v for k, v in vars(args).items()},
             "rows": [{**asdict(r), "intervention_rate": r.intervention_rate} for r in rows]}
     path = out / "demo.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(data, indent=1, default=str))
 
 
 def plot(rows: list[Row], path: Path) -> Path:
@@ -405,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             counts = graph.collect(it, show)
             collect_s = time.monotonic() - t0
-            res = trainer.run_training([out / f"iter{it}"], out / "checkpoints", init="latest",
+            res = trainer.run_training([out / iteration_name(it)], checkpoints_dir(out / iteration_name(it)), init="latest",
                                        seed=args.seed + it, epochs_scale=args.epochs_scale,
                                        settings=TRAINING, progress=show, say=lambda m: None)
             answer = sender.send(checkpoint_to_bytes(res.checkpoint), res.checkpoint_id, 60.0)
@@ -479,10 +477,10 @@ def initial_model(seed: int):
     import numpy as np
     import torch
 
-    from mile_ros.sim.tasks import make_task
-    from mile_ros.sim.initial import InitialConfig, build_initial_policy
-    from mile_ros.learning.networks import GaussianPolicy
     from mile_ros.learning import ActionSpec, MileModel, Normalizer, ObsSpec
+    from mile_ros.learning.networks import GaussianPolicy
+    from mile_ros.sim.initial import InitialConfig, build_initial_policy
+    from mile_ros.sim.tasks import make_task
 
     cfg = InitialConfig()
     task = make_task(INITIAL_TASK, seed=seed, options=cfg.task)

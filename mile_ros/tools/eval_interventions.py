@@ -17,7 +17,12 @@ import sys
 from pathlib import Path
 
 from mile_ros.evaluation import EvalError
-from mile_ros.evaluation.estimators import episode_dicts, load_bags, load_model, read_true_p
+from mile_ros.evaluation.estimators import (
+    episode_dicts,
+    load_bags,
+    load_model,
+    read_true_p,
+)
 from mile_ros.evaluation.report import format_table, run
 
 

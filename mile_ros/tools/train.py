@@ -31,7 +31,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mile_ros.policy.delivery import EXIT_NO_ANSWER, EXIT_REFUSED, deliver, report_answer  # noqa: F401
+from mile_ros._io import atomic_write, to_json
+from mile_ros.policy.delivery import (  # noqa: F401
+    EXIT_NO_ANSWER,
+    EXIT_REFUSED,
+    deliver,
+    report_answer,
+)
+from mile_ros.runs import checkpoints_dir, iteration_name, iteration_of
 
 EXIT_INPUT, EXIT_INTERRUPTED = 2, 130
 PROG = "train"
@@ -105,14 +112,7 @@ def check_args(args) -> None:
 
 def default_out(bags: list[str]) -> Path:
     """`runs/lab/iter3` -> `runs/lab/checkpoints`; any other directory D -> `D/checkpoints`."""
-    first = Path(bags[0])
-    if first.name.startswith("iter") and first.name[4:].isdigit():
-        return first.parent / "checkpoints"
-    if first.is_file() or (first / "metadata.yaml").is_file():     # a single bag
-        first = first.parent
-        if first.name.startswith("iter") and first.name[4:].isdigit():
-            return first.parent / "checkpoints"
-    return first / "checkpoints"
+    return checkpoints_dir(bags[0])
 
 
 def resolve_init(init: str, out: Path) -> Path | None:
@@ -182,13 +182,9 @@ def checkpoint_name(report: dict) -> str:
     """`iter3-20260101T120000Z`: the newest iteration in the data, and the time."""
     from datetime import datetime, timezone
 
-    iters = []
-    for p in report.get("used", []):
-        name = Path(p).parent.name
-        if name.startswith("iter") and name[4:].isdigit():
-            iters.append(int(name[4:]))
+    iters = [n for n in (iteration_of(Path(p).parent) for p in report.get("used", [])) if n is not None]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"iter{max(iters)}-{stamp}" if iters else f"mile-{stamp}"
+    return f"{iteration_name(max(iters))}-{stamp}" if iters else f"mile-{stamp}"
 
 
 def run_training(bags, out: Path | None = None, init: str = "latest", image: bool = False,
@@ -198,9 +194,13 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
                  say=_say) -> TrainResult:
     """Bags -> trained, saved checkpoint (no ROS). Raises BagError / TrainInputError /
     CheckpointError / ObservationError (all ValueError) naming the file or argument."""
-    from mile_ros.learning import observations as obs
-    from mile_ros.learning.checkpoint import load_checkpoint, save_checkpoint, update_latest
     from mile_ros.learning import MileConfig, train_mile
+    from mile_ros.learning import observations as obs
+    from mile_ros.learning.checkpoint import (
+        load_checkpoint,
+        save_checkpoint,
+        update_latest,
+    )
 
     t0 = time.perf_counter()
     bags = [str(b) for b in bags]
@@ -251,7 +251,7 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
     full = {"checkpoint_id": ckpt_id, "checkpoint": str(ckpt_dir), **summary,
             "intervention_rate": fit, "c": _float(getattr(model, "c", None)),
             "beta": _float(getattr(model, "beta", None)),
-            "training": _jsonable(metrics), "updates_total": updates_run(metrics),
+            "training": to_json(metrics), "updates_total": updates_run(metrics),
             "ms_per_update": 1e3 * t_train / max(1, updates_run(metrics)),
             "timings_s": {"load": t_load, "train": t_train, "save": t_save,
                           "total": time.perf_counter() - t0},
@@ -349,28 +349,8 @@ def _float(v):
         return None
 
 
-def _jsonable(x):
-    import numpy as np
-
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    return str(x)
-
-
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_jsonable(data), indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(to_json(data), indent=1))
 
 
 # --- entry point ---------------------------------------------------------------------------------
