@@ -1,4 +1,4 @@
-"""Intervention prediction on a simulated collection: the paper's user-study analysis (DESIGN §4)
+"""Intervention prediction on a simulated collection: the paper's user-study analysis
 with the simulated person, whose true p(nu=1|s) is known at every tick.
 
     python bench/bench_eval_interventions.py [--task widowx] [--episodes 15] [--iterations 2]

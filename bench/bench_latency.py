@@ -12,7 +12,7 @@ Phases (each `--seconds` long):
               the person's Joy(t), sent after a_r(t) -> Joy->command latency on every tick
 The first second of each phase is not counted. By default everything runs twice: with the normal
 scheduler, and with both processes SCHED_FIFO 10 (how a robot computer runs its control nodes).
-Targets (DESIGN §6 / issue 4): p99 tick jitter < 2 ms, p99 Joy->command < 5 ms.
+Targets: p99 tick jitter < 2 ms, p99 Joy->command < 5 ms.
 
     python bench/bench_latency.py [--seconds 15] [--priorities 0,10] [--out FILE.json]
 """

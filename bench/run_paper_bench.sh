@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's simulation experiments (DESIGN §4), exactly as committed under bench/results/.
+# The paper's simulation experiments (README "Benchmarks"), exactly as committed under bench/results/.
 # Protocol (a): N=1 iteration x k=15 episodes, baselines matched to MILE's intervention count,
 #   10 training seeds (0-4 first, 5-9 added later by extending the results files).
 # Protocol (b): N=20 iterations x k=1 episode, no intervention matching; 5 training seeds.

@@ -148,7 +148,7 @@ def test_rclpy_padding_is_trimmed_so_strict_readers_accept_the_bag(tmp_path):
     from sensor_msgs.msg import JointState
 
     raw = serialization.serialize_message(JointState(name=["a"], position=[1.0]))
-    with pytest.raises(Exception):           # DESIGN §5: the strict reader rejects rclpy's bytes
+    with pytest.raises(Exception):           # the strict reader rejects rclpy's padded bytes
         TS.deserialize_cdr(raw, "sensor_msgs/msg/JointState")
     clean, msg = bags.clean_cdr(raw, "sensor_msgs/msg/JointState")
     assert list(msg.name) == ["a"] and len(clean) < len(raw)

@@ -30,7 +30,7 @@ def bench_cache(request):
     """The simulated person and initial policy, built once (deterministic) and kept between runs."""
     import torch
 
-    from mile_ros.nodes.sim_human import build_person
+    from mile_ros.sim.person_driver import build_person
 
     cache = request.config.cache.mkdir("mile_ros_bench")
     old = os.environ.get("MILE_ROS_BENCH_CACHE")

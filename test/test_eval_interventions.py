@@ -177,7 +177,7 @@ def robot_mean(s):
 
 
 def person_p(s, c):
-    """The person's p(nu=1|s) (DESIGN §2, Gaussian closed form) with the expert as pi and the
+    """The person's p(nu=1|s) (the Gaussian closed form of mile_ros.learning.mile) with the expert as pi and the
     robot's policy as the mental model."""
     s = np.atleast_2d(s)
     kc = gaussian_kc(expert_mean(s), np.full((len(s), 2), np.log(SIGMA_EXPERT)),

@@ -5,7 +5,7 @@ import pytest
 
 from mile_ros import params
 from mile_ros.teleop.arbiter import ArbiterConfig, ArbiterLogic, JoyMap
-from mile_ros.nodes.sim_human import JoyPlayer
+from mile_ros.sim.person_driver import JoyPlayer
 
 DECISIONS = [0, 1, 0, 1, 1, 1, 0, 0, 1, 0, 1, 1, 0]   # includes a press on every tick (1, 0, 1)
 

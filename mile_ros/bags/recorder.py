@@ -27,8 +27,9 @@ from mile_ros.bags.codec import HEADER_TYPES, STORAGES, clean_cdr, deserialize, 
     topic_types
 from mile_ros.bags.index import _bags_in, bag_state
 from mile_ros.bags.writer import EpisodeBagWriter, check_writable, episode_bag_name
-from mile_ros.interfaces import (ACTION_ROBOT, EPISODE, FLAG_NAMES, IMAGE, INTERVENTION,
-                                 OBSERVATION, STEP_TOPICS, parse_episode_event)
+from mile_ros.interfaces import (ACTIVE, ACTION_ROBOT, EPISODE, FLAG_NAMES, IMAGE, INTERVENTION,
+                                 OBSERVATION, STEP_TOPICS, parse_episode_event,
+                                 parse_policy_answer)
 from mile_ros.params import ConfigError
 from mile_ros.runs import iteration_dir
 
@@ -286,11 +287,8 @@ class EpisodeRecorder:
         return self._closing + ([self._current] if self._current else [])
 
     def _on_active(self, text: str) -> None:
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return
-        if isinstance(data, dict) and data.get("state") == "active" and data.get("id"):
+        data = parse_policy_answer(text)
+        if data is not None and data["state"] == ACTIVE and data.get("id"):
             self.checkpoint_id = str(data["id"])
             if self._current and self.checkpoint_id not in self._current.checkpoint_ids:
                 self._current.checkpoint_ids.append(self.checkpoint_id)

@@ -1,4 +1,4 @@
-"""MILE for the benchmark: the core loss (mile_ros.learning.mile, DESIGN §2) on BenchPolicy networks.
+"""MILE for the benchmark: the core loss (mile_ros.learning.mile) on BenchPolicy networks.
 
     J = mean over collected ticks of  lam * BCE(p(nu=1|s), nu) + (1 - lam) * nu * (-log pi(a_h|s))
 

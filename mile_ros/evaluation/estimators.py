@@ -39,7 +39,7 @@ from mile_ros.evaluation.metrics import EPS
 from mile_ros.learning.specs import FRAME_STACK, stack_frames
 
 ESTIMATOR_NOTES = {  # report.json "notes", kept word for word
-    "mile": "MILE intervention model of the checkpoint, p(nu=1|s) in closed form (DESIGN §2)",
+    "mile": "MILE intervention model of the checkpoint, p(nu=1|s) in closed form (mile_ros.learning.mile)",
     "majority": "always 'no intervention' (the majority class); probabilistic metrics use the "
                 "constant p = the training-set intervention rate",
     "classifier": "MLP 2x64 ReLU on the stacked standardised state, unweighted (not "

@@ -1,4 +1,4 @@
-"""MILE's intervention model and losses (DESIGN §2). Plain torch; no ROS.
+"""MILE's intervention model and losses (Korkmaz & Bıyık). Plain torch; no ROS.
 
 p(nu=1|s) = E_{a~pi}[ Phi((E_{a'~pihat}[log pi(a|s) - log pi(a'|s)] - c) / beta) ]
 

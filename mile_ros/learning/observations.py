@@ -1,6 +1,6 @@
 """Training observations from recorded episodes (mile_ros.bags.EpisodeData). ROS-free.
 
-Two configurations (DESIGN §2):
+Two configurations (the paper: stacked states in simulation, camera + end effector on the robot):
 - state: the recorded `observation` vector, stacked over FRAME_STACK ticks (current first) by the
   learning core;
 - image: the camera frame at each tick (resized to `image_size` px square) plus the end-effector

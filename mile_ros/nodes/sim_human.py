@@ -1,8 +1,8 @@
-"""The simulated person (DESIGN §4): decides by the probit model and acts only through Joy.
+"""The simulated person (the paper's §V person): decides by the probit model and acts only through Joy.
 
 Every tick t it reads the observation(t) and the scripted expert's action for t (`sim/expert_action`,
 published by the simulated arm and heard by no one else; the person never sees a_r). The decision
-is mile_ros.benchmark's SimulatedPerson: p(nu=1|s) from the expert (a Gaussian around the scripted
+is mile_ros.sim.person's SimulatedPerson: p(nu=1|s) from the expert (a Gaussian around the scripted
 action, `expert_sigma`) and a mental model (BC on rollouts of the initial policy), with cost `c`
 (< 0: calibrated so the initial policy would see `target_rate` interventions) and scale `beta`.
 
@@ -22,66 +22,12 @@ from rclpy.node import Node
 
 from mile_ros import interfaces as itf
 from mile_ros.params import ConfigError, declare_node_parameters, resolve
+from mile_ros.learning.specs import FrameStacker
 from mile_ros.nodes._runtime import say
+from mile_ros.sim.person_driver import JoyPlayer, build_person
 
 NODE = "sim_human"
-TASK = "widowx"
 ARBITER = "arbiter"
-
-
-def build_person(p: dict):
-    """(SimulatedPerson, info, task state names, frame_stack) from the benchmark's builders."""
-    from mile_ros.sim.tasks import TaskOptions, make_task
-    from mile_ros.sim.initial import InitialConfig, build_initial_policy
-    from mile_ros.sim.initial import build_person as bench_person
-
-    options = TaskOptions(expert_sigma=p["expert_sigma"])
-    task = make_task(TASK, seed=p["seed"], options=options)
-    try:
-        initial, _ = build_initial_policy(TASK, p["seed"], InitialConfig(), task=task)
-        cfg = InitialConfig(target_rate=p["target_rate"], beta=p["beta"],
-                            c=None if p["c"] < 0 else p["c"], task=options)
-        person, info = bench_person(TASK, p["seed"], initial, cfg, task=task)
-        names = list(task.state_names)
-    finally:
-        task.close()
-    person.reseed(p["seed"])
-    return person, info, names, cfg.frame_stack
-
-
-class JoyPlayer:
-    """The hands on the controller: turns decisions into Joy messages (axes, buttons) the way a
-    person presses buttons, one decision per tick. ROS-free."""
-
-    def __init__(self, joy_map, mode: str, n_axes: int, n_buttons: int):
-        self.map, self.mode = joy_map, mode
-        self.n_axes, self.n_buttons = n_axes, n_buttons
-        self.taken_over = False        # what the person believes the arbiter is in
-        self.button_down = False       # the takeover button's level in the last Joy sent
-
-    def _joy(self, action, press: bool):
-        self.button_down = press
-        return self.map.joy_for(action, ("takeover",) if press else (), self.n_axes, self.n_buttons)
-
-    def tick(self, nu: bool, a_h) -> list[tuple[list[float], list[int]]]:
-        """Joy messages (in order) for this tick's decision; the last one is the tick's state."""
-        out = []
-        if self.mode == "hold":
-            self.taken_over = nu
-            return [self._joy(a_h if nu else None, press=nu)]
-        if nu != self.taken_over:                 # toggle: a press starts or ends a takeover
-            if self.button_down:                  # let go first, or there is no new edge
-                out.append(self._joy(None, press=False))
-            self.taken_over = nu
-            out.append(self._joy(a_h if nu else None, press=True))
-        else:
-            out.append(self._joy(a_h if nu else None, press=False))
-        return out
-
-    def idle(self):
-        """The controller at rest (sticks centred, nothing pressed unless holding a takeover)."""
-        return self.map.joy_for(None, ("takeover",) if self.button_down else (),
-                                self.n_axes, self.n_buttons)
 
 
 class SimHumanNode(Node):
@@ -92,9 +38,9 @@ class SimHumanNode(Node):
         for name in ("expert_sigma", "keepalive_hz", "beta"):
             if not self.p[name] > 0:
                 raise ConfigError(f"sim_human parameter '{name}' must be > 0, got {self.p[name]}")
-        self.person, self.info, self.state_names, self.k = person_factory(self.p)
+        self.person, self.info, self.state_names, k = person_factory(self.p)
         self.log_sigma = float(np.log(self.p["expert_sigma"]))
-        self.frames = None
+        self.frames = FrameStacker(k)
         self.pending: dict[int, dict] = {}       # stamp -> {"obs": ..., "expert": ...}
         self.last_stamp = 0
         self.stats = {"ticks": 0, "interventions": 0, "p_sum": 0.0}
@@ -183,7 +129,7 @@ class SimHumanNode(Node):
         except ValueError:
             return
         if event["event"] == "start":
-            self.frames = None
+            self.frames.clear()
             self.episode_stats = dict(self.stats)
         else:
             n = self.stats["ticks"] - self.episode_stats["ticks"]
@@ -221,10 +167,10 @@ class SimHumanNode(Node):
     def _decide(self, stamp: int, state: np.ndarray, expert_action: np.ndarray) -> None:
         from mile_ros.sim.experts import ExpertInfo
 
-        self.frames = [state] * self.k if self.frames is None else [state, *self.frames[:-1]]
+        stacked = self.frames.step(state)
         mu = np.clip(expert_action, -1.0, 1.0)
         info = ExpertInfo(action=mu, mean=mu, log_std=np.full_like(mu, self.log_sigma))
-        nu, a_h, p = self.person.decide(np.concatenate(self.frames), info)
+        nu, a_h, p = self.person.decide(stacked, info)
         self.stats["ticks"] += 1
         self.stats["interventions"] += int(nu)
         self.stats["p_sum"] += p

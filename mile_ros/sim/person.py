@@ -1,6 +1,6 @@
-"""The paper's simulated person (DESIGN §4): a probit decision with the expert as pi_h.
+"""The paper's simulated person (its Section V): a probit decision with the expert as pi_h.
 
-At stacked state s the person intervenes with probability (DESIGN §2, Eq. 2, pi = the expert,
+At stacked state s the person intervenes with probability (the paper's Eq. 2, pi = the expert,
 pihat = the person's mental model of the robot)
 
     p(nu=1|s) = E_{a~pi}[ Phi( (E_{a'~pihat}[log pi(a|s) - log pi(a'|s)] - c) / beta ) ]

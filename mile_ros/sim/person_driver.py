@@ -1,0 +1,62 @@
+"""The simulated person's hands on the controller (ROS-free): the person built for the simulated
+WidowX, and `JoyPlayer`, which turns its per-tick decisions into the Joy messages a person
+pressing the takeover button and moving the sticks would produce."""
+from __future__ import annotations
+
+TASK = "widowx"
+
+
+def build_person(p: dict):
+    """(SimulatedPerson, info, task state names, frame_stack) for the sim_human parameters `p`:
+    the WidowX task's initial policy and the person calibrated on it (both cached per seed)."""
+    from mile_ros.sim.initial import InitialConfig, build_initial_policy
+    from mile_ros.sim.initial import build_person as calibrated_person
+    from mile_ros.sim.tasks import TaskOptions, make_task
+
+    options = TaskOptions(expert_sigma=p["expert_sigma"])
+    task = make_task(TASK, seed=p["seed"], options=options)
+    try:
+        initial, _ = build_initial_policy(TASK, p["seed"], InitialConfig(), task=task)
+        cfg = InitialConfig(target_rate=p["target_rate"], beta=p["beta"],
+                            c=None if p["c"] < 0 else p["c"], task=options)
+        person, info = calibrated_person(TASK, p["seed"], initial, cfg, task=task)
+        names = list(task.state_names)
+    finally:
+        task.close()
+    person.reseed(p["seed"])
+    return person, info, names, cfg.frame_stack
+
+
+class JoyPlayer:
+    """The hands on the controller: turns decisions into Joy messages (axes, buttons) the way a
+    person presses buttons, one decision per tick. ROS-free."""
+
+    def __init__(self, joy_map, mode: str, n_axes: int, n_buttons: int):
+        self.map, self.mode = joy_map, mode
+        self.n_axes, self.n_buttons = n_axes, n_buttons
+        self.taken_over = False        # what the person believes the arbiter is in
+        self.button_down = False       # the takeover button's level in the last Joy sent
+
+    def _joy(self, action, press: bool):
+        self.button_down = press
+        return self.map.joy_for(action, ("takeover",) if press else (), self.n_axes, self.n_buttons)
+
+    def tick(self, nu: bool, a_h) -> list[tuple[list[float], list[int]]]:
+        """Joy messages (in order) for this tick's decision; the last one is the tick's state."""
+        out = []
+        if self.mode == "hold":
+            self.taken_over = nu
+            return [self._joy(a_h if nu else None, press=nu)]
+        if nu != self.taken_over:                 # toggle: a press starts or ends a takeover
+            if self.button_down:                  # let go first, or there is no new edge
+                out.append(self._joy(None, press=False))
+            self.taken_over = nu
+            out.append(self._joy(a_h if nu else None, press=True))
+        else:
+            out.append(self._joy(a_h if nu else None, press=False))
+        return out
+
+    def idle(self):
+        """The controller at rest (sticks centred, nothing pressed unless holding a takeover)."""
+        return self.map.joy_for(None, ("takeover",) if self.button_down else (),
+                                self.n_axes, self.n_buttons)
