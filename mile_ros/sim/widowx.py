@@ -99,8 +99,8 @@ def _sorter_geoms() -> str:
                            for p, h in boxes)
 
 
-def build_mjcf(kin: ArmKinematics, timestep: float) -> str:
-    """MJCF text of the arm, table and sorter box; joints placed on the PoE screw axes."""
+def _joint_frames(kin: ArmKinematics):
+    """(axes, body offsets rel, end-effector site) of the arm: joints placed on the PoE screw axes."""
     if not np.allclose(kin.M[:3, :3], np.eye(3)):
         raise ValueError("build_mjcf expects M with identity rotation (the wx250s home pose)")
     axes = [s[:3] for s in kin.Slist]
@@ -113,21 +113,12 @@ def build_mjcf(kin: ArmKinematics, timestep: float) -> str:
     points[5] = points[4] + 0.065 * axes[5]
     rel = [points[0]] + [points[i] - points[i - 1] for i in range(1, 6)]
     site = kin.M[:3, 3] - points[5]            # end-effector site in the gripper body
-    names, lo, hi = kin.arm_joints, kin.lower, kin.upper
-    f_lo, f_hi = kin.finger_range_m
-    left, right = kin.gripper_joints
 
-    def joint(i):
-        return (f'<joint name="{names[i]}" axis="{_fmt(axes[i])}" '
-                f'range="{lo[i]:.6f} {hi[i]:.6f}"/>')
+    return axes, rel, site
 
-    def link(to, radius):
-        return f'<geom class="visual" type="capsule" fromto="0 0 0 {_fmt(to)}" size="{radius}"/>'
 
-    servos = "\n    ".join(f'<position name="{n}" joint="{n}" ctrlrange="{lo[i]:.6f} {hi[i]:.6f}"/>'
-                           for i, n in enumerate(names))
-    cam_pos, cam_target = (0.60, -0.25, 0.46), (0.25, 0.0, 0.06)
-    pad_y = PAD_INSET - PAD_HALF[1]
+def _mjcf_header(timestep: float) -> str:
+    """Compiler, solver, visual settings and the default classes of the scene."""
     return f"""
 <mujoco model="wx250s_block_hole">
   <compiler angle="radian" autolimits="true"/>
@@ -153,15 +144,24 @@ def build_mjcf(kin: ArmKinematics, timestep: float) -> str:
       <geom type="box" rgba="0.2 0.35 0.8 1"/>
     </default>
   </default>
-  <worldbody>
-    <light pos="0.3 0 1.2" dir="0 0 -1" directional="true" castshadow="false"
-           diffuse="0.5 0.5 0.5"/>
-    <geom name="table" type="plane" size="0.8 0.8 0.05" rgba="0.72 0.66 0.56 1"
-          friction="0.8 0.005 0.0001"/>
-    <camera name="workspace" pos="{_fmt(cam_pos)}" fovy="50"
-            xyaxes="{_look_at_axes(cam_pos, cam_target)}"/>
-    <geom class="visual" name="base" type="cylinder" pos="0 0 0.036" size="0.055 0.036"/>
-    <body name="shoulder_link" pos="{_fmt(rel[0])}" gravcomp="1">
+"""
+
+
+def _arm_bodies(kin: ArmKinematics, axes, rel, site) -> str:
+    """The arm's nested bodies, from the shoulder to the two fingers."""
+    names, lo, hi = kin.arm_joints, kin.lower, kin.upper
+    f_lo, f_hi = kin.finger_range_m
+    left, right = kin.gripper_joints
+    pad_y = PAD_INSET - PAD_HALF[1]
+
+    def joint(i):
+        return (f'<joint name="{names[i]}" axis="{_fmt(axes[i])}" '
+                f'range="{lo[i]:.6f} {hi[i]:.6f}"/>')
+
+    def link(to, radius):
+        return f'<geom class="visual" type="capsule" fromto="0 0 0 {_fmt(to)}" size="{radius}"/>'
+
+    return f"""    <body name="shoulder_link" pos="{_fmt(rel[0])}" gravcomp="1">
       {joint(0)}
       <geom class="visual" type="cylinder" fromto="0 0 0 {_fmt(rel[1])}" size="0.04"/>
       <body name="upper_arm_link" pos="{_fmt(rel[1])}" gravcomp="1">
@@ -195,7 +195,27 @@ def build_mjcf(kin: ArmKinematics, timestep: float) -> str:
         </body>
       </body>
     </body>
-    <body name="block" pos="0.25 -0.1 {BLOCK_HALF}">
+"""
+
+
+def build_mjcf(kin: ArmKinematics, timestep: float) -> str:
+    """MJCF text of the arm, table and sorter box; joints placed on the PoE screw axes."""
+    axes, rel, site = _joint_frames(kin)
+    names, lo, hi = kin.arm_joints, kin.lower, kin.upper
+    f_lo, f_hi = kin.finger_range_m
+    left, right = kin.gripper_joints
+    servos = "\n    ".join(f'<position name="{n}" joint="{n}" ctrlrange="{lo[i]:.6f} {hi[i]:.6f}"/>'
+                           for i, n in enumerate(names))
+    cam_pos, cam_target = (0.60, -0.25, 0.46), (0.25, 0.0, 0.06)
+    return _mjcf_header(timestep) + f"""  <worldbody>
+    <light pos="0.3 0 1.2" dir="0 0 -1" directional="true" castshadow="false"
+           diffuse="0.5 0.5 0.5"/>
+    <geom name="table" type="plane" size="0.8 0.8 0.05" rgba="0.72 0.66 0.56 1"
+          friction="0.8 0.005 0.0001"/>
+    <camera name="workspace" pos="{_fmt(cam_pos)}" fovy="50"
+            xyaxes="{_look_at_axes(cam_pos, cam_target)}"/>
+    <geom class="visual" name="base" type="cylinder" pos="0 0 0.036" size="0.055 0.036"/>
+""" + _arm_bodies(kin, axes, rel, site) + f"""    <body name="block" pos="0.25 -0.1 {BLOCK_HALF}">
       <freejoint name="block"/>
       <geom name="block" type="box" size="{_fmt([BLOCK_HALF] * 3)}" mass="{BLOCK_MASS}"
             rgba="0.85 0.15 0.1 1" friction="1.0 0.005 0.0001" solref="0.004 1"
