@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -65,7 +64,8 @@ def closed_form(policy, mental, obs, a_h, nu, c, beta, lam, samples):
 def mc_public(policy, mental, obs, a_h, nu, c, beta, lam, samples, eps=1e-6):
     """The public code's way: torch.distributions, rsample `samples` actions from the mental
     model and from the policy (each sampling call runs that network's forward again), average
-    the probit of the sampled log-ratio, clamp p for the logs."""
+    the probit of the sampled log-ratio, clamp p for the logs.
+    """
     muh, lsh = mental(obs)                                   # monte_carlo_samples(mental)
     a_hat = torch.distributions.Normal(muh, lsh.exp()).rsample((samples,))
     mu, ls = policy(obs)                                     # the policy distribution
@@ -158,7 +158,7 @@ def loss_only_ms(loss_fn, data, args, hidden, reps=10):
 
 
 def run_config(data, args, hidden):
-    state = {k: None for k in ESTIMATORS}
+    state = dict.fromkeys(ESTIMATORS)
     times = {k: [] for k in ESTIMATORS}
     losses = {k: [] for k in ESTIMATORS}
     for _ in range(args.epochs):          # interleaved, so machine load hits all alike

@@ -31,16 +31,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mile_ros import bags  # noqa: E402
-
-from mile_ros.tools import eval_interventions as ev
 from mile_ros.interfaces import FLAG_NAMES  # noqa: E402
+from mile_ros.tools import eval_interventions as ev
 
 T0, DT = 1_700_000_000_000_000_000, 50_000_000
 
 
 def write_episode_bag(path: Path, ep: dict, state_names, action_names, t0: int) -> list[dict]:
     """One episode as a bag (observation, action_robot, intervention, action_human); returns
-    the true-p rows {"stamp_ns", "p"}."""
+    the true-p rows {"stamp_ns", "p"}.
+    """
     T = bags.typestore().types
     empty = np.array([], dtype=np.float64)
 
@@ -93,12 +93,11 @@ def main(argv=None) -> int:
                          "assumption) instead of its mean (the paper's simulated person)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    from mile_ros.sim.tasks import make_task
-    from mile_ros.sim.initial import (InitialConfig, build_initial_policy, build_person,
-                                            seeds_for)
-    from mile_ros.sim.person import collect_episode
-    from mile_ros.learning.checkpoint import save_checkpoint
     from mile_ros.learning import ActionSpec, MileConfig, ObsSpec, train_mile
+    from mile_ros.learning.checkpoint import save_checkpoint
+    from mile_ros.sim.initial import InitialConfig, build_initial_policy, build_person, seeds_for
+    from mile_ros.sim.person import collect_episode
+    from mile_ros.sim.tasks import make_task
 
     name = args.task.replace("/", "_") + ("_sampled" if args.sample_action else "")
     results = REPO / "bench" / "results"

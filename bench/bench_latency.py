@@ -44,8 +44,8 @@ from sensor_msgs.msg import JointState, Joy  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from mile_ros import interfaces as itf  # noqa: E402
-from mile_ros.teleop.arbiter import ArbiterConfig, JoyMap  # noqa: E402
 from mile_ros.params import resolve  # noqa: E402
+from mile_ros.teleop.arbiter import ArbiterConfig, JoyMap  # noqa: E402
 
 RATE_HZ = 20.0
 PERIOD = 1.0 / RATE_HZ

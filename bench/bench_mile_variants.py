@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from mile_ros.sim.tasks import evaluate_policy, make_task  # noqa: E402
-from mile_ros.sim.initial import InitialConfig, build_initial_policy, demos_for  # noqa: E402
 from mile_ros.benchmark.mile_adapter import train_mile_on  # noqa: E402
 from mile_ros.benchmark.protocols import EVAL_SEED_BASE  # noqa: E402
 from mile_ros.benchmark.results import mean_se  # noqa: E402
+from mile_ros.sim.initial import InitialConfig, build_initial_policy, demos_for  # noqa: E402
+from mile_ros.sim.tasks import evaluate_policy, make_task  # noqa: E402
 
 VARIANTS = {  # name -> MileBenchConfig overrides
     "rate": {"c_fit": "rate"},                             # c from the intervention rate, once

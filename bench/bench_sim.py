@@ -26,7 +26,8 @@ from mile_ros.sim.widowx import WidowXTask  # noqa: E402
 def ticks_per_second(task: WidowXTask, n_ticks: int, render: tuple[int, int] | None,
                      label: str, hold: bool = False, chunk: int = 50) -> dict:
     """Tick rate under the scripted expert (resets at episode ends are not timed). The machine is
-    shared, so besides the overall rate the best chunk of ``chunk`` ticks is reported too."""
+    shared, so besides the overall rate the best chunk of ``chunk`` ticks is reported too.
+    """
     task.reset(seed=0)
     times, episode = [], 0
     for _ in tqdm(range(n_ticks), desc=label, unit="tick", leave=False, mininterval=1.0):

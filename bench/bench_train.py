@@ -35,9 +35,11 @@ sys.path.insert(0, str(ROOT / "test"))
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-from mile_ros.tools import demo  # noqa: E402
 from mile_ros.policy import delivery  # noqa: E402
-from mile_ros.tools import train  # noqa: E402
+from mile_ros.tools import (
+    demo,  # noqa: E402
+    train,  # noqa: E402
+)
 from support.train_helpers import simulate_episode, write_external_bag  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "train.json"
@@ -53,7 +55,8 @@ def time_training(run: Path, episodes: list[dict], iterations: int, per_iter: in
                   image_size: int | None, label: str, settings: dict,
                   epochs_scale: float = 1.0, timed: list[int] | None = None) -> list[dict]:
     """Train as the demo does after each iteration (all bags so far, warm start from the last
-    checkpoint); `timed`: only these iterations (their bags still accumulate)."""
+    checkpoint); `timed`: only these iterations (their bags still accumulate).
+    """
     rows = []
     for it in range(1, iterations + 1):
         for j, ep in enumerate(episodes[(it - 1) * per_iter: it * per_iter]):

@@ -1,5 +1,6 @@
 """The file and JSON helpers every writer uses (bags, checkpoints, reports, results): fsync,
-atomic write, JSON conversion."""
+atomic write, JSON conversion.
+"""
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ import numpy as np
 
 
 def fsync_path(path) -> None:
-    """fsync a file or directory, best effort (some filesystems refuse it on directories)."""
+    """Fsync a file or directory, best effort (some filesystems refuse it on directories)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -37,7 +38,8 @@ def json_default(v):
 
 def to_json(x):
     """`x` as strict JSON values: numpy scalars and arrays as numbers and lists, paths and unknown
-    objects as strings, non-finite floats as None (JSON has no NaN)."""
+    objects as strings, non-finite floats as None (JSON has no NaN).
+    """
     if isinstance(x, dict):
         return {str(k): to_json(v) for k, v in x.items()}
     if isinstance(x, (list, tuple, set, np.ndarray)):
@@ -54,7 +56,8 @@ def to_json(x):
 def atomic_write(path, data: str | bytes, durable: bool = False) -> Path:
     """Write `data` to `path` through a temporary file in the same directory and a rename, so a
     reader sees the old content or the new, never a part. `durable`: fsync the file before the
-    rename and the directory after it (survives a power cut)."""
+    rename and the directory after it (survives a power cut).
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     with open(tmp, "wb") as f:

@@ -163,7 +163,8 @@ def status_qos():
 
 def active_qos():
     """POLICY_ACTIVE: reliable, transient local; the last message is always the running policy,
-    the ones before it say what happened to offered checkpoints."""
+    the ones before it say what happened to offered checkpoints.
+    """
     return _qos(10, latched=True)
 
 

@@ -42,7 +42,8 @@ def split_out(out: os.PathLike | str, iteration: int) -> tuple[Path, int]:
 
 def checkpoints_dir(bags: os.PathLike | str) -> Path:
     """Where checkpoints trained on `bags` go: `<out>/checkpoints` beside the `iter<N>` folders
-    (`bags` is `<out>/iter<N>`, a bag inside one, or any other directory D -> `D/checkpoints`)."""
+    (`bags` is `<out>/iter<N>`, a bag inside one, or any other directory D -> `D/checkpoints`).
+    """
     first = Path(bags)
     if iteration_of(first) is not None:
         return first.parent / "checkpoints"

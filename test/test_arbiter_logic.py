@@ -6,10 +6,17 @@ import numpy as np
 import pytest
 
 from mile_ros import params
-from mile_ros.teleop.arbiter import (AUTONOMOUS, ESTOP, JOY_LOST, TAKEN_OVER, ArbiterConfig,
-                                    ArbiterLogic, apply_deadzone)
 from mile_ros.interfaces import parse_episode_event
 from mile_ros.params import ConfigError
+from mile_ros.teleop.arbiter import (
+    AUTONOMOUS,
+    ESTOP,
+    JOY_LOST,
+    TAKEN_OVER,
+    ArbiterConfig,
+    ArbiterLogic,
+    apply_deadzone,
+)
 
 PERIOD = 0.05
 

@@ -19,9 +19,9 @@ from sensor_msgs.msg import JointState, Joy  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from mile_ros import interfaces as itf  # noqa: E402
-from mile_ros.teleop.arbiter import ArbiterConfig, JoyMap  # noqa: E402
 from mile_ros.nodes.arbiter import ArbiterNode  # noqa: E402
 from mile_ros.params import ConfigError, resolve  # noqa: E402
+from mile_ros.teleop.arbiter import ArbiterConfig, JoyMap  # noqa: E402
 
 NAMES = ["dx", "dy", "dz", "gripper"]
 LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,

@@ -1,5 +1,6 @@
 """Episode bags: writing, reading back (also `ros2 bag record`-style bags), crash recovery, bad
-files, directory aggregation, and the recorder core (routing, write failures, rate flag)."""
+files, directory aggregation, and the recorder core (routing, write failures, rate flag).
+"""
 import errno
 import json
 import logging
@@ -12,8 +13,14 @@ import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from mile_ros import bags
-from mile_ros.bags import (BagError, EpisodeBagWriter, EpisodeRecorder, find_episode_bags,
-                           load_episodes, read_episode)
+from mile_ros.bags import (
+    BagError,
+    EpisodeBagWriter,
+    EpisodeRecorder,
+    find_episode_bags,
+    load_episodes,
+    read_episode,
+)
 from mile_ros.interfaces import FLAG_NAMES, episode_event
 from mile_ros.params import ConfigError
 
@@ -89,7 +96,8 @@ def write_ours(path, n=12, episode=0, storage="mcap", images=True, metadata=None
 
 def write_external(path, storage="sqlite3", n=12, padding=True, topics=None, types=None):
     """A bag as `ros2 bag record` of the same topics makes it: absolute names, no custom data,
-    JointState bytes as rclpy serializes them (with trailing padding)."""
+    JointState bytes as rclpy serializes them (with trailing padding).
+    """
     types = {**bags.topic_types(True), **(types or {})}
     with Writer(path, version=8, storage_plugin=StoragePlugin.SQLITE3 if storage == "sqlite3"
                 else StoragePlugin.MCAP) as w:
@@ -462,7 +470,8 @@ def test_recorder_routes_by_stamp_and_writes_metadata(tmp_path):
 
 def test_recorder_handles_episode_events_later_than_its_reorder_window(tmp_path):
     """DDS can deliver an episode event seconds late (a lost sample waits for a heartbeat):
-    episode 1's first ticks arrive before episode 0's end and episode 1's start."""
+    episode 1's first ticks arrive before episode 0's end and episode 1's start.
+    """
     rec, events = make_recorder(tmp_path, reorder_window_s=0.0)
     ep0 = tick_messages(10, episode=0, images=False)
     ep1 = tick_messages(10, episode=1, images=False, t0=T0 + 10 * DT)

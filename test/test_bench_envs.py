@@ -1,5 +1,6 @@
 """The task adapter: every task family resets, steps and exposes its expert as a distribution;
-frame stacking order; evaluation is deterministic per seed."""
+frame stacking order; evaluation is deterministic per seed.
+"""
 import numpy as np
 import pytest
 

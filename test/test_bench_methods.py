@@ -1,17 +1,29 @@
 """Every method trains on a tiny data set and improves a toy task; the protocol loop runs, resumes
-and equalises intervention counts."""
+and equalises intervention counts.
+"""
 import numpy as np
 import pytest
 import torch
 
-from mile_ros.benchmark.baselines import BASELINES, BaselineConfig, rlif_transitions, sirius_weights
-from mile_ros.learning.specs import stack_frames
-from mile_ros.sim.tasks import evaluate_policy, make_task
-from mile_ros.sim.initial import InitialConfig, build_initial_policy, build_person, demos_for, seeds_for
+from mile_ros.benchmark.baselines import (
+    BASELINES,
+    BaselineConfig,
+    rlif_transitions,
+    sirius_weights,
+)
 from mile_ros.benchmark.mile_adapter import train_mile_on
-from mile_ros.sim.person import collect_episode
 from mile_ros.benchmark.protocols import METHODS, BenchConfig, run_bench
 from mile_ros.benchmark.results import load_results
+from mile_ros.learning.specs import stack_frames
+from mile_ros.sim.initial import (
+    InitialConfig,
+    build_initial_policy,
+    build_person,
+    demos_for,
+    seeds_for,
+)
+from mile_ros.sim.person import collect_episode
+from mile_ros.sim.tasks import evaluate_policy, make_task
 
 torch.set_num_threads(1)
 SMALL = InitialConfig(n_demos=1, hidden=(32, 32), mental_rollouts=5, closed_loop_episodes=3)
@@ -109,7 +121,8 @@ def test_protocol_runs_resumes_and_equalises(tmp_path):
 
 def test_mile_warm_start_option(toy):
     """warm_start=False (default, like the baselines) trains from the initial policy whatever the
-    previous model was; warm_start=True continues from the previous model (policy and mental)."""
+    previous model was; warm_start=True continues from the previous model (policy and mental).
+    """
     from mile_ros.benchmark.protocols import MileMethod
     task, initial, _, _, episodes, demos, _ = toy
     prev = train_mile_on(initial, episodes[:3], task, {"max_steps": 60}, seed=2, demos=demos)

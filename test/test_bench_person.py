@@ -1,11 +1,18 @@
 """The simulated person: closed forms against Monte Carlo, empirical rate against the probit mean,
-and c calibration hitting its target."""
+and c calibration hitting its target.
+"""
 import numpy as np
 import pytest
 from scipy.special import ndtr
 
 from mile_ros.sim.experts import ExpertInfo, LunarLanderExpert, lunar_lander_scores
-from mile_ros.sim.person import ProbitStats, SimulatedPerson, calibrate_c, gaussian_kc, probit_gaussian
+from mile_ros.sim.person import (
+    ProbitStats,
+    SimulatedPerson,
+    calibrate_c,
+    gaussian_kc,
+    probit_gaussian,
+)
 
 
 class FixedMental:
@@ -22,7 +29,7 @@ class FixedMental:
 
 
 def _mc_gaussian(mu, ls, mu_h, ls_h, c, beta, n, rng):
-    """p = E_{a~pi}[Phi((E_{a'~pihat}[log pi(a) - log pi(a')] - c)/beta)] by sampling both a and a'."""
+    """P = E_{a~pi}[Phi((E_{a'~pihat}[log pi(a) - log pi(a')] - c)/beta)] by sampling both a and a'."""
     sd, sd_h = np.exp(ls), np.exp(ls_h)
     logp = lambda a: (-0.5 * ((a - mu) / sd) ** 2 - ls).sum(-1)
     a = mu + sd * rng.standard_normal((n, mu.size))
@@ -118,7 +125,8 @@ def test_lunar_lander_expert_argmax_is_the_heuristic():
 
 def test_person_and_benchmark_mile_agree_with_core():
     """The person (numpy, 128-point chi-square grid) and the core's closed forms (mile_ros.learning.mile),
-    which the benchmark's MILE calls on its networks' outputs, compute the same p(nu=1|s)."""
+    which the benchmark's MILE calls on its networks' outputs, compute the same p(nu=1|s).
+    """
     torch = pytest.importorskip("torch")
     core = pytest.importorskip("mile_ros.learning.mile")
     from mile_ros.benchmark.mile_adapter import log_intervention_probability
@@ -155,7 +163,8 @@ def test_person_and_benchmark_mile_agree_with_core():
 def test_mile_c_fit_recovers_the_persons_cost(c_true):
     """With pi and pihat fixed at the person's own, the maximum-likelihood c of MILE (c_fit="mle")
     recovers the c that generated the nu labels, from a start far off; the rate-matching rule
-    cannot, because it assumes nothing about how far pi and pihat are apart."""
+    cannot, because it assumes nothing about how far pi and pihat are apart.
+    """
     torch = pytest.importorskip("torch")
     from mile_ros.benchmark.mile_adapter import fit_c_mle
 

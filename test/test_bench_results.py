@@ -4,9 +4,16 @@ import json
 import pytest
 
 from mile_ros.benchmark import cli
-from mile_ros.sim.tasks import UnknownNameError, canonical_task_name, valid_task_names
 from mile_ros.benchmark.protocols import METHODS, parse_methods
-from mile_ros.benchmark.results import Results, ResultsError, curves, load_results, mean_se, summary_table
+from mile_ros.benchmark.results import (
+    Results,
+    ResultsError,
+    curves,
+    load_results,
+    mean_se,
+    summary_table,
+)
+from mile_ros.sim.tasks import UnknownNameError, canonical_task_name, valid_task_names
 
 
 def test_results_round_trip_and_resume(tmp_path):

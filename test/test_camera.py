@@ -14,8 +14,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from mile_ros import interfaces as itf  # noqa: E402
-from mile_ros.nodes.camera import (CameraUnavailable, OpenCVSource, SimSource,  # noqa: E402
-                                   CameraNode)
+from mile_ros.nodes.camera import CameraNode, CameraUnavailable, OpenCVSource, SimSource  # noqa: E402
 from mile_ros.params import ConfigError  # noqa: E402
 
 COLOURS_BGR = [(0, 0, 255), (0, 255, 0), (255, 0, 0)]   # red, green, blue frames

@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from mile_ros.learning.checkpoint import (CheckpointError, checkpoint_from_bytes, checkpoint_to_bytes,
-                                 load_checkpoint, save_checkpoint, update_latest, verify_checkpoint)
 from mile_ros.learning import ActionSpec, MileConfig, ObsSpec, train_mile
+from mile_ros.learning.checkpoint import (
+    CheckpointError,
+    checkpoint_from_bytes,
+    checkpoint_to_bytes,
+    load_checkpoint,
+    save_checkpoint,
+    update_latest,
+    verify_checkpoint,
+)
 
 torch.set_num_threads(1)
 OBS = ObsSpec(["x", "y", "z"], frame_stack=2)

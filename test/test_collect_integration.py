@@ -2,7 +2,8 @@
 two short episodes, then the bags are read back with `rosbags` directly (not the project's reader).
 Every tick has an observation, a_r and nu; a_h exists exactly when nu=1 and is the scripted
 expert's action read back through the arbiter's Joy path; all stamps align; both nu values occur;
-the episode metadata is there. A second run is stopped with Ctrl-C mid-episode."""
+the episode metadata is there. A second run is stopped with Ctrl-C mid-episode.
+"""
 import json
 import os
 import signal

@@ -1,5 +1,6 @@
 """`mile-ros eval-interventions`: metrics with known answers, episode bootstrap, estimators, the
-report on a simulated probit person, and clear errors for bad input."""
+report on a simulated probit person, and clear errors for bad input.
+"""
 import json
 import math
 import subprocess
@@ -11,8 +12,8 @@ import pytest
 import torch
 
 from mile_ros.evaluation import EvalError, estimators, metrics, report
-from mile_ros.tools import eval_interventions as ev
 from mile_ros.sim.person import gaussian_kc, probit_gaussian
+from mile_ros.tools import eval_interventions as ev
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +89,8 @@ def test_majority_accuracy_equals_the_no_intervention_rate():
 # --- bootstrap over episodes ------------------------------------------------------------------
 def episodes_with_predictions(n_eps, seed=0, T=40):
     """Episodes whose intervention probability differs per episode and per tick; a noisy
-    predictor of it."""
+    predictor of it.
+    """
     rng = np.random.default_rng(seed)
     nu, pred = [], []
     for _ in range(n_eps):
@@ -171,14 +173,16 @@ def expert_mean(s):
 
 def robot_mean(s):
     """The robot's policy, which is also the person's mental model of it: the expert's action
-    plus a bias that grows with x + gx (good on the left, poor on the right)."""
+    plus a bias that grows with x + gx (good on the left, poor on the right).
+    """
     b = 0.9 * np.clip(0.5 * (s[..., 0] + s[..., 2]) + 0.5, 0, 1)
     return np.clip(expert_mean(s) + np.stack([b, -b], -1), -1, 1)
 
 
 def person_p(s, c):
     """The person's p(nu=1|s) (the Gaussian closed form of mile_ros.learning.mile) with the expert as pi and the
-    robot's policy as the mental model."""
+    robot's policy as the mental model.
+    """
     s = np.atleast_2d(s)
     kc = gaussian_kc(expert_mean(s), np.full((len(s), 2), np.log(SIGMA_EXPERT)),
                      robot_mean(s), np.full((len(s), 2), np.log(SIGMA_MENTAL)))
@@ -197,7 +201,8 @@ def calibrated_c(rate=0.25, seed=99):
 def person_episodes(n, seed, c, T=30, sample_action=True):
     """Episodes (state, a_r, a_h, nu, true_p) of the robot with the simulated person. The
     person's action is drawn from their policy N(expert mean, SIGMA_EXPERT^2) as the model
-    assumes (sample_action=False: the expert's mean, as the benchmark's person does)."""
+    assumes (sample_action=False: the expert's mean, as the benchmark's person does).
+    """
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):

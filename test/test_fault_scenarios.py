@@ -37,9 +37,10 @@ from rosbags.rosbag2 import Reader  # noqa: E402
 from sensor_msgs.msg import Image, JointState, Joy  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from mile_ros import bags, interfaces as itf  # noqa: E402
-from mile_ros.teleop.arbiter import ArbiterConfig, JoyMap  # noqa: E402
+from mile_ros import bags  # noqa: E402
+from mile_ros import interfaces as itf
 from mile_ros.params import resolve  # noqa: E402
+from mile_ros.teleop.arbiter import ArbiterConfig, JoyMap  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ACTIONS = ["dx", "dy", "dz", "gripper"]
@@ -117,7 +118,8 @@ def wait_until(pred, timeout=20.0, what="condition"):
 # --- the probe ------------------------------------------------------------------------------------
 class Probe:
     """Plays the arm (observation, ee_pose, joint_states, episode), optionally the policy (a_r)
-    and a joystick (Joy at 50 Hz), and keeps everything the arbiter and the recorder say."""
+    and a joystick (Joy at 50 Hz), and keeps everything the arbiter and the recorder say.
+    """
 
     def __init__(self, ns, joy=False):
         self.ctx = rclpy.Context()
@@ -197,7 +199,8 @@ class Probe:
 
     def tick(self, a_r=None, state=(0.0, 1.0), image=None, a_r_names=ACTIONS, timeout=5.0):
         """observation(t) (+ ee_pose, joint_states, image) and, when given, a_r(t) 3 ms later;
-        waits for the arbiter's command and flags of t -> dict."""
+        waits for the arbiter's command and flags of t -> dict.
+        """
         self.stamp = stamp = max(self.stamp + 1, time.time_ns())
         sent = time.monotonic()
         self.pub[itf.OBSERVATION].publish(itf.vector_msg(STATE, state, stamp))
@@ -223,7 +226,7 @@ class Probe:
                 "a_r": self.got[itf.ACTION_ROBOT].get(stamp, (None,))[0]}
 
     def ticks(self, n, **kw):
-        """n ticks one control period apart."""
+        """N ticks one control period apart."""
         out = []
         for _ in range(n):
             t0 = time.monotonic()
@@ -353,8 +356,8 @@ def test_s2_joystick_unplugged_during_takeover_holds_until_an_explicit_press(
 def tiny_checkpoint(root: Path) -> tuple[Path, object]:
     import torch
 
-    from mile_ros.learning.checkpoint import load_checkpoint, save_checkpoint
     from mile_ros.learning import ActionSpec, MileConfig, ObsSpec, train_bc
+    from mile_ros.learning.checkpoint import load_checkpoint, save_checkpoint
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -389,7 +392,8 @@ def test_s3_policy_server_stalled_or_killed_holds_after_one_stale_tick_and_resum
         """The policy drives again: a run of n_ramp + 3 consecutive policy ticks (the hand-back
         ramp, then exactly a_r) is seen within `timeout`. On a loaded machine the server (or a
         restarted one) may miss the deadline for a while; those ticks hold, as they should, so
-        only their safety is asserted, not their number."""
+        only their safety is asserted, not their number.
+        """
         need, run_, seen = n_ramp + 3, [], []
         end = time.monotonic() + timeout
         while len(run_) < need:
@@ -448,6 +452,7 @@ def test_s3_policy_server_stalled_or_killed_holds_after_one_stale_tick_and_resum
 # === s4: a policy emitting NaN, inf or out-of-range actions ======================================
 class WildRunner:
     """A policy whose outputs cycle through fine, NaN, +inf, -inf, too large, hugely negative."""
+
     OUTPUTS = [(0.5, -0.5, 0.25, 0.0), (math.nan, 0, 0, 0), (0, math.inf, 0, 0),
                (0, 0, -math.inf, 0), (3.0, 0.2, -0.2, 0.0), (-1e30, 0, 0, 1.5)]
 
@@ -464,9 +469,9 @@ class WildRunner:
 
 def test_s4_nan_inf_and_out_of_range_actions_never_reach_the_arm(procs, probes, tmp_path,
                                                                   capfd):
+    from mile_ros import params
     from mile_ros.nodes.policy_server import PolicyServerNode
     from mile_ros.policy.serving import LoadedPolicy
-    from mile_ros import params
 
     ns = unique_ns("s4")
     arbiter = procs.start("arbiter", ns, "handback_ramp_s:=0.0")
@@ -538,10 +543,11 @@ FSIZE_LIMIT = 400_000        # bytes per file for the recorder process: episode 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    """arbiter + recorder processes, the probe as arm/policy/joystick. Episode 0: an e-stop,
+    """Arbiter + recorder processes, the probe as arm/policy/joystick. Episode 0: an e-stop,
     pressed, held through a takeover press, reset. Episode 1: the recorder's files hit their size
     limit (RLIMIT_FSIZE: writes fail with EFBIG, as on a full disk). Episode 2: a short normal
-    one. Episode 3: the recorder is SIGKILLed in the middle."""
+    one. Episode 3: the recorder is SIGKILLed in the middle.
+    """
     tmp = tmp_path_factory.mktemp("session")
     procs = Procs(tmp)
     ns = unique_ns("session")
@@ -796,9 +802,16 @@ def good_checkpoint(tmp_path_factory):
 
 
 def test_fuzz_random_bytes_as_checkpoints_give_only_checkpoint_errors(good_checkpoint, tmp_path):
-    from mile_ros.learning.checkpoint import (MANIFEST, WEIGHTS, CheckpointError, _canonical,
-                                     checkpoint_from_bytes, load_checkpoint)
     import hashlib
+
+    from mile_ros.learning.checkpoint import (
+        MANIFEST,
+        WEIGHTS,
+        CheckpointError,
+        _canonical,
+        checkpoint_from_bytes,
+        load_checkpoint,
+    )
 
     path, model, good = good_checkpoint
     rng = random.Random(6)

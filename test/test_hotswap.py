@@ -1,7 +1,8 @@
 """Hot swap between two processes over real DDS: the policy server runs checkpoint A; `train`
 (another process) delivers B as bytes; B is pending until the next episode start and active from
 it (a_r follows A until then, B after); corrupt, truncated and mismatched checkpoints are refused
-with a reason while the running policy stays."""
+with a reason while the running policy stays.
+"""
 import json
 import os
 import subprocess
@@ -14,8 +15,8 @@ import numpy as np
 import pytest
 import rclpy
 import torch
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.duration import Duration
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -92,7 +93,8 @@ class Peer:
 
     def episode_start(self, index):
         """Publish a start event and wait until the server's reader has acknowledged it, so it is
-        taken before the next observation (the server takes episode events first)."""
+        taken before the next observation (the server takes episode events first).
+        """
         self.wait(lambda: self.ep_pub.get_subscription_count() > 0, 30.0,
                   "the server's episode subscription")
         self.ep_pub.publish(String(data=itf.episode_event("start", index, self.stamp + 1)))

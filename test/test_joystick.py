@@ -13,9 +13,9 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Joy  # noqa: E402
 
 from mile_ros import interfaces as itf  # noqa: E402
-from mile_ros.teleop.arbiter import TAKEN_OVER, ArbiterConfig, ArbiterLogic  # noqa: E402
-from mile_ros.nodes.joystick import JoystickReader, JoystickUnavailable, JoystickNode  # noqa: E402
+from mile_ros.nodes.joystick import JoystickNode, JoystickReader, JoystickUnavailable  # noqa: E402
 from mile_ros.params import resolve  # noqa: E402
+from mile_ros.teleop.arbiter import TAKEN_OVER, ArbiterConfig, ArbiterLogic  # noqa: E402
 from support.virtual_joystick import VirtualJoystick  # noqa: E402
 
 PS3 = ArbiterConfig.from_params(resolve("arbiter"))     # the shipped hid-sony map

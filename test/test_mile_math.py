@@ -45,7 +45,7 @@ def test_gaussian_probability_matches_monte_carlo(dim):
 
 
 def _reference_p(a, m, beta):
-    """p = E_Z[P(a, m - beta Z)] by adaptive integration (independent of the quadratures)."""
+    """P = E_Z[P(a, m - beta Z)] by adaptive integration (independent of the quadratures)."""
     z0 = m / beta
     hi, lo = min(z0, 40.0), min(z0, 0.0) - 40.0
     f = lambda z: math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) * special.gammainc(a, m - beta * z)
@@ -112,8 +112,9 @@ def test_discrete_likelihood_normalises(form):
 
 @pytest.mark.parametrize("beta, tol", [(1.5, 1e-6), (0.7, 2e-4)])
 def test_gaussian_joint_likelihood_normalises(beta, tol):
-    """integral pi(a) Phi((Delta(a) - c)/beta) da + (1 - p) = 1 (D=1, numerical integral);
-    tol = the quadrature's accuracy in each beta branch."""
+    """Integral pi(a) Phi((Delta(a) - c)/beta) da + (1 - p) = 1 (D=1, numerical integral);
+    tol = the quadrature's accuracy in each beta branch.
+    """
     mu, ls, mu_hat, ls_hat = (torch.tensor([[v]], dtype=DT) for v in (0.2, -0.5, -0.3, 0.1))
     c = 0.4
     grid = torch.linspace(-6, 6, 20001, dtype=DT)
@@ -191,7 +192,7 @@ def test_gradcheck_closed_form(beta):
 
 
 def test_derivative_matches_the_integral():
-    """d p / d c of the closed form = finite difference of the independent reference."""
+    """D p / d c of the closed form = finite difference of the independent reference."""
     for beta, dim, m in [(0.2, 2, 1.3), (2.0, 5, 2.0)]:
         h = 1e-5
         ref = (_reference_p(dim / 2, m + h, beta) - _reference_p(dim / 2, m - h, beta)) / (2 * h)

@@ -1,6 +1,7 @@
 """The policy server over real DDS: a_r(t) for every observation(t) with its stamp, frame history
 reset at episode start, non-finite outputs withheld and counted, and the hot-swap receiving side
-(pending -> active at the next episode start; refused with a reason, old policy kept)."""
+(pending -> active at the next episode start; refused with a reason, old policy kept).
+"""
 import itertools
 import json
 import subprocess
@@ -13,7 +14,11 @@ import numpy as np
 import pytest
 import rclpy
 import torch
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import (
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState

@@ -1,6 +1,7 @@
 """The recorder node over real DDS: a test publisher node plays two short episodes; the bags are
 read back with `rosbags` directly (not the package's reader). SIGKILL mid-episode, SIGINT,
-write failures (disk full) and an unwritable output directory."""
+write failures (disk full) and an unwritable output directory.
+"""
 import errno
 import json
 import os
@@ -24,7 +25,8 @@ from rosbags.rosbag2 import Reader  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from mile_ros import bags, interfaces as itf  # noqa: E402
+from mile_ros import bags  # noqa: E402
+from mile_ros import interfaces as itf
 from mile_ros.interfaces import RECORDER_STATUS as STATUS_TOPIC  # noqa: E402
 from mile_ros.nodes.recorder import RecorderNode  # noqa: E402
 

@@ -1,11 +1,12 @@
 """The simulated person's hands: the Joy messages it sends make the arbiter's real state machine
-do exactly what the person decided, with the expert's action read back as a_h."""
+do exactly what the person decided, with the expert's action read back as a_h.
+"""
 import numpy as np
 import pytest
 
 from mile_ros import params
-from mile_ros.teleop.arbiter import ArbiterConfig, ArbiterLogic, JoyMap
 from mile_ros.sim.person_driver import JoyPlayer
+from mile_ros.teleop.arbiter import ArbiterConfig, ArbiterLogic, JoyMap
 
 DECISIONS = [0, 1, 0, 1, 1, 1, 0, 0, 1, 0, 1, 1, 0]   # includes a press on every tick (1, 0, 1)
 

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from mile_ros.description import kinematics as K
-from mile_ros.sim.widowx import (ACTION_NAMES, BLOCK_HALF, BOX_TOP, OBSERVATION_NAMES,
-                                 WidowXTask, block_in_box, expert_action_from_observation)
+from mile_ros.sim.widowx import (
+    ACTION_NAMES,
+    BLOCK_HALF,
+    BOX_TOP,
+    OBSERVATION_NAMES,
+    WidowXTask,
+    block_in_box,
+    expert_action_from_observation,
+)
 
 SHARED_YAML = Path(__file__).resolve().parents[2] / "shared" / "data" / "wx250s_kinematics.yaml"
 

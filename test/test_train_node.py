@@ -1,7 +1,8 @@
 """The trainer on real bags: a short simulated collection (this package's recorder) and a bag
 written directly with rosbags as `ros2 bag record` would have (absolute topic names, no custom
 metadata); the checkpoint loads in the policy server; iter* aggregation vs --only; bad inputs give
-a clear message naming the file, never a traceback; no policy server -> saved, reported."""
+a clear message naming the file, never a traceback; no policy server -> saved, reported.
+"""
 import json
 import os
 import subprocess
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from mile_ros.tools import train
 from mile_ros.policy.serving import check_compatible, initial_policy, load_policy_dir
+from mile_ros.tools import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support.train_helpers import simulate_episode, write_external_bag  # noqa: E402

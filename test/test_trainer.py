@@ -1,12 +1,20 @@
 """The MILE / BC trainer: data handling, warm start, determinism, and recovery of a known
-simulated person (probit model with a known expert and mental model)."""
+simulated person (probit model with a known expert and mental model).
+"""
 import numpy as np
 import pytest
 import torch
 
-from mile_ros.learning import mile
-from mile_ros.learning import (ActionSpec, MileConfig, ObsSpec, prepare_episodes, stack_frames,
-                               train_bc, train_mile)
+from mile_ros.learning import (
+    ActionSpec,
+    MileConfig,
+    ObsSpec,
+    mile,
+    prepare_episodes,
+    stack_frames,
+    train_bc,
+    train_mile,
+)
 from mile_ros.learning.loop import _budget, _split
 
 torch.set_num_threads(1)
@@ -18,7 +26,8 @@ SMALL = dict(hidden=(64, 64), batch_size=128, lr=1e-3)
 
 class Person:
     """Expert pi_h = N(tanh(We s), 0.1^2); mental model pihat = N(tanh(Wm s), 0.3^2); the
-    robot acts from the mental model; interventions follow the probit model with cost c."""
+    robot acts from the mental model; interventions follow the probit model with cost c.
+    """
 
     def __init__(self, seed=0):
         r = np.random.default_rng(seed)

@@ -22,12 +22,29 @@ this package or one above it):
   and tools; they also read bags of the same topics recorded by `ros2 bag record`.
 The `<out>/iterN` naming lives in `mile_ros.runs`.
 """
-from mile_ros.bags.codec import (BAG_VERSION, FORMAT_KEY, FORMAT_VERSION, HEADER_TYPES,
-                                 STORAGE_SUFFIXES, STORAGES, BagError, bag_topic, clean_cdr,
-                                 deserialize, header_stamp_ns, topic_types, typestore)
+from mile_ros.bags.codec import (
+                                 BAG_VERSION,
+                                 FORMAT_KEY,
+                                 FORMAT_VERSION,
+                                 HEADER_TYPES,
+                                 STORAGE_SUFFIXES,
+                                 STORAGES,
+                                 BagError,
+                                 bag_topic,
+                                 clean_cdr,
+                                 deserialize,
+                                 header_stamp_ns,
+                                 topic_types,
+                                 typestore,
+)
 from mile_ros.bags.index import bag_state, find_episode_bags, scan_mcap
-from mile_ros.bags.reader import (REQUIRED_TOPICS, EpisodeData, load_episodes, read_bag_episodes,
-                                  read_episode)
+from mile_ros.bags.reader import (
+                                 REQUIRED_TOPICS,
+                                 EpisodeData,
+                                 load_episodes,
+                                 read_bag_episodes,
+                                 read_episode,
+)
 from mile_ros.bags.recorder import SIDECAR_LOG, SUMMARY_KEYS, EpisodeRecorder
 from mile_ros.bags.writer import EpisodeBagWriter, check_writable, episode_bag_name
 from mile_ros.runs import ITER_RE, iteration_dir

@@ -39,7 +39,7 @@ _TYPESTORE = None
 
 
 def typestore():
-    """rosbags typestore of ROS 2 Humble (message definitions common to Humble and later)."""
+    """Rosbags typestore of ROS 2 Humble (message definitions common to Humble and later)."""
     global _TYPESTORE
     if _TYPESTORE is None:
         from rosbags.typesys import Stores, get_typestore
@@ -80,8 +80,14 @@ def header_stamp_ns(raw: bytes | memoryview) -> int | None:
 
 def _qos():
     """The publishers' QoS as recorded in metadata (reliable, volatile, keep last 10)."""
-    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
-                                    QosReliability, QosTime)
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
 
     zero = QosTime(0, 0)
     return Qos(QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.VOLATILE, zero,

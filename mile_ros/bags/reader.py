@@ -21,8 +21,18 @@ import numpy as np
 
 from mile_ros.bags.codec import FORMAT_KEY, STORAGE_SUFFIXES, BagError, bag_topic, deserialize
 from mile_ros.bags.index import _find, _storage_files, bag_state, scan_mcap
-from mile_ros.interfaces import (ACTION_HUMAN, ACTION_ROBOT, EE_POSE, EPISODE, FLAG_NAMES, IMAGE,
-                                 IMAGE_TYPE, INTERVENTION, OBSERVATION, STEP_TOPICS)
+from mile_ros.interfaces import (
+    ACTION_HUMAN,
+    ACTION_ROBOT,
+    EE_POSE,
+    EPISODE,
+    FLAG_NAMES,
+    IMAGE,
+    IMAGE_TYPE,
+    INTERVENTION,
+    OBSERVATION,
+    STEP_TOPICS,
+)
 from mile_ros.runs import ITER_RE
 
 REQUIRED_TOPICS = (OBSERVATION, ACTION_ROBOT, INTERVENTION)   # what a tick needs
@@ -37,6 +47,7 @@ class EpisodeData:
     a_h is NaN where nu is False. `images` (uint8 [T,H,W,3]) and `ee_pos` ([T,3]) are aligned to
     the ticks by the nearest preceding stamp (the first one for ticks before it).
     """
+
     path: Path
     complete: bool
     metadata: dict
@@ -216,6 +227,7 @@ def _preceding(ref: np.ndarray, stamps: np.ndarray) -> np.ndarray:
 @dataclass
 class _Parsed:
     """Everything read from one bag, before it is cut into episodes."""
+
     complete: bool
     custom: dict
     per: dict
@@ -314,7 +326,8 @@ def _stamp_of(event: dict) -> int | None:
 def _intervals(parsed: _Parsed) -> list[tuple[float, float, list[dict]]]:
     """[(first stamp, last stamp, events)] of the episodes in a bag: one for this package's bags
     (their metadata says where the episode starts and ends); one per start event in a
-    `ros2 bag record` of a whole session; the whole bag when it has no episode events."""
+    `ros2 bag record` of a whole session; the whole bag when it has no episode events.
+    """
     meta = _decode_custom(parsed.custom)
     lo, hi = meta.get("start_stamp_ns"), meta.get("end_stamp_ns")
     if FORMAT_KEY in meta:

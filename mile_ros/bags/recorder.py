@@ -23,13 +23,28 @@ from typing import Callable
 import numpy as np
 
 from mile_ros._io import json_default as _json_default
-from mile_ros.bags.codec import HEADER_TYPES, STORAGES, clean_cdr, deserialize, header_stamp_ns, \
-    topic_types
+from mile_ros.bags.codec import (
+    HEADER_TYPES,
+    STORAGES,
+    clean_cdr,
+    deserialize,
+    header_stamp_ns,
+    topic_types,
+)
 from mile_ros.bags.index import _bags_in, bag_state
 from mile_ros.bags.writer import EpisodeBagWriter, check_writable, episode_bag_name
-from mile_ros.interfaces import (ACTIVE, ACTION_ROBOT, EPISODE, FLAG_NAMES, IMAGE, INTERVENTION,
-                                 OBSERVATION, STEP_TOPICS, parse_episode_event,
-                                 parse_policy_answer)
+from mile_ros.interfaces import (
+    ACTION_ROBOT,
+    ACTIVE,
+    EPISODE,
+    FLAG_NAMES,
+    IMAGE,
+    INTERVENTION,
+    OBSERVATION,
+    STEP_TOPICS,
+    parse_episode_event,
+    parse_policy_answer,
+)
 from mile_ros.params import ConfigError
 from mile_ros.runs import iteration_dir
 
@@ -41,6 +56,7 @@ log = logging.getLogger("mile_ros.bags")     # one logger for the whole of mile_
 @dataclass
 class _Episode:
     """State of one episode being recorded (writer thread only)."""
+
     index: int
     path: Path
     start_event: dict
@@ -243,7 +259,8 @@ class EpisodeRecorder:
 
     def _route_pending(self, everything: bool = False) -> None:
         """Route messages held for `reorder_window_s`: an episode event published before them on
-        another topic may arrive after them, and must take effect first."""
+        another topic may arrive after them, and must take effect first.
+        """
         due = time.monotonic() - self.reorder_window_s
         while self._pending and (everything or self._pending[0][0] <= due):
             _, item = self._pending.popleft()
@@ -270,7 +287,8 @@ class EpisodeRecorder:
 
     def _ready_to_close(self, ep: _Episode, now: float) -> bool:
         """Every topic of the episode has moved past its end stamp, or has gone quiet with
-        nothing left to route (a topic may lag far behind the episode events under load)."""
+        nothing left to route (a topic may lag far behind the episode events under load).
+        """
         if now < ep.close_at:
             return False
         if now >= ep.close_by:

@@ -14,9 +14,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mile_ros._io import fsync_path as _fsync, json_default as _json_default
-from mile_ros.bags.codec import (BAG_VERSION, FORMAT_KEY, FORMAT_VERSION, STORAGES, _qos, _to_cdr,
-                                 bag_topic, clean_cdr, topic_types, typestore)
+from mile_ros._io import fsync_path as _fsync
+from mile_ros._io import json_default as _json_default
+from mile_ros.bags.codec import (
+    BAG_VERSION,
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    STORAGES,
+    _qos,
+    _to_cdr,
+    bag_topic,
+    clean_cdr,
+    topic_types,
+    typestore,
+)
 from mile_ros.interfaces import IMAGE_TYPE
 from mile_ros.params import ConfigError
 

@@ -51,7 +51,8 @@ def _refit(initial: BenchPolicy, obs, act, w, cfg: BaselineConfig, seed: int) ->
 def train_bc_intervention(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
     """BC on intervention ticks only: behaviour cloning of the person's action a_h on the ticks
     where the person took over (nu=1), aggregated over all iterations; the robot's own ticks and
-    the demonstrations are not used. Fine-tunes the initial policy."""
+    the demonstrations are not used. Fine-tunes the initial policy.
+    """
     obs, nu = _stack(episodes, cfg.frame_stack), _cat(episodes, "nu")
     if not nu.any():
         return initial.clone()
@@ -61,7 +62,8 @@ def train_bc_intervention(initial, episodes, demos, cfg: BaselineConfig, seed: i
 def train_hg_dagger(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
     """HG-DAgger (Kelly et al., 2019): the expert gates control; only the states where the expert
     took over are labelled (with the expert's action) and aggregated with the initial
-    demonstration set D0; the policy is re-trained by BC on the aggregate D0 u D_int each iteration."""
+    demonstration set D0; the policy is re-trained by BC on the aggregate D0 u D_int each iteration.
+    """
     obs_d, act_d = _stack(demos, cfg.frame_stack), _cat(demos, "action")
     if episodes:
         nu = _cat(episodes, "nu")
@@ -74,7 +76,8 @@ def train_iwr(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
     """IWR, intervention-weighted regression (Mandlekar et al., 2020): BC on every executed tick
     (robot ticks labelled with the robot's action, intervention ticks with the person's) plus the
     demonstrations, re-weighted so that intervention ticks and non-intervention ticks each carry
-    half of the total weight -- the scarce interventions count as much as everything else."""
+    half of the total weight -- the scarce interventions count as much as everything else.
+    """
     obs = np.concatenate([_stack(demos, cfg.frame_stack), _stack(episodes, cfg.frame_stack)])
     act = np.concatenate([_cat(demos, "action"), _cat(episodes, "executed").astype(_cat(demos, "action").dtype)])
     is_int = np.concatenate([np.zeros(sum(len(d["state"]) for d in demos), bool), _cat(episodes, "nu")])
@@ -86,7 +89,8 @@ def train_iwr(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
 
 def sirius_weights(nu_per_episode: list[np.ndarray], window: int, n_demo: int) -> np.ndarray:
     """Sirius class weights for [demos..., episode ticks...]: demo 1, robot 1, pre-intervention 0,
-    intervention scaled so the intervention class carries half of the total weight."""
+    intervention scaled so the intervention class carries half of the total weight.
+    """
     classes = [np.zeros(n_demo, int)]  # 0 demo, 1 robot, 2 pre-intervention, 3 intervention
     for nu in nu_per_episode:
         c = np.where(nu, 3, 1)
@@ -108,7 +112,8 @@ def train_sirius(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
     demonstrations and autonomous robot ticks weight 1, the robot ticks in a short window before
     each intervention (the behaviour that made the person intervene) weight 0, and intervention
     ticks up-weighted so that the intervention class carries as much weight as all others.
-    (Sirius's memory management only matters for data larger than here and is omitted.)"""
+    (Sirius's memory management only matters for data larger than here and is omitted.)
+    """
     obs = np.concatenate([_stack(demos, cfg.frame_stack), _stack(episodes, cfg.frame_stack)])
     act = np.concatenate([_cat(demos, "action"), _cat(episodes, "executed").astype(_cat(demos, "action").dtype)])
     w = sirius_weights([np.asarray(e["nu"], bool) for e in episodes], cfg.sirius_window,
@@ -126,7 +131,8 @@ def _mlp(i, o, hidden):
 
 def rlif_transitions(episodes, demos, k: int):
     """(s, a, r, s', done) over demos and collected episodes: r = -1 on the tick where an
-    intervention starts (nu goes 0 -> 1), else 0; the action is the executed one."""
+    intervention starts (nu goes 0 -> 1), else 0; the action is the executed one.
+    """
     S, A, R, S2, D = [], [], [], [], []
     for e, is_demo in [(d, True) for d in demos] + [(e, False) for e in episodes]:
         st = stack_frames(e["state"], k)
@@ -146,7 +152,8 @@ def train_rlif(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
     the tick where the person starts intervening, 0 elsewhere; all executed transitions (robot and
     person) plus the demonstrations form the replay data, and no task reward is used. Kept small
     and CPU-cheap with implicit Q-learning (twin Q, expectile V, discount 0.95) and advantage-
-    weighted extraction of the policy, warm-started from the initial policy."""
+    weighted extraction of the policy, warm-started from the initial policy.
+    """
     torch.manual_seed(seed)
     s, a, r, s2, d = rlif_transitions(episodes, demos, cfg.frame_stack)
     norm = lambda x: (torch.as_tensor(x, dtype=torch.float32) - initial.obs_mean) / initial.obs_std

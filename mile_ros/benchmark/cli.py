@@ -14,10 +14,10 @@ import os
 import sys
 import time
 
-from mile_ros.sim.tasks import TaskOptions, UnknownNameError, canonical_task_name
-from mile_ros.sim.initial import InitialConfig
 from mile_ros.benchmark.protocols import METHODS, BenchConfig, parse_methods, run_bench
 from mile_ros.benchmark.results import ResultsError, summary_table
+from mile_ros.sim.initial import InitialConfig
+from mile_ros.sim.tasks import TaskOptions, UnknownNameError, canonical_task_name
 
 
 def _seeds(text: str) -> list[int]:

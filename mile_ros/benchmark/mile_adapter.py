@@ -129,7 +129,8 @@ def mile_loss(policy, mental, obs, a_h, nu, c, beta, lam, form="eq5"):
 @torch.no_grad()
 def fit_c_mle(policy, mental, obs, nu, beta: float, c0: float) -> float:
     """argmax_c sum log p(nu | s; c): the log-likelihood is concave in c (p is a log-concave
-    smoothing of a step in c), so a bounded scalar search around `c0` finds it."""
+    smoothing of a step in c), so a bounded scalar search around `c0` finds it.
+    """
     def nll(c):
         log_p, log_q = log_intervention_probability(policy, mental, obs, float(c), beta)
         return -float(torch.where(nu, log_p, log_q).sum())
@@ -157,7 +158,8 @@ def _dataset(episodes, demos, cfg, kind):
 
 def train_mile_on(prev, episodes, task, overrides: dict, seed: int, demos=None) -> MileBenchModel:
     """One MILE iteration on all `episodes` so far, starting from `prev` (a MileBenchModel, or
-    the initial BenchPolicy, which then also initialises the mental model)."""
+    the initial BenchPolicy, which then also initialises the mental model).
+    """
     cfg = MileBenchConfig.from_overrides(overrides)
     torch.manual_seed(seed)
     if isinstance(prev, MileBenchModel):

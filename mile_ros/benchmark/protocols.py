@@ -28,11 +28,17 @@ import torch
 
 from mile_ros._io import atomic_write
 from mile_ros.benchmark.baselines import BASELINES, BaselineConfig
-from mile_ros.sim.tasks import UnknownNameError, canonical_task_name, evaluate_policy, make_task
 from mile_ros.benchmark.mile_adapter import MileBenchConfig, train_mile_on
-from mile_ros.sim.person import collect_episode
-from mile_ros.sim.initial import InitialConfig, build_initial_policy, build_person, demos_for, seeds_for
 from mile_ros.benchmark.results import Results
+from mile_ros.sim.initial import (
+    InitialConfig,
+    build_initial_policy,
+    build_person,
+    demos_for,
+    seeds_for,
+)
+from mile_ros.sim.person import collect_episode
+from mile_ros.sim.tasks import UnknownNameError, canonical_task_name, evaluate_policy, make_task
 
 METHODS = ["mile"] + list(BASELINES)
 EVAL_SEED_BASE = 100_000_000  # evaluation episodes use seeds EVAL_SEED_BASE + i, i < n_eval
@@ -71,7 +77,8 @@ class BenchConfig:
 class MileMethod:
     """MILE (mile_adapter: the core loss on the benchmark's networks), started each iteration from
     the previous model (policy and mental model) when warm_start is set, else from the initial
-    policy; the first iteration always starts from the initial policy."""
+    policy; the first iteration always starts from the initial policy.
+    """
 
     def __init__(self, overrides: dict):
         self.overrides = dict(overrides)

@@ -1,13 +1,19 @@
 """Markdown tables (and one combined plot) from bench results files.
 
-    python -m mile_ros.benchmark.report bench/results/paper_a_*.json [--plot all.png]
+python -m mile_ros.benchmark.report bench/results/paper_a_*.json [--plot all.png]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from mile_ros.benchmark.results import ResultsError, curves, load_results, mean_se, paired_difference
+from mile_ros.benchmark.results import (
+    ResultsError,
+    curves,
+    load_results,
+    mean_se,
+    paired_difference,
+)
 
 
 def _f(m, se) -> str:
@@ -43,7 +49,8 @@ def table(data: dict) -> str:
 
 def expert_level_line(data: dict, fraction: float = 0.95) -> str:
     """Per method, the first iteration at which each training seed reached `fraction` of the
-    expert's success rate ("-" if it never did)."""
+    expert's success rate ("-" if it never did).
+    """
     goal = fraction * data["experts"]["expert"]["success_rate"]
     parts = []
     for m in curves(data):

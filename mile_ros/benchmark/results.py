@@ -61,7 +61,8 @@ class Results:
 def _extends(old: dict, new: dict, diff: list[str]) -> bool:
     """A run is extended, not changed, by more iterations, methods or training seeds (same
     everything else): its records stay valid because every method's episodes depend only on
-    (seed, iteration)."""
+    (seed, iteration).
+    """
     if not set(diff) <= {"iterations", "methods", "seeds"}:
         return False
     return (new.get("iterations", 0) >= old.get("iterations", 0)
@@ -91,7 +92,7 @@ def mean_se(values) -> tuple[float, float]:
 
 
 def curves(data: dict, key: str = "success_rate") -> dict:
-    """method -> {iteration: (mean, se, n_seeds)} over the training seeds that reached it."""
+    """Method -> {iteration: (mean, se, n_seeds)} over the training seeds that reached it."""
     out = {}
     for method, per_seed in sorted(data["methods"].items(), key=lambda kv: kv[0] != "mile"):  # MILE first
         by_it: dict[int, list] = {}
@@ -103,8 +104,9 @@ def curves(data: dict, key: str = "success_rate") -> dict:
 
 
 def paired_difference(data: dict, method: str, other: str = "mile", key: str = "success_rate"):
-    """other − method at each seed's last common iteration, paired over the training seeds both
-    ran (they saw the same episode seeds) -> (mean, s.e., n)."""
+    """Other − method at each seed's last common iteration, paired over the training seeds both
+    ran (they saw the same episode seeds) -> (mean, s.e., n).
+    """
     a, b = data["methods"].get(other, {}), data["methods"].get(method, {})
     diffs = []
     for seed in set(a) & set(b):
@@ -117,7 +119,8 @@ def paired_difference(data: dict, method: str, other: str = "mile", key: str = "
 
 def summary_table(data: dict, key: str = "success_rate") -> str:
     """Markdown table: each method's value at iteration 0 (initial), at the last iteration, and the
-    intervention ticks it trained on, mean ± s.e. over training seeds."""
+    intervention ticks it trained on, mean ± s.e. over training seeds.
+    """
     cv = curves(data, key)
     ticks = curves(data, "interventions_total")
     lines = [f"| method | {key} (initial) | {key} (final) | final iteration | intervention ticks | seeds |",

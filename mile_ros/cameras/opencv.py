@@ -21,7 +21,7 @@ class OpenCVSource:
         self.is_file = not device.strip().isdigit()
         if self.is_file and not Path(device).is_file():
             raise CameraUnavailable(f"camera parameter 'device': video file {device!r} does not "
-                                    f"exist (give a device index such as \"0\" or a video file)")
+                                    f'exist (give a device index such as "0" or a video file)')
         self.device = device if self.is_file else int(device)
         self.cap = cv2.VideoCapture(self.device)
         if not self.cap.isOpened():

@@ -77,6 +77,7 @@ class ClassifierConfig:
 @dataclass
 class NeuralClassifier:
     """MLP p(nu=1 | stacked state) fitted by unweighted binary cross-entropy."""
+
     config: ClassifierConfig
     net: object = None
     mean: np.ndarray | None = None
@@ -139,7 +140,8 @@ class NeuralClassifier:
 
     def _train(self, xt, yt, valid, progress: bool) -> tuple[int, float]:
         """Adam epochs with early stopping on `valid`, keeping the best validation weights;
-        returns (epochs run, best validation loss or inf)."""
+        returns (epochs run, best validation loss or inf).
+        """
         import torch
 
         cfg = self.config
@@ -213,7 +215,8 @@ def _progress_bar(epochs: int):
 def mile_predict(model, episodes: Sequence[dict], batch: int = 4096) -> list[np.ndarray]:
     """p(nu=1|s) of the model on every tick of every episode, from the observations the trainer
     builds: episode["model_state"] (the model's state dims; else "state") stacked over the model's
-    frame_stack, plus episode["image"] for image models."""
+    frame_stack, plus episode["image"] for image models.
+    """
     spec = model.obs_spec
     k = int(getattr(spec, "frame_stack", FRAME_STACK))
     uses_image = getattr(spec, "image_shape", None) is not None
@@ -279,7 +282,8 @@ def episode_dicts(data: Sequence, state_names: Sequence[str], argument: str,
                   model=None, source: str = "") -> list[dict]:
     """Episode dicts for the estimators: "state" (the bags' full observation vector, columns in
     the order `state_names`, for the classifier), "nu", "name", "path", "stamps" and, with a
-    model, "model_state" (+ "image") built exactly as the trainer builds its observations."""
+    model, "model_state" (+ "image") built exactly as the trainer builds its observations.
+    """
     out = []
     for ep in data:
         missing = [n for n in state_names if n not in ep.state_names]
@@ -314,7 +318,8 @@ def _model_arrays(ep, model, argument: str, source: str) -> dict:
 
 def read_true_p(path: Path, episodes: list[dict]) -> list[np.ndarray | None]:
     """Per episode the true p of each tick from a JSON-lines file of {"stamp_ns", "p"} (ticks
-    missing from the file get NaN; an episode with none of its ticks there gets None)."""
+    missing from the file get NaN; an episode with none of its ticks there gets None).
+    """
     table = _true_p_table(path)
     out, matched = [], 0
     for ep in episodes:

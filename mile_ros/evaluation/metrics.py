@@ -153,7 +153,8 @@ def truth_metrics(p_model, p_true) -> dict[str, float]:
 
 def reliability(y, p, bins: int = 10):
     """(mean predicted, observed frequency, count) in equal-count bins of p (tied p share a bin,
-    so a constant predictor gives one point)."""
+    so a constant predictor gives one point).
+    """
     edges = np.unique(np.quantile(p, np.linspace(0, 1, bins + 1)))
     which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0))
     groups = [np.flatnonzero(which == b) for b in np.unique(which)]
@@ -172,7 +173,8 @@ def bootstrap_over_episodes(statistic: Callable[[np.ndarray], dict], lengths: Se
                             progress: bool = False) -> dict:
     """{name: {metric: [value per resample]}} of `statistic` (pooled tick index -> {name:
     {metric: value}}) over `n_resamples` resamples of the episodes drawn with replacement, an
-    episode's ticks kept together. `keys` ({name: {metric: ...}}) names the lists to fill."""
+    episode's ticks kept together. `keys` ({name: {metric: ...}}) names the lists to fill.
+    """
     lengths = np.asarray(lengths)
     n_eps, starts = len(lengths), episode_starts(lengths)
     samples: dict = {name: {m: [] for m in vals} for name, vals in keys.items()}

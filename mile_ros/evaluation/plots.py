@@ -12,8 +12,12 @@ from typing import Sequence
 
 import numpy as np
 
-from mile_ros.evaluation.metrics import (format_metric, precision_recall_curve, reliability,
-                                         roc_curve)
+from mile_ros.evaluation.metrics import (
+    format_metric,
+    precision_recall_curve,
+    reliability,
+    roc_curve,
+)
 
 COLORS = {"mile": "tab:blue", "classifier": "tab:orange", "majority": "tab:gray",
           "oracle": "black"}
@@ -89,7 +93,8 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def _timeline_picks(episodes: Sequence[dict], max_episodes: int) -> list[int]:
     """Episodes to show, evenly spread over those with an intervention (over all episodes if too
-    few have one)."""
+    few have one).
+    """
     pool = [i for i, ep in enumerate(episodes) if np.any(ep["nu"])]
     pool = pool if len(pool) >= min(max_episodes, len(episodes)) else list(range(len(episodes)))
     n = min(max_episodes, len(pool))
@@ -135,7 +140,8 @@ def plot_timelines(path: Path, episodes: Sequence[dict], per_episode: dict,
 
 def plot_truth(path: Path, p_model, p_true, truth: dict) -> None:
     """Where MILE's p falls against the true p: a 2-D histogram (log colour: piles at 0 and 1
-    stay visible) with the diagonal."""
+    stay visible) with the diagonal.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
@@ -157,7 +163,8 @@ def plot_truth(path: Path, p_model, p_true, truth: dict) -> None:
 def write_plots(out: Path, report: dict, episodes: Sequence[dict], per_episode: dict,
                 true_p: Sequence | None = None) -> list[Path]:
     """The figures under `out` (an existing directory); returns their paths. truth.png only
-    with the report's truth and MILE's predictions."""
+    with the report's truth and MILE's predictions.
+    """
     import matplotlib
     matplotlib.use("Agg")
 

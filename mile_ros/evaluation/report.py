@@ -111,7 +111,8 @@ def _pooled_predictions(predictions: dict, lengths: np.ndarray) -> dict[str, np.
 
 def _pooled_truth(true_p, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(true p of every pooled tick, NaN where unknown; whether it is known). Episodes without
-    the truth are left out of the truth metrics."""
+    the truth are left out of the truth metrics.
+    """
     starts = episode_starts(lengths)
     has_truth = np.zeros(int(lengths.sum()), bool)
     p_true_all = np.full(int(lengths.sum()), np.nan)
@@ -129,7 +130,8 @@ def _pooled_truth(true_p, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _all_metrics(y_all: np.ndarray, preds: dict, truth: tuple | None, index: np.ndarray) -> dict:
     """{estimator: metrics} on the ticks `index`, plus "_truth" (the reference against the true
-    p on the ticks where it is known) when `truth` = (reference, p_true_all, has_truth)."""
+    p on the ticks where it is known) when `truth` = (reference, p_true_all, has_truth).
+    """
     y = y_all[index]
     out = {name: compute_metrics(y, p[index]) for name, p in preds.items()}
     if truth is not None:
@@ -164,7 +166,8 @@ def run(model, eval_episodes: list[dict], train_episodes: list[dict] | None = No
         classifier_config: ClassifierConfig | None = None, inputs: dict | None = None) -> dict:
     """Predict with the three estimators, evaluate, and (with `out`) write report.json + plots.
     Episodes are dicts with "state" [T,S], "nu" [T] (and "name"); the states must already be in
-    the model's state order."""
+    the model's state order.
+    """
     k = int(getattr(model.obs_spec, "frame_stack", FRAME_STACK))
     train_rate, rate_source = _majority_rate(eval_episodes, train_episodes)
     per_episode = {"mile": mile_predict(model, eval_episodes)}

@@ -16,7 +16,14 @@ from mile_ros.learning.config import MileConfig
 from mile_ros.learning.loop import prepare_episodes, seed_everything
 from mile_ros.learning.mile_training import train_mile
 from mile_ros.learning.model import MileModel, PolicyRunner
-from mile_ros.learning.specs import FRAME_STACK, ActionSpec, FrameStacker, Normalizer, ObsSpec, stack_frames
+from mile_ros.learning.specs import (
+           FRAME_STACK,
+           ActionSpec,
+           FrameStacker,
+           Normalizer,
+           ObsSpec,
+           stack_frames,
+)
 
 __all__ = ["ObsSpec", "ActionSpec", "Normalizer", "MileConfig", "MileModel", "PolicyRunner",
            "FRAME_STACK", "FrameStacker", "stack_frames", "train_mile", "train_bc",

@@ -58,7 +58,8 @@ def train_bc(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
     """Behaviour cloning: fit the policy to `target` actions ("a_r" robot, "a_h" interventions
     only, "executed" = a_h where nu else a_r), weighted by an optional per-tick "weight".
     Accepts a list of episode dicts or one dict. The mental model of the result is a copy of
-    the policy; c is None unless config.c is set. Metrics in `model.metrics`."""
+    the policy; c is None unless config.c is set. Metrics in `model.metrics`.
+    """
     config = copy.deepcopy(config or MileConfig()).validate(action_spec)
     seed_everything(config.seed)
     t0 = time.perf_counter()

@@ -232,7 +232,8 @@ def checkpoint_to_bytes(path) -> bytes:
 
 def checkpoint_from_bytes(data: bytes, dest_root) -> Path:
     """Unpack bytes from `checkpoint_to_bytes` into dest_root (atomically), validate -> path.
-    If the same checkpoint is already there it is reused."""
+    If the same checkpoint is already there it is reused.
+    """
     dest_root = Path(dest_root)
     where = f"<{len(data)} bytes for {dest_root}>"
     if len(data) > MAX_BYTES:

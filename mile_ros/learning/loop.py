@@ -160,7 +160,8 @@ def _budget(n_train, config) -> int:
 # ----------------------------------------------------------------------------- training loop
 class _Loop:
     """Adam over the given modules (and optional c), minibatches by index, periodic held-out
-    evaluation with patience. Returns the history and the best update count."""
+    evaluation with patience. Returns the history and the best update count.
+    """
 
     def __init__(self, loss_fn, modules, config, gen, c_param=None):
         self.loss_fn, self.modules, self.config, self.gen = loss_fn, modules, config, gen

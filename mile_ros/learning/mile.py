@@ -59,7 +59,7 @@ def _tensor(name: str, x, ndim: int | None = None, allow_nan: bool = False) -> t
 
 
 def _scalar(name: str, value, positive: bool = False) -> torch.Tensor | float:
-    """c and beta: a Python number or a 0-d tensor (kept as a tensor so it can be learned)."""
+    """C and beta: a Python number or a 0-d tensor (kept as a tensor so it can be learned)."""
     if torch.is_tensor(value):
         if value.numel() != 1:
             raise ValueError(f"{name} must be a scalar, got shape {tuple(value.shape)}")
@@ -132,13 +132,14 @@ def _legendre01(n: int = QUAD_NODES) -> tuple[torch.Tensor, torch.Tensor]:
 def _dwhere(cond: torch.Tensor, x: torch.Tensor, safe: float, f_true: Callable,
             f_false: Callable) -> torch.Tensor:
     """where(cond, f_true(x), f_false(x)) with each branch fed only inputs it handles, so no
-    NaN/inf leaks into gradients through the branch not taken."""
+    NaN/inf leaks into gradients through the branch not taken.
+    """
     return torch.where(cond, f_true(torch.where(cond, x, safe)),
                        f_false(torch.where(cond, safe, x)))
 
 
 def _log_gamma_cdf(a: float, y: torch.Tensor) -> torch.Tensor:
-    """log P(a, y) for y > 0 (series near 0, where P underflows)."""
+    """Log P(a, y) for y > 0 (series near 0, where P underflows)."""
     lg = math.lgamma(a + 1.0)
 
     def small(v):
@@ -149,7 +150,7 @@ def _log_gamma_cdf(a: float, y: torch.Tensor) -> torch.Tensor:
 
 
 def _log_gamma_sf(a: float, y: torch.Tensor) -> torch.Tensor:
-    """log Q(a, y) = log(1 - P(a, y)) for y > 0 (asymptotic series far out, where Q underflows)."""
+    """Log Q(a, y) = log(1 - P(a, y)) for y > 0 (asymptotic series far out, where Q underflows)."""
     switch = 100.0 + 10.0 * a
     lg = math.lgamma(a)
 
@@ -163,7 +164,8 @@ def _log_gamma_sf(a: float, y: torch.Tensor) -> torch.Tensor:
 
 def _log_p_both(m: torch.Tensor, beta, dim: int, select: torch.Tensor | None = None):
     """(log p, log(1-p)) for p = E_{T~Gamma(dim/2)}[Phi((m - T)/beta)]; m float64 [...].
-    With a boolean `select`, only where(select, log p, log(1-p)) (half the work)."""
+    With a boolean `select`, only where(select, log p, log(1-p)) (half the work).
+    """
     beta64 = beta.to(torch.float64) if torch.is_tensor(beta) else beta
     if float(beta.detach() if torch.is_tensor(beta) else beta) >= _SWITCH_BETA:
         t, logw = (x.to(m.device) for x in _laguerre(dim))
@@ -188,7 +190,8 @@ def _log_p_both(m: torch.Tensor, beta, dim: int, select: torch.Tensor | None = N
 
 def _kc(mu, log_std, mu_hat, log_std_hat) -> torch.Tensor:
     """Kc = sum_d (sigma_h^2 + (mu_h - mu)^2) / sigma^2, in float64 with the ratio of
-    variances formed in log space."""
+    variances formed in log space.
+    """
     mu, log_std, mu_hat, log_std_hat = (x.to(torch.float64) for x in (mu, log_std, mu_hat, log_std_hat))
     return (torch.exp(2 * (log_std_hat - log_std))
             + ((mu_hat - mu) * torch.exp(-log_std)) ** 2).sum(-1)
@@ -216,7 +219,8 @@ def log_intervention_probability_gaussian(mu, log_std, mu_hat, log_std_hat, c, b
 def intervention_probability_gaussian(mu, log_std, mu_hat, log_std_hat, c, beta=1.0):
     """p(nu=1|s) per row for pi = N(mu, exp(log_std)^2), pihat = N(mu_hat, exp(log_std_hat)^2),
     inputs [B, D]; exact closed form (chi-square quadrature), differentiable in all inputs and
-    in c and beta (floats or 0-d tensors). Returns a tensor [B] in the dtype of mu."""
+    in c and beta (floats or 0-d tensors). Returns a tensor [B] in the dtype of mu.
+    """
     log_p, _ = log_intervention_probability_gaussian(mu, log_std, mu_hat, log_std_hat, c, beta)
     return torch.exp(log_p).to(_tensor("mu", mu).dtype)
 
@@ -232,7 +236,7 @@ def _discrete_inputs(policy_logits, mental_logits):
 
 
 def _discrete_terms(policy_logits, mental_logits, c, beta):
-    """log pi [B,K], per-class probit log Phi(u_a) and log Phi(-u_a) [B,K]."""
+    """Log pi [B,K], per-class probit log Phi(u_a) and log Phi(-u_a) [B,K]."""
     policy_logits, mental_logits = _discrete_inputs(policy_logits, mental_logits)
     c, beta = _scalar("c", c), _scalar("beta", beta, positive=True)
     log_pi = F.log_softmax(policy_logits.to(torch.float64), -1)
@@ -251,7 +255,8 @@ def log_intervention_probability_discrete(policy_logits, mental_logits, c, beta=
 
 def intervention_probability_discrete(policy_logits, mental_logits, c, beta=1.0):
     """p(nu=1|s) = sum_a pi(a) Phi((Delta_a - c)/beta), Delta_a = log pi(a) - E_pihat[log pi];
-    logits [B, K] -> tensor [B]."""
+    logits [B, K] -> tensor [B].
+    """
     log_p, _ = log_intervention_probability_discrete(policy_logits, mental_logits, c, beta)
     return torch.exp(log_p).to(policy_logits.dtype if torch.is_tensor(policy_logits) else torch.float64)
 
@@ -261,7 +266,8 @@ def discrete_log_likelihood(policy_logits, mental_logits, a_h, nu, c, beta=1.0, 
 
     form="eq3" (paper Eq. 3): P(a, nu=1) = pi(a) * p(nu=1|s);
     form="joint" (Eq. 1):     P(a, nu=1) = pi(a) * Phi((Delta_a - c)/beta).
-    Both leave P(nu=0) = 1 - p(nu=1|s), so the K+1 classes sum to one."""
+    Both leave P(nu=0) = 1 - p(nu=1|s), so the K+1 classes sum to one.
+    """
     _form(form, ("eq3", "joint"))
     log_pi, log_phi, log_phi_neg = _discrete_terms(policy_logits, mental_logits, c, beta)
     batch, k = log_pi.shape
@@ -299,7 +305,7 @@ def discrete_mile_loss(policy_logits, mental_logits, a_h, nu, c, beta=1.0, form=
 
 # ----------------------------------------------------------------------------- continuous
 def gaussian_log_prob(mu, log_std, a) -> torch.Tensor:
-    """log N(a; mu, diag exp(log_std)^2), summed over the last dim."""
+    """Log N(a; mu, diag exp(log_std)^2), summed over the last dim."""
     z = (a - mu) * torch.exp(-log_std)
     return (-0.5 * z * z - log_std - 0.5 * _LOG_2PI).sum(-1)
 
@@ -313,7 +319,8 @@ def gaussian_mile_loss(mu, log_std, mu_hat, log_std_hat, a_h, nu, c, beta=1.0, l
       The BCE part depends on pi and pihat; the NLL part on pi only.
     form="joint": mean of -log P(label), P(a_h, nu=1|s) = pi(a_h|s) Phi((Delta(a_h) - c)/beta),
       P(nu=0|s) = 1 - p(nu=1|s), with Delta(a_h) = 0.5 * (Kc - |(a_h - mu)/sigma|^2); lam unused.
-    a_h [B, D] is ignored (may be NaN) where nu is false. a_h is scored under N(mu, sigma)."""
+    a_h [B, D] is ignored (may be NaN) where nu is false. a_h is scored under N(mu, sigma).
+    """
     _form(form, ("eq5", "joint"))
     lam = _lam(lam)
     mu, log_std, mu_hat, log_std_hat = _gaussian_inputs(mu, log_std, mu_hat, log_std_hat)
@@ -361,7 +368,8 @@ def monte_carlo_intervention_probability_gaussian(mu, log_std, mu_hat, log_std_h
     (reparameterised) average Phi((log pi(a) - E_pihat[log pi] - c)/beta). Test oracle and
     benchmark baseline only. The inner estimate's error is shared by every outer sample, so
     an oracle needs many more inner than outer samples; antithetic=True pairs the inner draws
-    (z, -z), which removes the error of its linear term (oracle use, not the public style)."""
+    (z, -z), which removes the error of its linear term (oracle use, not the public style).
+    """
     mu, log_std, mu_hat, log_std_hat = _gaussian_inputs(mu, log_std, mu_hat, log_std_hat)
     c, beta = _scalar("c", c), _scalar("beta", beta, positive=True)
     n_samples = int(n_samples)
@@ -396,7 +404,8 @@ def estimate_c(rate, *, mu=None, log_std=None, mu_hat=None, log_std_hat=None,
                c_hint=None, tol=1e-7) -> float:
     """The cost c at which the mean predicted p(nu=1|s) over the given states equals `rate`
     (bisection; p is decreasing in c). Give Gaussian parameters, or logits, or a function
-    c -> array of probabilities. `c_hint` (e.g. the previous estimate) speeds up the search."""
+    c -> array of probabilities. `c_hint` (e.g. the previous estimate) speeds up the search.
+    """
     rate = _scalar("rate", rate)
     if not 0.0 < rate < 1.0:
         raise ValueError(f"rate must be in (0, 1), got {rate}")

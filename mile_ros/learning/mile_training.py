@@ -92,7 +92,7 @@ def _mean_probability(policy, mental, tensors, c, beta, action_spec) -> np.ndarr
 
 
 def _rate_c(policy, mental, tensors, rate, beta, action_spec, c_hint=None) -> float:
-    """c such that the mean predicted p(nu=1|s) over all ticks equals `rate`."""
+    """C such that the mean predicted p(nu=1|s) over all ticks equals `rate`."""
     with torch.no_grad():
         outs = [policy(tensors.obs_at(torch.arange(tensors.n))),
                 mental(tensors.obs_at(torch.arange(tensors.n)))]

@@ -1,7 +1,6 @@
 """A trained policy with its mental model, specs and normaliser, and a tick-by-tick runner."""
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 from torch import nn

@@ -76,7 +76,8 @@ class _Trunk(nn.Module):
 
 class GaussianPolicy(nn.Module):
     """pi(a|s) = N(mu, diag exp(log_std)^2) with mu = tanh(.) in [-1, 1] and log_std squashed
-    into `log_std_bounds`. forward(obs) -> (mu [B, A], log_std [B, A])."""
+    into `log_std_bounds`. forward(obs) -> (mu [B, A], log_std [B, A]).
+    """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden=(256, 256), image_shape=None,
                  log_std_bounds=LOG_STD_BOUNDS):

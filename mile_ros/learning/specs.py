@@ -22,6 +22,7 @@ _ACTION_TOL = 1e-3
 @dataclass(frozen=True)
 class ObsSpec:
     """Observation layout: named state dimensions, frame stack depth, optional camera image."""
+
     state_names: tuple
     frame_stack: int = FRAME_STACK
     image_shape: tuple | None = None
@@ -60,7 +61,9 @@ class ObsSpec:
 @dataclass(frozen=True)
 class ActionSpec:
     """Actions: kind "continuous" (one name per dimension, values in [-1, 1]) or "discrete"
-    (n classes; names: one label for the action variable or one per class)."""
+    (n classes; names: one label for the action variable or one per class).
+    """
+
     names: tuple
     kind: str = "continuous"
     n: int | None = None
@@ -102,6 +105,7 @@ class ActionSpec:
 @dataclass
 class Normalizer:
     """Per-dimension (x - mean) / std of the raw state, applied to every stacked frame."""
+
     mean: np.ndarray
     std: np.ndarray
 

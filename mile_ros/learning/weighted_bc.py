@@ -97,7 +97,8 @@ def fit_weighted(policy: BenchPolicy, obs, actions, weights=None, steps: int = 1
                  lr: float = 1e-3, seed: int = 0, weight_decay: float = 0.0) -> dict:
     """Weighted maximum likelihood: minimise -sum_i w_i log pi(a_i|s_i) / sum_i w_i by Adam over
     `steps` minibatches drawn with probability proportional to w (an unbiased, low-variance form of
-    the weighted loss). Samples with w=0 are never drawn."""
+    the weighted loss). Samples with w=0 are never drawn.
+    """
     obs = torch.as_tensor(np.asarray(obs, dtype=np.float32))
     act = torch.as_tensor(np.asarray(actions, dtype=np.int64 if policy.kind == "discrete" else np.float32))
     w = np.ones(len(obs)) if weights is None else np.asarray(weights, dtype=np.float64)

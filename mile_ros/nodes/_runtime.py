@@ -17,7 +17,8 @@ EXIT_CONFIG = 2
 
 def init_rclpy(args: list[str], context=None, **kwargs) -> None:
     """rclpy.init, with malformed --ros-args (a missing or invalid params file, `-p name` without
-    `:=value`) raised as a ConfigError instead of rcl's traceback."""
+    `:=value`) raised as a ConfigError instead of rcl's traceback.
+    """
     import re
 
     import rclpy
@@ -33,7 +34,8 @@ def init_rclpy(args: list[str], context=None, **kwargs) -> None:
 def open_context(args: list[str], signal_handlers: bool = False):
     """A new rclpy context initialised with `args` (its `--ros-args`); with `signal_handlers`,
     rclpy's SIGINT/SIGTERM handlers shut it down (they are installed only for the default
-    context unless asked)."""
+    context unless asked).
+    """
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
@@ -45,7 +47,8 @@ def open_context(args: list[str], signal_handlers: bool = False):
 
 def run_node(name: str, build: Callable, argv: list[str] | None = None, executor_cls=None) -> int:
     """`build(context=context)` returns a node with an optional `.run(executor)` (its own main
-    loop) and an optional `.close()`. Without `.run`, the node is spun by `executor_cls` (single-threaded)."""
+    loop) and an optional `.close()`. Without `.run`, the node is spun by `executor_cls` (single-threaded).
+    """
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     args = list(sys.argv if argv is None else [sys.argv[0], *argv])

@@ -18,8 +18,8 @@ from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import String
 
 from mile_ros import interfaces as itf
-from mile_ros.teleop.arbiter import ArbiterConfig, ArbiterLogic, Tick
 from mile_ros.params import declare_node_parameters
+from mile_ros.teleop.arbiter import ArbiterConfig, ArbiterLogic, Tick
 
 STATUS_PERIOD_S = 1.0      # status is also re-sent at this period (and on every change)
 WATCHDOG_PERIOD_S = 0.02   # how often Joy silence is checked between ticks

@@ -29,10 +29,16 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from mile_ros import interfaces as itf
-from mile_ros.params import ConfigError, declare_node_parameters
 from mile_ros.nodes._runtime import say
-from mile_ros.policy.serving import (LoadedPolicy, PolicyCounts, _id_in_archive, check_compatible,
-                                     initial_policy, load_policy_dir)
+from mile_ros.params import ConfigError, declare_node_parameters
+from mile_ros.policy.serving import (
+    LoadedPolicy,
+    PolicyCounts,
+    _id_in_archive,
+    check_compatible,
+    initial_policy,
+    load_policy_dir,
+)
 
 NODE = "policy_server"
 
@@ -200,9 +206,8 @@ class PolicyServerNode(Node):
 def main(argv: list[str] | None = None) -> int:
     from functools import partial
 
-    from rclpy.executors import MultiThreadedExecutor
-
     import torch
+    from rclpy.executors import MultiThreadedExecutor
 
     from mile_ros.nodes._runtime import run_node
 

@@ -24,10 +24,16 @@ from rclpy.node import Node
 from std_msgs.msg import String
 
 from mile_ros.bags import EpisodeRecorder, topic_types
-from mile_ros.interfaces import (EPISODE, IMAGE, POLICY_ACTIVE, RECORDER_STATUS, active_reader_qos,
-                                 control_qos, image_qos)
+from mile_ros.interfaces import (
+    EPISODE,
+    IMAGE,
+    POLICY_ACTIVE,
+    RECORDER_STATUS,
+    active_reader_qos,
+    control_qos,
+    image_qos,
+)
 from mile_ros.params import declare_node_parameters
-
 
 
 def message_class(typename: str):

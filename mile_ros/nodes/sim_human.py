@@ -21,9 +21,9 @@ import numpy as np
 from rclpy.node import Node
 
 from mile_ros import interfaces as itf
-from mile_ros.params import ConfigError, declare_node_parameters, resolve
 from mile_ros.learning.specs import FrameStacker
 from mile_ros.nodes._runtime import say
+from mile_ros.params import ConfigError, declare_node_parameters, resolve
 from mile_ros.sim.person_driver import JoyPlayer, build_person
 
 NODE = "sim_human"

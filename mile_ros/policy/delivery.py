@@ -31,7 +31,8 @@ class Answer:
 
 class CheckpointSender:
     """A ROS node in /<robot_name> that offers checkpoints on policy/checkpoint and listens to
-    policy/active. One per process; reusable for several checkpoints (the demo)."""
+    policy/active. One per process; reusable for several checkpoints (the demo).
+    """
 
     def __init__(self, robot_name: str, ros_args: list[str] | None = None):
         from rclpy.executors import SingleThreadedExecutor
@@ -74,7 +75,8 @@ class CheckpointSender:
 
     def send(self, data: bytes, checkpoint_id: str, wait_s: float) -> Answer:
         """Publish the bytes; wait for "pending" (accepted) or "refused" for this checkpoint.
-        Answers already on policy/active (its transient-local history) do not count."""
+        Answers already on policy/active (its transient-local history) do not count.
+        """
         import array
 
         t0 = time.monotonic()
@@ -107,7 +109,8 @@ class CheckpointSender:
     def _settle(self, max_s: float) -> bool:
         """Wait (at most max_s) for a policy server to be discovered, then take in the history
         it keeps on policy/active, so that old answers are not mistaken for new ones. True
-        once a server was heard (later sends need not wait again)."""
+        once a server was heard (later sends need not wait again).
+        """
         end = time.monotonic() + max_s
         while time.monotonic() < end and not (self.pub.get_subscription_count() and
                                                self.sub.get_publisher_count()):

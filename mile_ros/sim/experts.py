@@ -22,6 +22,7 @@ DEAD_BAND = 0.05
 @dataclass
 class ExpertInfo:
     """The expert at one state: its action, and its distribution (mean/log_std or logits)."""
+
     action: np.ndarray | int
     mean: np.ndarray | None = None
     log_std: np.ndarray | None = None

@@ -63,7 +63,8 @@ def _log_softmax(z):
 
 class ProbitStats:
     """The c-independent part of the probit model at a batch of states, so that p(c) is cheap to
-    evaluate for many c (calibration) or once per tick (decisions)."""
+    evaluate for many c (calibration) or once per tick (decisions).
+    """
 
     def __init__(self, expert_infos: list[ExpertInfo], mental_dist):
         if expert_infos[0].logits is not None:
@@ -127,7 +128,8 @@ class SimulatedPerson:
 
 def calibrate_c(stats: ProbitStats, target_rate: float, beta: float = 1.0, tol: float = 1e-4) -> float:
     """The c at which the mean intervention probability over the states in `stats` equals
-    `target_rate` (p decreases monotonically in c; bisection)."""
+    `target_rate` (p decreases monotonically in c; bisection).
+    """
     if not 0.0 < target_rate < 1.0:
         raise ValueError(f"target intervention rate must be in (0, 1), got {target_rate}")
     lo, hi = -1.0, 1.0
@@ -175,7 +177,8 @@ def collect_episode(task, policy, person, seed: int, frame_stack: int, person_se
 
 def closed_loop_rate(task, policy, person, seeds, frame_stack: int = FRAME_STACK) -> float:
     """Fraction of ticks with an intervention when `policy` runs under `person` on `seeds`
-    (the person's random stream fixed per episode, so rates for different c are comparable)."""
+    (the person's random stream fixed per episode, so rates for different c are comparable).
+    """
     eps = [collect_episode(task, policy, person, s, frame_stack, [s, 99]) for s in seeds]
     return float(sum(e["nu"].sum() for e in eps) / sum(len(e["nu"]) for e in eps))
 
@@ -183,7 +186,8 @@ def closed_loop_rate(task, policy, person, seeds, frame_stack: int = FRAME_STACK
 def calibrate_c_closed_loop(task, policy, person, seeds, target_rate: float, frame_stack: int = FRAME_STACK,
                             rounds: int = 8) -> tuple[float, float]:
     """Refine person.c so that the intervention rate *in closed loop* (interventions change the
-    states that follow) is close to `target_rate`: bracket, then bisect. -> (c, achieved rate)."""
+    states that follow) is close to `target_rate`: bracket, then bisect. -> (c, achieved rate).
+    """
     rate = lambda c: (setattr(person, "c", c), closed_loop_rate(task, policy, person, seeds, frame_stack))[1]
     c0 = person.c
     r0 = rate(c0)

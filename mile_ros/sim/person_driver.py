@@ -1,6 +1,7 @@
 """The simulated person's hands on the controller (ROS-free): the person built for the simulated
 WidowX, and `JoyPlayer`, which turns its per-tick decisions into the Joy messages a person
-pressing the takeover button and moving the sticks would produce."""
+pressing the takeover button and moving the sticks would produce.
+"""
 from __future__ import annotations
 
 TASK = "widowx"
@@ -8,7 +9,8 @@ TASK = "widowx"
 
 def build_person(p: dict):
     """(SimulatedPerson, info, task state names, frame_stack) for the sim_human parameters `p`:
-    the WidowX task's initial policy and the person calibrated on it (both cached per seed)."""
+    the WidowX task's initial policy and the person calibrated on it (both cached per seed).
+    """
     from mile_ros.sim.initial import InitialConfig, build_initial_policy
     from mile_ros.sim.initial import build_person as calibrated_person
     from mile_ros.sim.tasks import TaskOptions, make_task
@@ -29,7 +31,8 @@ def build_person(p: dict):
 
 class JoyPlayer:
     """The hands on the controller: turns decisions into Joy messages (axes, buttons) the way a
-    person presses buttons, one decision per tick. ROS-free."""
+    person presses buttons, one decision per tick. ROS-free.
+    """
 
     def __init__(self, joy_map, mode: str, n_axes: int, n_buttons: int):
         self.map, self.mode = joy_map, mode

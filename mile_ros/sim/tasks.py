@@ -71,6 +71,7 @@ def canonical_task_name(name: str) -> str:
 
 class BenchTask:
     """Common interface; see the module docstring."""
+
     name: str
     kind: str            # "continuous" | "discrete"
     obs_dim: int
@@ -87,7 +88,9 @@ class BenchTask:
 
 class MetaWorldTask(BenchTask):
     """A goal-observable Meta-World v3 task; the episode ends at success or after `max_steps`.
-    Each reset seed draws its own object/goal positions (seeded, so evaluation seeds are fixed)."""
+    Each reset seed draws its own object/goal positions (seeded, so evaluation seeds are fixed).
+    """
+
     kind = "continuous"
 
     def __init__(self, task: str, seed: int = 0, max_steps: int = 200, expert_sigma: float = 0.1):
@@ -133,6 +136,7 @@ class MetaWorldTask(BenchTask):
 
 class LunarLanderTask(BenchTask):
     """LunarLander-v3, 4 discrete actions; an episode counts as a success when its return >= 200."""
+
     kind = "discrete"
 
     def __init__(self, seed: int = 0, max_steps: int = 1000, expert_temperature: float = 0.05):
@@ -166,7 +170,9 @@ class LunarLanderTask(BenchTask):
 
 class WidowXBenchTask(BenchTask):
     """mile_ros.sim.widowx.WidowXTask through the same adapter; its scripted expert (privileged
-    state) becomes a Gaussian with fixed sigma like the Meta-World ones."""
+    state) becomes a Gaussian with fixed sigma like the Meta-World ones.
+    """
+
     kind = "continuous"
 
     def __init__(self, seed: int = 0, max_steps: int | None = None, expert_sigma: float = 0.1, **kwargs):
@@ -225,7 +231,8 @@ def make_task(name: str, seed: int = 0, options: TaskOptions | None = None) -> B
 def evaluate_policy(task_name: str, policy_fn, seeds, options: TaskOptions | None = None,
                     frame_stack: int = FRAME_STACK, n_envs: int = 10, pool: list[BenchTask] | None = None) -> dict:
     """Run `policy_fn(stacked_obs[B, k*S]) -> actions[B]` (no person) on every seed, `n_envs` episodes
-    in lockstep so the policy runs batched. Returns per-seed success, return and length lists."""
+    in lockstep so the policy runs batched. Returns per-seed success, return and length lists.
+    """
     seeds = [int(s) for s in seeds]
     own = pool is None
     pool = pool or [make_task(task_name, seed=i, options=options) for i in range(min(n_envs, len(seeds)))]

@@ -197,6 +197,7 @@ class JoyMap:
 @dataclass
 class Tick:
     """The arbiter's decision for one control tick (stamp = the observation's stamp)."""
+
     stamp_ns: int
     command: np.ndarray
     nu: bool

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 
-from mile_ros.teleop.arbiter import apply_deadzone
 from mile_ros.params import ConfigError
+from mile_ros.teleop.arbiter import apply_deadzone
 
 
 class JoystickUnavailable(ConfigError):

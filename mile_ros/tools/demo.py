@@ -110,7 +110,8 @@ def check_args(args) -> None:
 
 def prepare_out(out: Path, force: bool) -> str | None:
     """An empty run directory. An earlier run there is moved aside (deleted with --force);
-    returns a note saying so."""
+    returns a note saying so.
+    """
     note = None
     if out.exists() and any(out.iterdir()):
         if force:
@@ -144,7 +145,8 @@ def task_options(arm_params: dict) -> dict:
 def evaluate(policy, n_episodes: int, seed_base: int = EVAL_SEED_BASE, progress=None,
              task_kwargs: dict | None = None) -> dict:
     """Success rate of a policy_server.LoadedPolicy alone on fixed-seed simulated episodes, with
-    the same runner the policy server uses (frame history reset per episode)."""
+    the same runner the policy server uses (frame history reset per episode).
+    """
     import numpy as np
 
     from mile_ros.sim.widowx import WidowXTask
@@ -471,7 +473,8 @@ def _raise_interrupt(*_):
 def initial_model(seed: int):
     """The simulated task's initial policy (mile_ros.benchmark, cached) as a MileModel, exactly:
     same weights, its normaliser folded into the first layer, its state-independent log-std as the
-    log-std head's bias. The mental model starts as a copy (the paper's initial pihat)."""
+    log-std head's bias. The mental model starts as a copy (the paper's initial pihat).
+    """
     import copy
 
     import numpy as np

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bootstrap resamples of episodes for the confidence intervals (0: none)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the classifier and bootstrap")
     ap.add_argument("--true-p", default=None, metavar="FILE",
-                    help="JSON lines {\"stamp_ns\": tick stamp, \"p\": true p(nu=1|s)} from a "
+                    help='JSON lines {"stamp_ns": tick stamp, "p": true p(nu=1|s)} from a '
                          "simulated person: adds the oracle and MILE's error against the truth")
     return ap
 

@@ -193,7 +193,8 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
                  c: float | None = None, settings: dict | None = None, progress: bool = True,
                  say=_say) -> TrainResult:
     """Bags -> trained, saved checkpoint (no ROS). Raises BagError / TrainInputError /
-    CheckpointError / ObservationError (all ValueError) naming the file or argument."""
+    CheckpointError / ObservationError (all ValueError) naming the file or argument.
+    """
     from mile_ros.learning import MileConfig, train_mile
     from mile_ros.learning import observations as obs
     from mile_ros.learning.checkpoint import (
@@ -289,7 +290,8 @@ def parse_settings(items: list[str]) -> dict:
 def scaled_config(MileConfig, seed: int, epochs_scale: float, c: float | None,
                   settings: dict | None = None):
     """The core's MileConfig with the seed, c, `settings`, and the update budget scaled by
-    `epochs_scale`. A bad setting raises TrainInputError naming it."""
+    `epochs_scale`. A bad setting raises TrainInputError naming it.
+    """
     try:
         config = MileConfig(seed=seed, c=c, **(settings or {}))
         config.validate()

@@ -1,6 +1,7 @@
 """Helpers for the trainer's tests and benchmark: episodes from the simulated WidowX with a noisy
 "robot" and an expert "person", written as bags the way `ros2 bag record` would have written them
-(rosbags directly: absolute topic names, no custom metadata)."""
+(rosbags directly: absolute topic names, no custom metadata).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,8 @@ NAMESPACE = "wx250s"
 def simulate_episode(seed: int, max_ticks: int = 60, robot_noise: float = 0.6,
                      threshold: float = 0.5, image_size: int | None = None) -> dict:
     """One episode: a_r = expert + noise; the person takes over while a_r is far from the
-    expert's action. Returns state, a_r, a_h (NaN where nu=0), nu, names, optional images."""
+    expert's action. Returns state, a_r, a_h (NaN where nu=0), nu, names, optional images.
+    """
     from mile_ros.sim.widowx import WidowXTask
 
     rng = np.random.default_rng(seed)
@@ -48,7 +50,8 @@ def write_external_bag(path: Path, episode: dict, namespace: str = NAMESPACE,
                        t0_ns: int = 1_700_000_000_000_000_000, period_ns: int = 50_000_000,
                        topics: dict | None = None) -> Path:
     """A bag of the graph's topics as `ros2 bag record -a` would store it: absolute names,
-    the graph's message types, log time = header stamp, no custom metadata."""
+    the graph's message types, log time = header stamp, no custom metadata.
+    """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 

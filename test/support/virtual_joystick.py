@@ -101,7 +101,7 @@ class VirtualJoystick:
             raise VirtualJoystickError(f"{what} failed: {self._error()}")
 
     def set_axis(self, axis: int, value: float) -> None:
-        """value in [-1, 1] (clamped), as pygame's get_axis() will read it back."""
+        """Value in [-1, 1] (clamped), as pygame's get_axis() will read it back."""
         if not self.attached:
             raise VirtualJoystickError("the virtual joystick is detached")
         raw = int(round(max(-1.0, min(1.0, float(value))) * AXIS_MAX))
