@@ -19,7 +19,7 @@ import tempfile
 import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.conditions import IfCondition, UnlessCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
@@ -28,12 +28,32 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 PACKAGE = "mile_ros"
+# The spellings of a boolean argument: what IfCondition accepts on every distro. Parameters never
+# see them as typed: humble's ParameterValue(value_type=bool) refuses '1' and '0' (jazzy and
+# rolling accept them), so bool parameters are given 'true' / 'false' (see `_when_sim`).
+BOOL_CHOICES = ["true", "false", "True", "False", "1", "0"]
+WHOLE_NUMBERS = ("episodes", "iteration")  # int parameters: checked before any node starts
+
+
+def _check_whole_numbers(context):
+    """Refuse a bad `episodes` / `iteration` before the first node starts (a node's
+    ParameterValue would refuse it only when that node is reached, after the earlier ones)."""
+    for name in WHOLE_NUMBERS:
+        text = context.launch_configurations[name]
+        try:
+            ok = int(text) >= 0   # int(), as ParameterValue(value_type=int) reads it
+        except ValueError:
+            ok = False
+        if not ok:
+            raise RuntimeError(f'Argument "{name}" provided value "{text}" is not valid: '
+                               "expected a whole number >= 0")
+    return []
 
 
 def _when_sim(if_true, if_false):
     """'if_true' when the `sim` argument is true (as IfCondition reads it), else 'if_false'."""
     return PythonExpression([f"'{if_true}' if '", LaunchConfiguration("sim"),
-                             f"'.strip().lower() in ('true', '1') else '{if_false}'"])
+                             f"'.lower() in ('true', '1') else '{if_false}'"])
 
 
 def _for_any_namespace(config):
@@ -66,19 +86,21 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument("robot_name", default_value="wx250s",
                               description="namespace of every node and topic"),
-        DeclareLaunchArgument("sim", default_value="false",
+        DeclareLaunchArgument("sim", default_value="false", choices=BOOL_CHOICES,
                               description="true: simulated WidowX and simulated person"),
-        DeclareLaunchArgument("camera", default_value="false",
+        DeclareLaunchArgument("camera", default_value="false", choices=BOOL_CHOICES,
                               description="true: start the camera node (and record images)"),
         DeclareLaunchArgument("out", default_value="runs/collect",
                               description="bags go to <out>/iter<iteration>/"),
         DeclareLaunchArgument("iteration", default_value="1", description="iteration number"),
         DeclareLaunchArgument("episodes", default_value="0",
                               description="sim: stop after this many episodes (0: no limit)"),
+        OpaqueFunction(function=_check_whole_numbers),   # before the first node
         node("recorder", {"out": ParameterValue(LaunchConfiguration("out"), value_type=str),
                           "iteration": ParameterValue(LaunchConfiguration("iteration"),
                                                       value_type=int)}),
-        node("arbiter", {"joy_sync": ParameterValue(sim, value_type=bool),
+        node("arbiter", {"joy_sync": ParameterValue(_when_sim("true", "false"),
+                                                    value_type=bool),
                          "episode_buttons": ParameterValue(_when_sim("false", "true"),
                                                            value_type=bool)}),
         node("policy_server"),

@@ -446,9 +446,35 @@ def test_arm_exit_shuts_the_launch_down(launch_file):
     assert run.return_code == 0
 
 
-def test_bad_boolean_argument_is_refused(launch_file):
-    with pytest.raises((ValueError, TypeError)):  # not silently read as false
-        evaluate(launch_file.generate_launch_description(), {"sim": "maybe"})
+@pytest.mark.parametrize("distro", DISTROS)
+@pytest.mark.parametrize("name, value", [
+    ("sim", "maybe"), ("sim", "yes"), ("camera", "on"), ("episodes", "2.5"), ("episodes", "-1"),
+    ("iteration", "x"), ("iteration", "")])
+def test_a_bad_argument_is_refused_before_any_node_starts(launch_file, distro, name, value):
+    run = LaunchRun(launch_file.generate_launch_description(), {"sim": "true", name: value},
+                    distro)
+    assert run.started == {}, f"{name}:={value} started {list(run.started)}"
+    assert run.return_code == 1
+    assert f"{name}" in str(run.error) and f'"{value}"' in str(run.error)
+
+
+def _choices(description, name):
+    return next(e.choices for e in description.entities
+                if isinstance(e, DeclareLaunchArgument) and e.name == name)
+
+
+@pytest.mark.parametrize("distro", DISTROS)
+@pytest.mark.parametrize("name", ["sim", "camera"])
+def test_every_offered_bool_spelling_works_on_every_distro(launch_file, distro, name):
+    description = launch_file.generate_launch_description()
+    choices = _choices(description, name)
+    assert {"true", "false"} <= set(choices)
+    for text in choices:
+        canonical = "true" if text.lower() in ("true", "1") else "false"
+        assert text.lower() in ("true", "1", "false", "0"), text
+        other = {"camera": "true"} if name == "sim" else {"sim": "true"}
+        assert (evaluate(description, {name: text, **other}, distro)
+                == evaluate(description, {name: canonical, **other}, distro)), text
 
 
 # --- the stand-in follows upstream ----------------------------------------------------------
