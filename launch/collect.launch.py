@@ -10,7 +10,8 @@ the arguments -- the same nodes and parameters as `mile-ros collect` (mile_ros/c
   recorder.out     `out`                               recorder.iteration `iteration`
   camera.source    sim | opencv (from `sim`)           arbiter.joy_sync   `sim`
   arbiter.episode_buttons  not `sim` (a real robot's episodes start and end on the controller)
-When the arm stops after `episodes` episodes (sim), the whole launch shuts down.
+When the arm stops after `episodes` episodes (sim), the whole launch shuts down; when the arm
+fails (a non-zero exit status), the launch shuts down with an error naming the status and exits 1.
 Uses only launch / launch_ros API common to Humble and Jazzy.
 """
 import os
@@ -19,7 +20,8 @@ import tempfile
 import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction,
+                            RegisterEventHandler)
 from launch.conditions import IfCondition, UnlessCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
@@ -48,6 +50,21 @@ def _check_whole_numbers(context):
             raise RuntimeError(f'Argument "{name}" provided value "{text}" is not valid: '
                                "expected a whole number >= 0")
     return []
+
+
+def _on_arm_exit(event, context):
+    """The arm's exit ends the launch: it has finished its episodes (status 0), or it failed.
+
+    A failure is raised: launch logs it as an error, shuts down with it as the reason, and
+    `ros2 launch` exits 1. On humble, jazzy and rolling alike (launch_service.py, run_async) an
+    exception in an action or event handler is the only thing that makes the launch exit
+    non-zero; a process's own exit status never reaches it."""
+    if event.returncode == 0:
+        return [EmitEvent(event=Shutdown(reason="the arm finished its episodes"))]
+    failure = f"the arm failed with exit status {event.returncode} (its output above says why)"
+    if context.is_shutdown:  # stopped with the others (Ctrl-C): not what ended the launch
+        return [LogInfo(msg=f"{failure}, while the launch was shutting down")]
+    raise RuntimeError(failure)
 
 
 def _when_sim(if_true, if_false):
@@ -109,7 +126,5 @@ def generate_launch_description():
         node("camera", {"source": _when_sim("sim", "opencv")},
              condition=IfCondition(LaunchConfiguration("camera"))),
         arm,
-        RegisterEventHandler(OnProcessExit(
-            target_action=arm,
-            on_exit=[EmitEvent(event=Shutdown(reason="the arm finished its episodes"))])),
+        RegisterEventHandler(OnProcessExit(target_action=arm, on_exit=_on_arm_exit)),
     ])

@@ -446,6 +446,25 @@ def test_arm_exit_shuts_the_launch_down(launch_file):
     assert run.return_code == 0
 
 
+@pytest.mark.parametrize("returncode", [2, 1, -11])
+def test_a_failing_arm_is_reported_and_the_launch_exits_non_zero(launch_file, returncode):
+    run = LaunchRun(launch_file.generate_launch_description(), {"sim": "false"})
+    run.process_exited("arm", returncode)   # e.g. 2: interbotix_xs_modules is not installed
+    assert run.return_code == 1
+    errors = [text for level, text in run.log if level == "ERROR"]
+    assert errors and f"exit status {returncode}" in errors[0] and "arm" in errors[0]
+    assert len(run.shutdown_reasons) == 1 and f"exit status {returncode}" in run.shutdown_reasons[0]
+    assert "finished its episodes" not in run.shutdown_reasons[0]
+
+
+def test_an_arm_stopped_by_the_shutdown_does_not_fail_the_launch(launch_file):
+    run = LaunchRun(launch_file.generate_launch_description(), {"sim": "false"})
+    run.shutdown("ctrl-c was pressed")
+    run.process_exited("arm", -15)   # SIGTERM, 5 s after SIGINT
+    assert run.return_code == 0
+    assert any("exit status -15" in text for _, text in run.log)
+
+
 @pytest.mark.parametrize("distro", DISTROS)
 @pytest.mark.parametrize("name, value", [
     ("sim", "maybe"), ("sim", "yes"), ("camera", "on"), ("episodes", "2.5"), ("episodes", "-1"),
