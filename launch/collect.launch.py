@@ -14,6 +14,7 @@ When the arm stops after `episodes` episodes (sim), the whole launch shuts down;
 fails (a non-zero exit status), the launch shuts down with an error naming the status and exits 1.
 Uses only launch / launch_ros API common to Humble and Jazzy.
 """
+import hashlib
 import os
 import tempfile
 
@@ -73,15 +74,46 @@ def _when_sim(if_true, if_false):
                              f"'.lower() in ('true', '1') else '{if_false}'"])
 
 
+def _cache_dir():
+    """The user's cache folder for this package (a per-user folder in the temp directory where
+    that cannot be written)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for folder in (os.path.join(cache, PACKAGE),
+                   os.path.join(tempfile.gettempdir(), f"{PACKAGE}-{os.getuid()}")):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    raise OSError(f"no writable folder for the parameter file: tried {cache}/{PACKAGE} and "
+                  f"{tempfile.gettempdir()}")
+
+
+def _write_atomically(path, text):
+    """Replace `path` in one step: a node starting meanwhile reads the old or the new file."""
+    fd, partial = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".partial-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        os.unlink(partial)
+        raise
+
+
 def _for_any_namespace(config):
     """A copy of the parameter file whose sections match the nodes in any namespace (`/**/arm`
-    rather than `arm`, which would match only `/arm`); values keep the file's own YAML types."""
+    rather than `arm`, which would match only `/arm`); values keep the file's own YAML types.
+    One file per content in the user's cache, rewritten by every launch rather than a new temp
+    file each time (nothing deletes those: the nodes read it after this returns)."""
     with open(config) as f:
         sections = yaml.safe_load(f)
-    fd, path = tempfile.mkstemp(prefix="mile_ros_collect_", suffix=".yaml")
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump({f"/**/{name}": section for name, section in sections.items()}, f,
-                       sort_keys=False)
+    text = yaml.safe_dump({f"/**/{name}": section for name, section in sections.items()},
+                          sort_keys=False)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = os.path.join(_cache_dir(), f"collect-{digest}.yaml")
+    _write_atomically(path, text)
     return path
 
 

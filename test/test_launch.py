@@ -30,6 +30,7 @@ unless a distro is named):
 """
 import importlib.util
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -494,6 +495,32 @@ def test_every_offered_bool_spelling_works_on_every_distro(launch_file, distro, 
         other = {"camera": "true"} if name == "sim" else {"sim": "true"}
         assert (evaluate(description, {name: text, **other}, distro)
                 == evaluate(description, {name: canonical, **other}, distro)), text
+
+
+def _parameter_files(description):
+    return {layer for e in description.entities if isinstance(e, Node)
+            for layer in e.parameters if isinstance(layer, (str, Path))}
+
+
+def test_no_parameter_file_is_left_in_the_temp_dir(launch_file, tmp_path, monkeypatch):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    files = set()
+    for _ in range(3):     # three launches share one file, kept in the user's cache
+        files |= _parameter_files(launch_file.generate_launch_description())
+    assert list(tmp.iterdir()) == []
+    assert len(files) == 1
+    (path,) = files
+    assert Path(path).parent == tmp_path / "cache" / "mile_ros"
+    assert [p.name for p in Path(path).parent.iterdir()] == [Path(path).name]
+
+
+def test_a_damaged_cached_parameter_file_is_rewritten(launch_file):
+    (path,) = _parameter_files(launch_file.generate_launch_description())
+    Path(path).write_text("garbage: [")
+    assert _parameter_files(launch_file.generate_launch_description()) == {path}
+    assert evaluate(launch_file.generate_launch_description(), {"sim": "true"})   # reads it
 
 
 # --- the stand-in follows upstream ----------------------------------------------------------
