@@ -10,9 +10,14 @@ the arguments -- the same nodes and parameters as `mile-ros collect` (mile_ros/c
   recorder.out     `out`                               recorder.iteration `iteration`
   camera.source    sim | opencv (from `sim`)           arbiter.joy_sync   `sim`
   arbiter.episode_buttons  not `sim` (a real robot's episodes start and end on the controller)
+`sim` and `camera` take true/false (also True/False, 1/0); `episodes` and `iteration` whole
+numbers >= 0. A bad value is refused, with the argument named, before any node starts.
 When the arm stops after `episodes` episodes (sim), the whole launch shuts down; when the arm
 fails (a non-zero exit status), the launch shuts down with an error naming the status and exits 1.
-Uses only launch / launch_ros API common to Humble and Jazzy.
+The namespaced copy of the parameter file is kept in ~/.cache/mile_ros ($XDG_CACHE_HOME). The
+override dicts below are written by launch_ros itself to launch_params_* files in the temp
+directory, which it never deletes (launch_ros/actions/node.py, humble to rolling).
+Uses only launch / launch_ros API common to Humble, Jazzy and Rolling.
 """
 import hashlib
 import os
