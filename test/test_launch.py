@@ -29,6 +29,7 @@ unless a distro is named):
   launch/launch/launch_context.py: `is_shutdown` is true once a shutdown has begun.
 """
 import importlib.util
+import os
 import sys
 import tempfile
 import types
@@ -522,6 +523,16 @@ def test_a_damaged_cached_parameter_file_is_rewritten(launch_file):
     assert _parameter_files(launch_file.generate_launch_description()) == {path}
     assert evaluate(launch_file.generate_launch_description(), {"sim": "true"})   # reads it
 
+
+
+def test_without_a_writable_cache_the_file_goes_to_a_per_user_temp_folder(
+        launch_file, tmp_path, monkeypatch):
+    (tmp_path / "not_a_folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not_a_folder"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (path,) = _parameter_files(launch_file.generate_launch_description())
+    assert Path(path).parent == tmp_path / f"mile_ros-{os.getuid()}"
+    assert _parameter_files(launch_file.generate_launch_description()) == {path}
 
 # --- the stand-in follows upstream ----------------------------------------------------------
 def _node(name, **parameters):
