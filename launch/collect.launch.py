@@ -10,16 +10,24 @@ the arguments -- the same nodes and parameters as `mile-ros collect` (mile_ros/c
   recorder.out     `out`                               recorder.iteration `iteration`
   camera.source    sim | opencv (from `sim`)           arbiter.joy_sync   `sim`
   arbiter.episode_buttons  not `sim` (a real robot's episodes start and end on the controller)
-When the arm stops after `episodes` episodes (sim), the whole launch shuts down.
-Uses only launch / launch_ros API common to Humble and Jazzy.
+`sim` and `camera` take true/false (also True/False, 1/0); `episodes` and `iteration` whole
+numbers >= 0. A bad value is refused, with the argument named, before any node starts.
+When the arm stops after `episodes` episodes (sim), the whole launch shuts down; when the arm
+fails (a non-zero exit status), the launch shuts down with an error naming the status and exits 1.
+The namespaced copy of the parameter file is kept in ~/.cache/mile_ros ($XDG_CACHE_HOME). The
+override dicts below are written by launch_ros itself to launch_params_* files in the temp
+directory, which it never deletes (launch_ros/actions/node.py, humble to rolling).
+Uses only launch / launch_ros API common to Humble, Jazzy and Rolling.
 """
+import hashlib
 import os
 import tempfile
 
 import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction,
+                            RegisterEventHandler)
 from launch.conditions import IfCondition, UnlessCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
@@ -30,26 +38,92 @@ from launch_ros.parameter_descriptions import ParameterValue
 from mile_ros.params import SHARED
 
 PACKAGE = "mile_ros"
+# The spellings of a boolean argument: what IfCondition accepts on every distro. Parameters never
+# see them as typed: humble's ParameterValue(value_type=bool) refuses '1' and '0' (jazzy and
+# rolling accept them), so bool parameters are given 'true' / 'false' (see `_when_sim`).
+BOOL_CHOICES = ["true", "false", "True", "False", "1", "0"]
+WHOLE_NUMBERS = ("episodes", "iteration")  # int parameters: checked before any node starts
+
+
+def _check_whole_numbers(context):
+    """Refuse a bad `episodes` / `iteration` before the first node starts (a node's
+    ParameterValue would refuse it only when that node is reached, after the earlier ones)."""
+    for name in WHOLE_NUMBERS:
+        text = context.launch_configurations[name]
+        try:
+            ok = int(text) >= 0   # int(), as ParameterValue(value_type=int) reads it
+        except ValueError:
+            ok = False
+        if not ok:
+            raise RuntimeError(f'Argument "{name}" provided value "{text}" is not valid: '
+                               "expected a whole number >= 0")
+    return []
+
+
+def _on_arm_exit(event, context):
+    """The arm's exit ends the launch: it has finished its episodes (status 0), or it failed.
+
+    A failure is raised: launch logs it as an error, shuts down with it as the reason, and
+    `ros2 launch` exits 1. On humble, jazzy and rolling alike (launch_service.py, run_async) an
+    exception in an action or event handler is the only thing that makes the launch exit
+    non-zero; a process's own exit status never reaches it."""
+    if event.returncode == 0:
+        return [EmitEvent(event=Shutdown(reason="the arm finished its episodes"))]
+    failure = f"the arm failed with exit status {event.returncode} (its output above says why)"
+    if context.is_shutdown:  # stopped with the others (Ctrl-C): not what ended the launch
+        return [LogInfo(msg=f"{failure}, while the launch was shutting down")]
+    raise RuntimeError(failure)
 
 
 def _when_sim(if_true, if_false):
     """'if_true' when the `sim` argument is true (as IfCondition reads it), else 'if_false'."""
     return PythonExpression([f"'{if_true}' if '", LaunchConfiguration("sim"),
-                             f"'.strip().lower() in ('true', '1') else '{if_false}'"])
+                             f"'.lower() in ('true', '1') else '{if_false}'"])
+
+
+def _cache_dir():
+    """The user's cache folder for this package (a per-user folder in the temp directory where
+    that cannot be written)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for folder in (os.path.join(cache, PACKAGE),
+                   os.path.join(tempfile.gettempdir(), f"{PACKAGE}-{os.getuid()}")):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    raise OSError(f"no writable folder for the parameter file: tried {cache}/{PACKAGE} and "
+                  f"{tempfile.gettempdir()}")
+
+
+def _write_atomically(path, text):
+    """Replace `path` in one step: a node starting meanwhile reads the old or the new file."""
+    fd, partial = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".partial-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        os.unlink(partial)
+        raise
 
 
 def _for_any_namespace(config):
     """A copy of the parameter file whose sections match the nodes in any namespace (`/**/arm`
-    rather than `arm`, which would match only `/arm`); values keep the file's own YAML types."""
+    rather than `arm`, which would match only `/arm`); values keep the file's own YAML types.
+    One file per content in the user's cache, rewritten by every launch rather than a new temp
+    file each time (nothing deletes those: the nodes read it after this returns)."""
     with open(config) as f:
         sections = yaml.safe_load(f)
     for (node, name), (owner, owner_name) in SHARED.items():   # declared once, under the owner
         sections[node]["ros__parameters"].setdefault(
             name, sections[owner]["ros__parameters"][owner_name])
-    fd, path = tempfile.mkstemp(prefix="mile_ros_collect_", suffix=".yaml")
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump({f"/**/{name}": section for name, section in sections.items()}, f,
-                       sort_keys=False)
+    text = yaml.safe_dump({f"/**/{name}": section for name, section in sections.items()},
+                          sort_keys=False)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = os.path.join(_cache_dir(), f"collect-{digest}.yaml")
+    _write_atomically(path, text)
     return path
 
 
@@ -71,19 +145,21 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument("robot_name", default_value="wx250s",
                               description="namespace of every node and topic"),
-        DeclareLaunchArgument("sim", default_value="false",
+        DeclareLaunchArgument("sim", default_value="false", choices=BOOL_CHOICES,
                               description="true: simulated WidowX and simulated person"),
-        DeclareLaunchArgument("camera", default_value="false",
+        DeclareLaunchArgument("camera", default_value="false", choices=BOOL_CHOICES,
                               description="true: start the camera node (and record images)"),
         DeclareLaunchArgument("out", default_value="runs/collect",
                               description="bags go to <out>/iter<iteration>/"),
         DeclareLaunchArgument("iteration", default_value="1", description="iteration number"),
         DeclareLaunchArgument("episodes", default_value="0",
                               description="sim: stop after this many episodes (0: no limit)"),
+        OpaqueFunction(function=_check_whole_numbers),   # before the first node
         node("recorder", {"out": ParameterValue(LaunchConfiguration("out"), value_type=str),
                           "iteration": ParameterValue(LaunchConfiguration("iteration"),
                                                       value_type=int)}),
-        node("arbiter", {"joy_sync": ParameterValue(sim, value_type=bool),
+        node("arbiter", {"joy_sync": ParameterValue(_when_sim("true", "false"),
+                                                    value_type=bool),
                          "episode_buttons": ParameterValue(_when_sim("false", "true"),
                                                            value_type=bool)}),
         node("policy_server"),
@@ -92,7 +168,5 @@ def generate_launch_description():
         node("camera", {"source": _when_sim("sim", "opencv")},
              condition=IfCondition(LaunchConfiguration("camera"))),
         arm,
-        RegisterEventHandler(OnProcessExit(
-            target_action=arm,
-            on_exit=[EmitEvent(event=Shutdown(reason="the arm finished its episodes"))])),
+        RegisterEventHandler(OnProcessExit(target_action=arm, on_exit=_on_arm_exit)),
     ])
