@@ -1,5 +1,6 @@
-"""The file and JSON helpers every writer uses (bags, checkpoints, reports, results): fsync,
-atomic write, JSON conversion.
+"""The file and JSON helpers every writer uses.
+
+Bags, checkpoints, reports, results: fsync, atomic write, JSON conversion.
 """
 from __future__ import annotations
 
@@ -37,8 +38,10 @@ def json_default(v):
 
 
 def to_json(x):
-    """`x` as strict JSON values: numpy scalars and arrays as numbers and lists, paths and unknown
-    objects as strings, non-finite floats as None (JSON has no NaN).
+    """Convert `x` to strict JSON values.
+
+    Numpy scalars and arrays as numbers and lists, paths and unknown objects as strings,
+    non-finite floats as None (JSON has no NaN).
     """
     if isinstance(x, dict):
         return {str(k): to_json(v) for k, v in x.items()}
@@ -54,8 +57,9 @@ def to_json(x):
 
 
 def atomic_write(path, data: str | bytes, durable: bool = False) -> Path:
-    """Write `data` to `path` through a temporary file in the same directory and a rename, so a
-    reader sees the old content or the new, never a part. `durable`: fsync the file before the
+    """Write `data` to `path` through a temporary file in the same directory and a rename.
+
+    A reader sees the old content or the new, never a part. `durable`: fsync the file before the
     rename and the directory after it (survives a power cut).
     """
     path = Path(path)

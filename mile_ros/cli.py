@@ -14,10 +14,12 @@ from mile_ros.params import ConfigError
 
 TOOLS = {  # subcommand -> (module, one-line help)
     "demo": ("mile_ros.tools.demo", "collect -> train -> hot-swap loop on the simulated arm"),
-    "collect": ("mile_ros.tools.collect", "start the collection graph (same nodes and YAML as the launch file)"),
+    "collect": ("mile_ros.tools.collect",
+                "start the collection graph (same nodes and YAML as the launch file)"),
     "train": ("mile_ros.tools.train", "train MILE on episode bags and deliver the checkpoint"),
     "bench": ("mile_ros.benchmark.cli", "the paper's simulation benchmarks against baselines"),
-    "eval-interventions": ("mile_ros.tools.eval_interventions", "how well models predict interventions"),
+    "eval-interventions": ("mile_ros.tools.eval_interventions",
+                           "how well models predict interventions"),
 }
 
 

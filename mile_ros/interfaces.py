@@ -32,7 +32,8 @@ ARBITER_STATUS = "arbiter/status"      # std_msgs/String          human-readable
 EPISODE = "episode"                    # std_msgs/String          JSON episode events (below)
 CHECKPOINT = "policy/checkpoint"       # std_msgs/UInt8MultiArray a checkpoint as bytes (tar)
 POLICY_ACTIVE = "policy/active"        # std_msgs/String          JSON {id, state, reason}
-SIM_EXPERT_ACTION = "sim/expert_action"  # sensor_msgs/JointState  the simulated arm's expert, tick t
+SIM_EXPERT_ACTION = "sim/expert_action"  # sensor_msgs/JointState  the simulated arm's expert,
+                                         #                         tick t
 RECORDER_STATUS = "recorder/status"    # std_msgs/String          JSON recorder events
 
 FLAG_NAMES = ("nu", "hold", "estop")
@@ -65,7 +66,7 @@ def ns_to_stamp(ns: int, stamp_cls=None):
 
 # --- named vectors ------------------------------------------------------------------------------
 def vector_msg(names: Sequence[str], values: Sequence[float], stamp_ns: int, frame_id: str = ""):
-    """A sensor_msgs/JointState carrying a named vector."""
+    """Build a sensor_msgs/JointState carrying a named vector."""
     from sensor_msgs.msg import JointState
 
     values = [float(v) for v in values]
@@ -124,14 +125,14 @@ POLICY_STATES = (ACTIVE, PENDING, REFUSED)
 
 
 def policy_answer(policy_id: str, state: str, reason: str = "") -> str:
-    """The JSON text of one POLICY_ACTIVE message."""
+    """Return the JSON text of one POLICY_ACTIVE message."""
     if state not in POLICY_STATES:
         raise ValueError(f"policy state must be one of {POLICY_STATES}, got {state!r}")
     return json.dumps({"id": policy_id, "state": state, "reason": reason})
 
 
 def parse_policy_answer(text: str) -> dict | None:
-    """A POLICY_ACTIVE message's fields, or None when it is not one."""
+    """Return a POLICY_ACTIVE message's fields, or None when it is not one."""
     try:
         data = json.loads(text)
     except ValueError:
@@ -162,14 +163,16 @@ def status_qos():
 
 
 def active_qos():
-    """POLICY_ACTIVE: reliable, transient local; the last message is always the running policy,
-    the ones before it say what happened to offered checkpoints.
+    """POLICY_ACTIVE: reliable, transient local.
+
+    The last message is always the running policy, the ones before it say what happened to offered
+    checkpoints.
     """
     return _qos(10, latched=True)
 
 
 def active_reader_qos():
-    """A reader that only needs the running policy (the recorder)."""
+    """Return the QoS of a reader that only needs the running policy (the recorder)."""
     return _qos(1, latched=True)
 
 

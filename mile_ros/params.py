@@ -94,7 +94,7 @@ def with_shared(nodes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def defaults() -> dict[str, dict[str, Any]]:
-    """The shipped parameters of every node, SHARED ones filled in."""
+    """Return the shipped parameters of every node, SHARED ones filled in."""
     return with_shared(read_param_file(default_file()))
 
 
@@ -176,7 +176,8 @@ def declare_node_parameters(node, node_name: str | None = None) -> dict[str, Any
     for name in given:
         if name not in shipped:
             raise ConfigError(f"unknown parameter '{name}' for node '{node_name}' "
-                              f"(from --ros-args / params file); known: {', '.join(sorted(shipped))}")
+                              f"(from --ros-args / params file); "
+                              f"known: {', '.join(sorted(shipped))}")
     values = {}
     for name, default in shipped.items():
         if name in given:

@@ -23,7 +23,7 @@ def iteration_dir(out: os.PathLike | str, iteration: int) -> tuple[Path, int]:
 
 
 def iteration_name(iteration: int) -> str:
-    """The folder name of iteration N: `iter<N>`."""
+    """Return the folder name of iteration N: `iter<N>`."""
     return f"iter{int(iteration)}"
 
 
@@ -41,8 +41,10 @@ def split_out(out: os.PathLike | str, iteration: int) -> tuple[Path, int]:
 
 
 def checkpoints_dir(bags: os.PathLike | str) -> Path:
-    """Where checkpoints trained on `bags` go: `<out>/checkpoints` beside the `iter<N>` folders
-    (`bags` is `<out>/iter<N>`, a bag inside one, or any other directory D -> `D/checkpoints`).
+    """Return where checkpoints trained on `bags` go.
+
+    `<out>/checkpoints` beside the `iter<N>` folders (`bags` is `<out>/iter<N>`, a bag inside one,
+    or any other directory D -> `D/checkpoints`).
     """
     first = Path(bags)
     if iteration_of(first) is not None:

@@ -79,7 +79,7 @@ def header_stamp_ns(raw: bytes | memoryview) -> int | None:
 
 
 def _qos():
-    """The publishers' QoS as recorded in metadata (reliable, volatile, keep last 10)."""
+    """Return the publishers' QoS as recorded in metadata (reliable, volatile, keep last 10)."""
     from rosbags.interfaces import (
         Qos,
         QosDurability,

@@ -79,10 +79,14 @@ class EpisodeData:
     @property
     def achieved_rate_hz(self) -> float:
         s = self.stamps
-        return float((len(s) - 1) / ((s[-1] - s[0]) * 1e-9)) if len(s) > 1 and s[-1] > s[0] else 0.0
+        return (float((len(s) - 1) / ((s[-1] - s[0]) * 1e-9))
+                if len(s) > 1 and s[-1] > s[0] else 0.0)
 
     def to_dict(self) -> dict:
-        """The learning core's episode dict: state, a_r, a_h, nu (+ image, ee_pos when read)."""
+        """Return the learning core's episode dict.
+
+        Its keys: state, a_r, a_h, nu (+ image, ee_pos when read).
+        """
         d = {"state": self.state, "a_r": self.a_r, "a_h": self.a_h, "nu": self.nu}
         if self.images is not None:
             d["image"] = self.images
@@ -324,9 +328,11 @@ def _stamp_of(event: dict) -> int | None:
 
 
 def _intervals(parsed: _Parsed) -> list[tuple[float, float, list[dict]]]:
-    """[(first stamp, last stamp, events)] of the episodes in a bag: one for this package's bags
-    (their metadata says where the episode starts and ends); one per start event in a
-    `ros2 bag record` of a whole session; the whole bag when it has no episode events.
+    """Return [(first stamp, last stamp, events)] of the episodes in a bag.
+
+    One for this package's bags (their metadata says where the episode starts and ends); one per
+    start event in a `ros2 bag record` of a whole session; the whole bag when it has no episode
+    events.
     """
     meta = _decode_custom(parsed.custom)
     lo, hi = meta.get("start_stamp_ns"), meta.get("end_stamp_ns")
@@ -354,8 +360,10 @@ def _intervals(parsed: _Parsed) -> list[tuple[float, float, list[dict]]]:
 def read_bag_episodes(path: os.PathLike | str, action_names: Sequence[str] | None = None, *,
                       images: bool = True, image_size: tuple[int, int] | None = None,
                       namespace: str | None = None) -> list[EpisodeData]:
-    """The episodes in one bag: one for this package's bags, one per episode start event in a
-    `ros2 bag record` of a whole session (or the whole bag when it has no episode events).
+    """Read the episodes in one bag.
+
+    One for this package's bags, one per episode start event in a `ros2 bag record` of a whole
+    session (or the whole bag when it has no episode events).
 
     A tick is a header stamp present on `observation`, `action_robot` and `intervention` within
     the episode's stamps; a_h is taken exactly where nu=1 (a tick with nu=1 and no a_h is dropped
@@ -401,7 +409,7 @@ def read_episode(path: os.PathLike | str, action_names: Sequence[str] | None = N
 
 def _assemble(path: Path, parsed: _Parsed, lo: float, hi: float,
               image_size: tuple[int, int] | None) -> EpisodeData:
-    """The ticks with stamps in [lo, hi], aligned."""
+    """Return the ticks with stamps in [lo, hi], aligned."""
     per, complete, names = parsed.per, parsed.complete, parsed.action_names
     issues = list(parsed.issues)
 
@@ -501,8 +509,8 @@ def load_episodes(dirs, only: bool = False, skip_bad: bool = False, *,
 
     Returns (episodes, report): report has `bags_found`, `episodes`, `ticks`, `interventions`,
     `used` [paths], `skipped` [(path, reason)], `issues` {path: [..]}, `low_rate` [paths], `dirs`.
-    A bad bag or a directory without bags raises BagError naming it; `skip_bad=True` skips it with a
-    warning instead. Incomplete bags (recording stopped mid-episode) are always skipped with a
+    A bad bag or a directory without bags raises BagError naming it; `skip_bad=True` skips it with
+    a warning instead. Incomplete bags (recording stopped mid-episode) are always skipped with a
     warning unless `include_incomplete=True`. All episodes must share state and action names.
     """
     bags, problems = _find(dirs, include_earlier_iters=not only)

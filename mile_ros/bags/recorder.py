@@ -150,8 +150,8 @@ class EpisodeRecorder:
         self._lock = threading.Lock()
         self._current: _Episode | None = None
         self._closing: list[_Episode] = []
-        # the last RECENT_KEEP_S of messages, [topic, raw, recv_ns, stamp, episode or None]: a start
-        # event that arrives late claims those with stamps from its start, wherever they went
+        # the last RECENT_KEEP_S of messages, [topic, raw, recv_ns, stamp, episode or None]: a
+        # start event that arrives late claims those with stamps from its start, wherever they went
         self._recent: deque = deque()
         self._recent_bytes = 0
         self._closed: deque = deque(maxlen=20)  # (start, end) stamps of recently closed episodes
@@ -181,7 +181,7 @@ class EpisodeRecorder:
         return True
 
     def policy_active(self, text: str) -> None:
-        """A `policy/active` message (JSON {id, state, reason})."""
+        """Take a `policy/active` message (JSON {id, state, reason})."""
         self._put(("active", text))
 
     def _put(self, item) -> None:
@@ -258,8 +258,10 @@ class EpisodeRecorder:
             self._done_items += 1
 
     def _route_pending(self, everything: bool = False) -> None:
-        """Route messages held for `reorder_window_s`: an episode event published before them on
-        another topic may arrive after them, and must take effect first.
+        """Route messages held for `reorder_window_s`.
+
+        An episode event published before them on another topic may arrive after them, and must
+        take effect first.
         """
         due = time.monotonic() - self.reorder_window_s
         while self._pending and (everything or self._pending[0][0] <= due):
@@ -286,8 +288,10 @@ class EpisodeRecorder:
                         self._fail(ep, e)
 
     def _ready_to_close(self, ep: _Episode, now: float) -> bool:
-        """Every topic of the episode has moved past its end stamp, or has gone quiet with
-        nothing left to route (a topic may lag far behind the episode events under load).
+        """Return whether every topic of the episode is past its end stamp or quiet.
+
+        Each topic has moved past its end stamp, or has gone quiet with nothing left to route (a
+        topic may lag far behind the episode events under load).
         """
         if now < ep.close_at:
             return False

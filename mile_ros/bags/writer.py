@@ -78,7 +78,10 @@ class EpisodeBagWriter:
         self.counts[topic] += 1
 
     def flush(self) -> None:
-        """Make everything written so far readable after a crash (reaches into rosbags' storage)."""
+        """Make everything written so far readable after a crash.
+
+        Reaches into rosbags' storage.
+        """
         storage = self._writer.storage
         if storage is None:
             return

@@ -25,7 +25,8 @@ class OpenCVSource:
         self.device = device if self.is_file else int(device)
         self.cap = cv2.VideoCapture(self.device)
         if not self.cap.isOpened():
-            where = "video file" if self.is_file else f"camera device {device} (/dev/video{device})"
+            where = ("video file" if self.is_file
+                     else f"camera device {device} (/dev/video{device})")
             raise CameraUnavailable(f"camera parameter 'device'={device!r}: cannot open the "
                                     f"{where}; is it connected and readable?")
         if not self.is_file:
@@ -39,7 +40,10 @@ class OpenCVSource:
                                     f"could be read (not a video, or the camera is busy)")
 
     def read(self) -> np.ndarray | None:
-        """The next frame as uint8 RGB [height, width, 3]; a video file starts over at its end."""
+        """Return the next frame as uint8 RGB [height, width, 3].
+
+        A video file starts over at its end.
+        """
         ok, frame = self.cap.read()
         if not ok and self.is_file:
             self.cap.set(self.cv2.CAP_PROP_POS_FRAMES, 0)

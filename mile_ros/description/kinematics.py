@@ -243,7 +243,7 @@ def reference_forward_kinematics(kin: ArmKinematics, q) -> np.ndarray:
 
 
 def default_ik_seed(target_pos, yaw: float = 0.0) -> np.ndarray:
-    """A gripper-down configuration facing the target, used when no warm start is given."""
+    """Return a gripper-down configuration facing the target, used when no warm start is given."""
     heading = float(np.arctan2(target_pos[1], target_pos[0]))
     return np.array([heading, 0.0, 0.0, 0.0, np.pi / 2, heading - yaw])
 

@@ -4,8 +4,8 @@ How well a model predicts when the person intervenes, per control tick, pooled o
 (`mile-ros eval-interventions`, mile_ros.tools.eval_interventions, is the command over these):
 
 - `metrics`: the scores of predicted p(nu=1|s) against the actual nu (accuracy, balanced accuracy,
-  ROC-AUC, average precision, log-likelihood, Brier, reliability bins), MILE's error against a known
-  true p, and the percentile bootstrap over episodes. numpy only.
+  ROC-AUC, average precision, log-likelihood, Brier, reliability bins), MILE's error against a
+  known true p, and the percentile bootstrap over episodes. numpy only.
 - `estimators`: what predicts p(nu=1|s): the MILE checkpoint's intervention model, the majority
   class, a neural classifier fitted on earlier iterations; and their inputs (episode bags, the
   checkpoint, a simulated person's true p).

@@ -6,10 +6,10 @@
   probability is the model's closed form from its policy and its mental model of the robot
   (mile_ros.learning.mile).
 - `majority`: the majority class of the training ticks, i.e. always "no intervention" when people
-  intervene on fewer than half the ticks. For the probabilistic metrics (ROC-AUC, average precision,
-  log-likelihood, Brier) it predicts the constant p = the training-set intervention rate (from
-  --train-bags; without them, from the evaluation bags themselves, which flatters it; the report
-  says which).
+  intervene on fewer than half the ticks. For the probabilistic metrics (ROC-AUC, average
+  precision, log-likelihood, Brier) it predicts the constant p = the training-set intervention rate
+  (from --train-bags; without them, from the evaluation bags themselves, which flatters it; the
+  report says which).
 - `classifier`: an MLP (2 x 64 ReLU, same stacked, standardised state; plain, NOT class-balanced
   binary cross-entropy so that its probabilities stay calibrated; Adam, deterministic seed, early
   stopping on 20% of the training episodes) trained on --train-bags (the earlier iterations).
@@ -39,7 +39,8 @@ from mile_ros.evaluation.metrics import EPS
 from mile_ros.learning.specs import FRAME_STACK, stack_frames
 
 ESTIMATOR_NOTES = {  # report.json "notes", kept word for word
-    "mile": "MILE intervention model of the checkpoint, p(nu=1|s) in closed form (mile_ros.learning.mile)",
+    "mile": "MILE intervention model of the checkpoint, p(nu=1|s) in closed form "
+            "(mile_ros.learning.mile)",
     "majority": "always 'no intervention' (the majority class); probabilistic metrics use the "
                 "constant p = the training-set intervention rate",
     "classifier": "MLP 2x64 ReLU on the stacked standardised state, unweighted (not "
@@ -115,7 +116,10 @@ class NeuralClassifier:
         return [episodes[i] for i in order[n_val:]], [episodes[i] for i in order[:n_val]]
 
     def _build_net(self, width: int, y: np.ndarray):
-        """The MLP, its output bias at the logit of the base rate: a sensible, calibrated prior."""
+        """Build the MLP, its output bias at the logit of the base rate.
+
+        That bias is a sensible, calibrated prior.
+        """
         import torch
 
         layers = []
@@ -139,8 +143,9 @@ class NeuralClassifier:
         return xv, yv
 
     def _train(self, xt, yt, valid, progress: bool) -> tuple[int, float]:
-        """Adam epochs with early stopping on `valid`, keeping the best validation weights;
-        returns (epochs run, best validation loss or inf).
+        """Run Adam epochs with early stopping on `valid`, keeping the best validation weights.
+
+        Returns (epochs run, best validation loss or inf).
         """
         import torch
 
@@ -213,9 +218,10 @@ def _progress_bar(epochs: int):
 
 # --- the MILE model -------------------------------------------------------------------------
 def mile_predict(model, episodes: Sequence[dict], batch: int = 4096) -> list[np.ndarray]:
-    """p(nu=1|s) of the model on every tick of every episode, from the observations the trainer
-    builds: episode["model_state"] (the model's state dims; else "state") stacked over the model's
-    frame_stack, plus episode["image"] for image models.
+    """Return p(nu=1|s) of the model on every tick of every episode.
+
+    From the observations the trainer builds: episode["model_state"] (the model's state dims; else
+    "state") stacked over the model's frame_stack, plus episode["image"] for image models.
     """
     spec = model.obs_spec
     k = int(getattr(spec, "frame_stack", FRAME_STACK))
@@ -226,13 +232,14 @@ def mile_predict(model, episodes: Sequence[dict], batch: int = 4096) -> list[np.
         p = _mile_episode(model, ep, obs, uses_image, batch)
         if len(p) != len(obs) or not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
             raise EvalError(f"the model's intervention_probability gave invalid values on "
-                            f"{ep.get('name', 'an episode')} (need one finite p in [0,1] per tick)")
+                            f"{ep.get('name', 'an episode')} "
+                            f"(need one finite p in [0,1] per tick)")
         out.append(p)
     return out
 
 
 def _mile_episode(model, ep: dict, obs: np.ndarray, uses_image: bool, batch: int) -> np.ndarray:
-    """The model's p on one episode's stacked observations, `batch` ticks at a time."""
+    """Return the model's p on one episode's stacked observations, `batch` ticks at a time."""
     parts = []
     for j in range(0, len(obs), batch):
         o = obs[j:j + batch]
@@ -280,9 +287,11 @@ def load_bags(dirs: Sequence[str], argument: str, only: bool, images: bool) -> l
 
 def episode_dicts(data: Sequence, state_names: Sequence[str], argument: str,
                   model=None, source: str = "") -> list[dict]:
-    """Episode dicts for the estimators: "state" (the bags' full observation vector, columns in
-    the order `state_names`, for the classifier), "nu", "name", "path", "stamps" and, with a
-    model, "model_state" (+ "image") built exactly as the trainer builds its observations.
+    """Build the episode dicts for the estimators.
+
+    "state" (the bags' full observation vector, columns in the order `state_names`, for the
+    classifier), "nu", "name", "path", "stamps" and, with a model, "model_state" (+ "image") built
+    exactly as the trainer builds its observations.
     """
     out = []
     for ep in data:
@@ -317,8 +326,9 @@ def _model_arrays(ep, model, argument: str, source: str) -> dict:
 
 
 def read_true_p(path: Path, episodes: list[dict]) -> list[np.ndarray | None]:
-    """Per episode the true p of each tick from a JSON-lines file of {"stamp_ns", "p"} (ticks
-    missing from the file get NaN; an episode with none of its ticks there gets None).
+    """Read per episode the true p of each tick from a JSON-lines file of {"stamp_ns", "p"}.
+
+    Ticks missing from the file get NaN; an episode with none of its ticks there gets None.
     """
     table = _true_p_table(path)
     out, matched = [], 0

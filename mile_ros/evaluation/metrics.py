@@ -76,7 +76,10 @@ def roc_auc(y, p) -> float:
 
 
 def _counts_by_threshold(y, p):
-    """(true positives, false positives) predicting nu=1 for p >= each distinct p, decreasing."""
+    """Count (true positives, false positives) predicting nu=1 for p >= each distinct p.
+
+    The distinct p in decreasing order.
+    """
     order = np.argsort(-p, kind="mergesort")
     ys, ps = y[order], p[order]
     last = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]   # last index of each tie group
@@ -85,7 +88,7 @@ def _counts_by_threshold(y, p):
 
 
 def roc_curve(y, p) -> tuple[np.ndarray, np.ndarray]:
-    """(false positive rate, true positive rate) from (0, 0) to (1, 1)."""
+    """Return (false positive rate, true positive rate) from (0, 0) to (1, 1)."""
     y, p = _check(y, p)
     tps, fps = _counts_by_threshold(y, p)
     n1, n0 = max(int(y.sum()), 1), max(len(y) - int(y.sum()), 1)
@@ -152,8 +155,9 @@ def truth_metrics(p_model, p_true) -> dict[str, float]:
 
 
 def reliability(y, p, bins: int = 10):
-    """(mean predicted, observed frequency, count) in equal-count bins of p (tied p share a bin,
-    so a constant predictor gives one point).
+    """Return (mean predicted, observed frequency, count) in equal-count bins of p.
+
+    Tied p share a bin, so a constant predictor gives one point.
     """
     edges = np.unique(np.quantile(p, np.linspace(0, 1, bins + 1)))
     which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0))
@@ -171,7 +175,9 @@ def episode_starts(lengths: np.ndarray) -> np.ndarray:
 def bootstrap_over_episodes(statistic: Callable[[np.ndarray], dict], lengths: Sequence[int],
                             n_resamples: int, seed: int, keys: dict,
                             progress: bool = False) -> dict:
-    """{name: {metric: [value per resample]}} of `statistic` (pooled tick index -> {name:
+    """Bootstrap `statistic` over `n_resamples` resamples of the episodes.
+
+    Returns {name: {metric: [value per resample]}} of `statistic` (pooled tick index -> {name:
     {metric: value}}) over `n_resamples` resamples of the episodes drawn with replacement, an
     episode's ticks kept together. `keys` ({name: {metric: ...}}) names the lists to fill.
     """

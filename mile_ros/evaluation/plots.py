@@ -1,4 +1,4 @@
-"""The report's figures (matplotlib, Agg backend):
+"""The report's figures (matplotlib, Agg backend).
 
 <out>/roc.png (ROC and precision-recall curves), <out>/calibration.png (reliability curve,
 equal-count bins, and the predictions' histogram), <out>/timelines.png (predicted p per tick
@@ -92,8 +92,9 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _timeline_picks(episodes: Sequence[dict], max_episodes: int) -> list[int]:
-    """Episodes to show, evenly spread over those with an intervention (over all episodes if too
-    few have one).
+    """Pick the episodes to show, evenly spread over those with an intervention.
+
+    Over all episodes if too few have one.
     """
     pool = [i for i, ep in enumerate(episodes) if np.any(ep["nu"])]
     pool = pool if len(pool) >= min(max_episodes, len(episodes)) else list(range(len(episodes)))
@@ -139,8 +140,9 @@ def plot_timelines(path: Path, episodes: Sequence[dict], per_episode: dict,
 
 
 def plot_truth(path: Path, p_model, p_true, truth: dict) -> None:
-    """Where MILE's p falls against the true p: a 2-D histogram (log colour: piles at 0 and 1
-    stay visible) with the diagonal.
+    """Plot where MILE's p falls against the true p.
+
+    A 2-D histogram (log colour: piles at 0 and 1 stay visible) with the diagonal.
     """
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
@@ -162,8 +164,9 @@ def plot_truth(path: Path, p_model, p_true, truth: dict) -> None:
 
 def write_plots(out: Path, report: dict, episodes: Sequence[dict], per_episode: dict,
                 true_p: Sequence | None = None) -> list[Path]:
-    """The figures under `out` (an existing directory); returns their paths. truth.png only
-    with the report's truth and MILE's predictions.
+    """Write the figures under `out` (an existing directory); return their paths.
+
+    truth.png only with the report's truth and MILE's predictions.
     """
     import matplotlib
     matplotlib.use("Agg")

@@ -1,5 +1,7 @@
-"""The intervention-prediction report: every estimator scored on the evaluation ticks, with
-episode-bootstrap intervals, written as report.json beside the plots and printed as a table.
+"""The intervention-prediction report.
+
+Every estimator scored on the evaluation ticks, with episode-bootstrap intervals, written as
+report.json beside the plots and printed as a table.
 
 The estimators (mile_ros.evaluation.estimators) give p(nu=1|s) on every control tick of the
 evaluation episodes; the metrics (mile_ros.evaluation.metrics) are pooled over the episodes, and
@@ -110,8 +112,9 @@ def _pooled_predictions(predictions: dict, lengths: np.ndarray) -> dict[str, np.
 
 
 def _pooled_truth(true_p, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(true p of every pooled tick, NaN where unknown; whether it is known). Episodes without
-    the truth are left out of the truth metrics.
+    """Return (true p of every pooled tick, NaN where unknown; whether it is known).
+
+    Episodes without the truth are left out of the truth metrics.
     """
     starts = episode_starts(lengths)
     has_truth = np.zeros(int(lengths.sum()), bool)
@@ -129,8 +132,10 @@ def _pooled_truth(true_p, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _all_metrics(y_all: np.ndarray, preds: dict, truth: tuple | None, index: np.ndarray) -> dict:
-    """{estimator: metrics} on the ticks `index`, plus "_truth" (the reference against the true
-    p on the ticks where it is known) when `truth` = (reference, p_true_all, has_truth).
+    """Return {estimator: metrics} on the ticks `index`.
+
+    Plus "_truth" (the reference against the true p on the ticks where it is known) when `truth`
+    = (reference, p_true_all, has_truth).
     """
     y = y_all[index]
     out = {name: compute_metrics(y, p[index]) for name, p in preds.items()}
@@ -165,6 +170,7 @@ def run(model, eval_episodes: list[dict], train_episodes: list[dict] | None = No
         out: Path | None = None, progress: bool = False,
         classifier_config: ClassifierConfig | None = None, inputs: dict | None = None) -> dict:
     """Predict with the three estimators, evaluate, and (with `out`) write report.json + plots.
+
     Episodes are dicts with "state" [T,S], "nu" [T] (and "name"); the states must already be in
     the model's state order.
     """
@@ -196,7 +202,7 @@ def run(model, eval_episodes: list[dict], train_episodes: list[dict] | None = No
 
 
 def _majority_rate(eval_episodes: list[dict], train_episodes: list[dict] | None):
-    """(the majority estimator's p, where the rate comes from)."""
+    """Return (the majority estimator's p, where the rate comes from)."""
     if train_episodes:
         return float(np.mean(np.concatenate([e["nu"] for e in train_episodes]))), "training bags"
     return (float(np.mean(np.concatenate([e["nu"] for e in eval_episodes]))),

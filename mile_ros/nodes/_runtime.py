@@ -16,8 +16,10 @@ EXIT_CONFIG = 2
 
 
 def init_rclpy(args: list[str], context=None, **kwargs) -> None:
-    """rclpy.init, with malformed --ros-args (a missing or invalid params file, `-p name` without
-    `:=value`) raised as a ConfigError instead of rcl's traceback.
+    """Call rclpy.init, with malformed --ros-args raised as a ConfigError.
+
+    Malformed --ros-args (a missing or invalid params file, `-p name` without `:=value`) are
+    raised as a ConfigError instead of rcl's traceback.
     """
     import re
 
@@ -32,9 +34,10 @@ def init_rclpy(args: list[str], context=None, **kwargs) -> None:
 
 
 def open_context(args: list[str], signal_handlers: bool = False):
-    """A new rclpy context initialised with `args` (its `--ros-args`); with `signal_handlers`,
-    rclpy's SIGINT/SIGTERM handlers shut it down (they are installed only for the default
-    context unless asked).
+    """Open a new rclpy context initialised with `args` (its `--ros-args`).
+
+    With `signal_handlers`, rclpy's SIGINT/SIGTERM handlers shut it down (they are installed only
+    for the default context unless asked).
     """
     import rclpy
     from rclpy.signals import SignalHandlerOptions
@@ -46,8 +49,11 @@ def open_context(args: list[str], signal_handlers: bool = False):
 
 
 def run_node(name: str, build: Callable, argv: list[str] | None = None, executor_cls=None) -> int:
-    """`build(context=context)` returns a node with an optional `.run(executor)` (its own main
-    loop) and an optional `.close()`. Without `.run`, the node is spun by `executor_cls` (single-threaded).
+    """Build the node and run it; return the exit status.
+
+    `build(context=context)` returns a node with an optional `.run(executor)` (its own main
+    loop) and an optional `.close()`. Without `.run`, the node is spun by `executor_cls`
+    (single-threaded).
     """
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 

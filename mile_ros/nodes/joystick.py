@@ -1,4 +1,6 @@
-"""The joystick node: a PS3 controller (teleop.joystick.JoystickReader) -> sensor_msgs/Joy at rate_hz.
+"""The joystick node.
+
+A PS3 controller (teleop.joystick.JoystickReader) -> sensor_msgs/Joy at rate_hz.
 
 A missing controller at start-up is an error naming `device_index`. A disconnect stops the Joy
 stream (so the arbiter's Joy watchdog holds the arm) and is logged; publishing resumes when the

@@ -10,10 +10,10 @@
   the reason and the running policy stays. `policy/active` (JSON {id, state, reason}) is transient
   local, so the recorder and the trainer see the active id whenever they join.
 
-Policies: `checkpoint` names a checkpoint directory (mile_ros.learning.checkpoint), or a directory with a
-`latest` pointer; "" = the simulated
-WidowX task's initial policy (BC on a few noisy expert demonstrations, built by mile_ros.benchmark,
-deterministic per `initial_seed` and cached on disk).
+Policies: `checkpoint` names a checkpoint directory (mile_ros.learning.checkpoint), or a
+directory with a `latest` pointer; "" = the simulated WidowX task's initial policy (BC on a few
+noisy expert demonstrations, built by mile_ros.benchmark, deterministic per `initial_seed` and
+cached on disk).
 """
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ class PolicyServerNode(Node):
         try:
             self.policy = loader()
         except ValueError as e:  # CheckpointError is a ValueError
-            raise ConfigError(f"policy_server parameter 'checkpoint' ({p['checkpoint']!r}): {e}") from None
+            raise ConfigError(f"policy_server parameter 'checkpoint' ({p['checkpoint']!r}): "
+                              f"{e}") from None
         self.runner = self.policy.make_runner()
         self.pending: LoadedPolicy | None = None
         self.observation_names: list[str] | None = None
@@ -80,8 +81,8 @@ class PolicyServerNode(Node):
         # Episode events before observations: with both ready, the executor takes them in order.
         self.create_subscription(String, itf.EPISODE, self._on_episode, 20,
                                  callback_group=control)
-        self.create_subscription(JointState, itf.OBSERVATION, self._on_observation, itf.control_qos(),
-                                 callback_group=control)
+        self.create_subscription(JointState, itf.OBSERVATION, self._on_observation,
+                                 itf.control_qos(), callback_group=control)
         self.create_subscription(Image, itf.IMAGE, self._on_image, 2, callback_group=control)
         self.create_subscription(UInt8MultiArray, itf.CHECKPOINT, self._on_checkpoint,
                                  itf.checkpoint_qos(), callback_group=loading)
@@ -163,7 +164,7 @@ class PolicyServerNode(Node):
             self._last_report = time.monotonic()
             self.get_logger().info(f"policy_server: {c.summary()}")
 
-    # --- hot swap (worker thread) ------------------------------------------------------------------
+    # --- hot swap (worker thread) ---------------------------------------------------------------
     def _on_checkpoint(self, msg) -> None:
         data = bytes(msg.data)
         t0 = time.monotonic()
@@ -192,10 +193,14 @@ class PolicyServerNode(Node):
         self._reannounce_active()
 
     def _reannounce_active(self) -> None:
-        """The last word is always the running policy, for late joiners that keep only one."""
+        """Announce the running policy again.
+
+        The last word is always the running policy, for late joiners that keep only one.
+        """
         with self._lock:
             running, pending = self.policy.id, self.pending
-        self._announce(running, itf.ACTIVE, "running" + (f"; {pending.id} pending" if pending else ""))
+        self._announce(running, itf.ACTIVE,
+                       "running" + (f"; {pending.id} pending" if pending else ""))
 
     def close(self) -> None:
         say(self, f"policy_server: {self.counts.summary()}")

@@ -68,7 +68,8 @@ class RecorderNode(Node):
             active_reader_qos()))
         self.get_logger().info(
             f"recording {len(self._subs) - 1} topics under {self.get_namespace()} into "
-            f"{self.recorder.dir} ({p['storage']}, images {'on' if p['record_images'] else 'off'})")
+            f"{self.recorder.dir} ({p['storage']}, "
+            f"images {'on' if p['record_images'] else 'off'})")
 
     def _publish_status(self, event: dict) -> None:
         if rclpy.ok(context=self.context):

@@ -1,10 +1,13 @@
-"""The simulated person (the paper's §V person): decides by the probit model and acts only through Joy.
+"""The simulated person (the paper's §V person).
 
-Every tick t it reads the observation(t) and the scripted expert's action for t (`sim/expert_action`,
-published by the simulated arm and heard by no one else; the person never sees a_r). The decision
-is mile_ros.sim.person's SimulatedPerson: p(nu=1|s) from the expert (a Gaussian around the scripted
-action, `expert_sigma`) and a mental model (BC on rollouts of the initial policy), with cost `c`
-(< 0: calibrated so the initial policy would see `target_rate` interventions) and scale `beta`.
+It decides by the probit model and acts only through Joy.
+
+Every tick t it reads the observation(t) and the scripted expert's action for t
+(`sim/expert_action`, published by the simulated arm and heard by no one else; the person never
+sees a_r). The decision is mile_ros.sim.person's SimulatedPerson: p(nu=1|s) from the expert (a
+Gaussian around the scripted action, `expert_sigma`) and a mental model (BC on rollouts of the
+initial policy), with cost `c` (< 0: calibrated so the initial policy would see `target_rate`
+interventions) and scale `beta`.
 
 It then moves the PS3 controller as a person would, through the arbiter's own Joy map (fetched from
 the running arbiter's parameters, so a remapped controller is followed): taking over = a press of
@@ -52,7 +55,7 @@ class SimHumanNode(Node):
         self.get_logger().info(f"sim_human: c={self.info['c']:.4g} beta={self.info['beta']} "
                                f"(on the initial policy: {rates})")
 
-    # --- set-up: the arbiter's Joy map ------------------------------------------------------------
+    # --- set-up: the arbiter's Joy map -----------------------------------------------------------
     def _arbiter_params(self, executor, timeout_s: float) -> dict | None:
         from rcl_interfaces.srv import GetParameters, ListParameters
         from rclpy.parameter import parameter_value_to_python
@@ -88,7 +91,8 @@ class SimHumanNode(Node):
         base = resolve(ARBITER)
         if live is None:
             self.get_logger().warning(f"the arbiter did not answer within "
-                                      f"{self.p['arbiter_timeout_s']} s: using the shipped Joy map")
+                                      f"{self.p['arbiter_timeout_s']} s: "
+                                      f"using the shipped Joy map")
             live = {}
         values = {k: live.get(k, v) for k, v in base.items()}
         cfg = ArbiterConfig.from_params(values)
@@ -103,14 +107,15 @@ class SimHumanNode(Node):
         self.create_subscription(JointState, itf.SIM_EXPERT_ACTION, self._on_expert, 10)
         self.create_timer(1.0 / self.p["keepalive_hz"], self._keepalive)
         self.get_logger().info(f"sim_human ready: {cfg.mode} mode, takeover button index "
-                               f"{cfg.buttons['takeover']}, axes {dict(zip(cfg.action_names, cfg.axes))}")
+                               f"{cfg.buttons['takeover']}, "
+                               f"axes {dict(zip(cfg.action_names, cfg.axes))}")
 
     def run(self, executor) -> int:
         self._setup(executor)
         executor.spin()
         return 0
 
-    # --- per tick ---------------------------------------------------------------------------------
+    # --- per tick --------------------------------------------------------------------------------
     def _publish(self, joy, stamp_ns: int) -> None:
         axes, buttons = joy
         msg = self._Joy()

@@ -1,5 +1,7 @@
-"""The `train` node (`ros2 run mile_ros train --bags DIR ...`): the trainer's command line
-(`mile_ros.tools.train`), which delivers the checkpoint through `mile_ros.policy.delivery`.
+"""The `train` node (`ros2 run mile_ros train --bags DIR ...`).
+
+The trainer's command line (`mile_ros.tools.train`), which delivers the checkpoint through
+`mile_ros.policy.delivery`.
 """
 from __future__ import annotations
 

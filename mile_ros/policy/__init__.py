@@ -1,1 +1,4 @@
-"""Serving a policy (loaded checkpoints, runners, validation) and delivering checkpoints over ROS."""
+"""Serving a policy and delivering checkpoints over ROS.
+
+Serving: loaded checkpoints, runners, validation.
+"""

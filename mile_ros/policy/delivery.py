@@ -30,8 +30,9 @@ class Answer:
 
 
 class CheckpointSender:
-    """A ROS node in /<robot_name> that offers checkpoints on policy/checkpoint and listens to
-    policy/active. One per process; reusable for several checkpoints (the demo).
+    """A ROS node that offers checkpoints on policy/checkpoint and listens to policy/active.
+
+    It lives in /<robot_name>. One per process; reusable for several checkpoints (the demo).
     """
 
     def __init__(self, robot_name: str, ros_args: list[str] | None = None):
@@ -47,7 +48,8 @@ class CheckpointSender:
                          start_parameter_services=False)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.pub = self.node.create_publisher(UInt8MultiArray, itf.CHECKPOINT, itf.checkpoint_qos())
+        self.pub = self.node.create_publisher(UInt8MultiArray, itf.CHECKPOINT,
+                                              itf.checkpoint_qos())
         self.answers: list[tuple[float, dict]] = []
         self._settled = False
         self.sub = self.node.create_subscription(String, itf.POLICY_ACTIVE, self._on_active,
@@ -75,6 +77,7 @@ class CheckpointSender:
 
     def send(self, data: bytes, checkpoint_id: str, wait_s: float) -> Answer:
         """Publish the bytes; wait for "pending" (accepted) or "refused" for this checkpoint.
+
         Answers already on policy/active (its transient-local history) do not count.
         """
         import array
@@ -107,9 +110,10 @@ class CheckpointSender:
             self.executor.spin_once(timeout_sec=min(left, 0.05))
 
     def _settle(self, max_s: float) -> bool:
-        """Wait (at most max_s) for a policy server to be discovered, then take in the history
-        it keeps on policy/active, so that old answers are not mistaken for new ones. True
-        once a server was heard (later sends need not wait again).
+        """Wait (at most max_s) for a policy server to be discovered, then take in its history.
+
+        The history it keeps on policy/active is taken in so that old answers are not mistaken for
+        new ones. True once a server was heard (later sends need not wait again).
         """
         end = time.monotonic() + max_s
         while time.monotonic() < end and not (self.pub.get_subscription_count() and

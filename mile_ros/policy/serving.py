@@ -1,6 +1,8 @@
-"""Serving a policy: a loaded checkpoint (or the simulated task's initial policy) behind one
-runner interface (`reset()`, `step(state, image=None)`), and the checks a new policy must pass
-before it may replace the running one. ROS-free; the policy server node drives it.
+"""Serving a policy.
+
+A loaded checkpoint (or the simulated task's initial policy) behind one runner interface
+(`reset()`, `step(state, image=None)`), and the checks a new policy must pass before it may replace
+the running one. ROS-free; the policy server node drives it.
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ INITIAL_TASK = "widowx"
 
 
 class StackedRunner:
-    """Frame-stacking runner for a policy with `.act(stacked_obs)` (learning.specs.FrameStacker)."""
+    """Frame-stacking runner for a policy with `.act(stacked_obs)`.
+
+    The frames are stacked by learning.specs.FrameStacker.
+    """
 
     def __init__(self, act, frame_stack: int):
         self.act, self.stacker = act, FrameStacker(frame_stack)
@@ -63,7 +68,10 @@ def _checkpoint_id(path: Path) -> str:
 
 
 def load_policy_dir(path: str | Path, deterministic: bool = True) -> LoadedPolicy:
-    """A MILE checkpoint directory -> LoadedPolicy (CheckpointError, a ValueError, on problems)."""
+    """Load a MILE checkpoint directory as a LoadedPolicy.
+
+    Raises CheckpointError, a ValueError, on problems.
+    """
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"no checkpoint directory at {path}")
@@ -80,7 +88,10 @@ def load_policy_dir(path: str | Path, deterministic: bool = True) -> LoadedPolic
 
 
 def initial_policy(seed: int, deterministic: bool = True) -> LoadedPolicy:
-    """The simulated WidowX task's initial policy (mile_ros.sim.initial, cached per seed)."""
+    """Return the simulated WidowX task's initial policy.
+
+    Built by mile_ros.sim.initial, cached per seed.
+    """
     from mile_ros.sim.initial import InitialConfig, build_initial_policy
     from mile_ros.sim.tasks import make_task
 
@@ -145,7 +156,8 @@ class PolicyCounts:
 
     def summary(self) -> str:
         t = np.asarray(self.step_s[-1000:]) * 1e3
-        lat = f" inference p50={np.median(t):.2f} ms p99={np.percentile(t, 99):.2f} ms" if len(t) else ""
+        lat = (f" inference p50={np.median(t):.2f} ms p99={np.percentile(t, 99):.2f} ms"
+               if len(t) else "")
         return (f"steps={self.steps} nonfinite(not published)={self.nonfinite} "
                 f"clipped={self.clipped} obs_mismatch={self.obs_mismatch} "
                 f"no_image={self.no_image} errors={self.errors}{lat}")

@@ -1,1 +1,4 @@
-"""Teleoperation: the PS3 joystick reader, the Joy map and the takeover arbiter's state machine (pure)."""
+"""Teleoperation.
+
+The PS3 joystick reader, the Joy map and the takeover arbiter's state machine (pure).
+"""

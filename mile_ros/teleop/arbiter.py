@@ -110,7 +110,8 @@ class ArbiterConfig:
             if key not in p:
                 fail(key, f"no stick axis is mapped to action dimension {name!r}")
             index = p[key]
-            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < axis_count:
+            if (isinstance(index, bool) or not isinstance(index, int)
+                    or not 0 <= index < axis_count):
                 fail(key, f"axis index must be an int in [0, {axis_count - 1}] "
                           f"(axis_count={axis_count}), got {index!r}")
             axes.append(index)
@@ -246,7 +247,7 @@ class ArbiterLogic:
         self.episode_index = 0
         self.last_reason: str | None = None
 
-    # --- inputs -----------------------------------------------------------------------------------
+    # --- inputs ----------------------------------------------------------------------------------
     def on_joy(self, axes: Sequence[float], buttons: Sequence[int], now: float,
                stamp_ns: int | None = None) -> list[Tick]:
         self.check_watchdog(now)
@@ -306,7 +307,10 @@ class ArbiterLogic:
         return self._resolve(now)
 
     def on_deadline(self, now: float) -> list[Tick]:
-        """Called one control period after an observation that is still undecided."""
+        """Handle the deadline of an undecided observation.
+
+        Called one control period after an observation that is still undecided.
+        """
         self.check_watchdog(now)
         if self.pending is None:
             return []
@@ -329,9 +333,10 @@ class ArbiterLogic:
         return True
 
     def joy_alive(self, now: float) -> bool:
-        return self.last_joy_time is not None and now - self.last_joy_time <= self.cfg.joy_timeout_s
+        return (self.last_joy_time is not None
+                and now - self.last_joy_time <= self.cfg.joy_timeout_s)
 
-    # --- transitions ------------------------------------------------------------------------------
+    # --- transitions -----------------------------------------------------------------------------
     def _enter(self, state: str) -> None:
         self.state = state
 
@@ -361,7 +366,7 @@ class ArbiterLogic:
             self.episode_running = False
             self.episode_index += 1
 
-    # --- deciding a tick --------------------------------------------------------------------------
+    # --- deciding a tick -------------------------------------------------------------------------
     def _resolve(self, now: float, deadline: bool = False) -> list[Tick]:
         p = self.pending
         if p is None:
@@ -425,7 +430,7 @@ class ArbiterLogic:
                     estop=self.state == ESTOP, a_h=command.copy() if nu else None,
                     state=self.state, reason=reason)
 
-    # --- reporting (never shows a_r: the person must not see it) ----------------------------------
+    # --- reporting (never shows a_r: the person must not see it) ---------------------------------
     def status(self, now: float | None = None) -> dict:
         return {"state": self.state, "mode": self.cfg.mode,
                 "hold": self.decided_stamp is not None and self.last_source == "hold",

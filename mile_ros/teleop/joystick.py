@@ -2,9 +2,9 @@
 
 Axes are SDL's raw joystick axes in [-1, 1] (stick up and stick left are negative; ROS's joy_node
 negates them, so set the arbiter's axis_sign accordingly if you use that driver instead), with the
-`deadzone` applied (zero inside, rescaled outside); hats follow as (x, y) axis pairs. Buttons are in
-the driver's order (Linux hid-sony: cross circle triangle square L1 R1 L2 R2 select start PS L3 R3
-up down left right — the arbiter's `button_layout`).
+`deadzone` applied (zero inside, rescaled outside); hats follow as (x, y) axis pairs. Buttons are
+in the driver's order (Linux hid-sony: cross circle triangle square L1 R1 L2 R2 select start PS
+L3 R3 up down left right — the arbiter's `button_layout`).
 
 A missing controller at start-up is an error naming `device_index`. A disconnect is reported by
 `poll()` (the joystick node then stops the Joy stream, so the arbiter's Joy watchdog holds the
@@ -34,7 +34,8 @@ class JoystickReader:
         if not 0.0 <= deadzone < 1.0:
             raise ConfigError(f"joystick parameter 'deadzone' must be in [0, 1), got {deadzone}")
         if device_index < 0:
-            raise ConfigError(f"joystick parameter 'device_index' must be >= 0, got {device_index}")
+            raise ConfigError(f"joystick parameter 'device_index' must be >= 0, "
+                              f"got {device_index}")
         self.pg, self.device_index, self.deadzone = pygame, device_index, deadzone
         pygame.display.init()                                   # the event pump needs it
         pygame.joystick.init()

@@ -34,7 +34,7 @@ STOP_TIMEOUT_S = 15.0
 
 
 def graph_nodes(sim: bool, camera: bool) -> list[str]:
-    """The nodes of the collection graph, in start order."""
+    """Return the nodes of the collection graph, in start order."""
     nodes = ["recorder", "arbiter", "policy_server", "sim_human" if sim else "joystick"]
     if camera:
         nodes.append("camera")
@@ -71,7 +71,8 @@ def resolved_params(args) -> dict[str, dict]:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mile-ros collect", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sim", action="store_true",
-                    help="simulated WidowX and simulated person (default: real arm + PS3 joystick)")
+                    help="simulated WidowX and simulated person "
+                         "(default: real arm + PS3 joystick)")
     ap.add_argument("--episodes", type=int, default=0,
                     help="sim: stop after this many episodes (0: until Ctrl-C)")
     ap.add_argument("--out", required=True, help="output directory, e.g. runs/demo/iter1")
@@ -98,7 +99,10 @@ def _check_args(args) -> None:
 
 
 def _die_with_parent() -> None:
-    """In the child: get SIGINT if `mile-ros collect` itself dies (Linux), so no node outlives it."""
+    """In the child: get SIGINT if `mile-ros collect` itself dies (Linux).
+
+    Then no node outlives it.
+    """
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -297,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{log_dir / (node + '.log')})", file=sys.stderr)
     print(f"mile-ros collect: {progress.ended} episodes, {len(progress.recorded)} recorded, "
           f"{len(progress.failed)} failed to record, {progress.total_ticks} ticks, "
-          f"{progress.total_interventions} interventions -> {out}/iter{iteration}", file=sys.stderr)
+          f"{progress.total_interventions} interventions -> {out}/iter{iteration}",
+          file=sys.stderr)
     if interrupted:
         return 130
     if failed_rc == 2:

@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(args) -> None:
     for name in ("iterations", "episodes", "eval_episodes"):
         if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, "
+                              f"got {getattr(args, name)}")
     if not args.epochs_scale > 0:
         raise ConfigError(f"--epochs-scale must be > 0, got {args.epochs_scale}")
     if args.episode_timeout is not None and not args.episode_timeout > 0:
@@ -109,8 +110,9 @@ def check_args(args) -> None:
 
 
 def prepare_out(out: Path, force: bool) -> str | None:
-    """An empty run directory. An earlier run there is moved aside (deleted with --force);
-    returns a note saying so.
+    """Prepare an empty run directory.
+
+    An earlier run there is moved aside (deleted with --force); returns a note saying so.
     """
     note = None
     if out.exists() and any(out.iterdir()):
@@ -144,8 +146,10 @@ def task_options(arm_params: dict) -> dict:
 
 def evaluate(policy, n_episodes: int, seed_base: int = EVAL_SEED_BASE, progress=None,
              task_kwargs: dict | None = None) -> dict:
-    """Success rate of a policy_server.LoadedPolicy alone on fixed-seed simulated episodes, with
-    the same runner the policy server uses (frame history reset per episode).
+    """Evaluate a policy_server.LoadedPolicy alone on fixed-seed simulated episodes.
+
+    Its success rate, with the same runner the policy server uses (frame history reset per
+    episode).
     """
     import numpy as np
 
@@ -238,7 +242,8 @@ class DemoGraph:
         """Run K episodes with the running policy; returns counts from the progress monitor."""
         episodes = self.args.episodes
         progress = None
-        self.graph = self._start(COLLECT_NODES, iteration, self.out / "logs" / iteration_name(iteration))
+        self.graph = self._start(COLLECT_NODES, iteration,
+                                 self.out / "logs" / iteration_name(iteration))
         problem = None
         try:
             progress = collect.Progress(self.robot_name, episodes, show)
@@ -329,7 +334,7 @@ def _short(s: str, n: int = 34) -> str:
 
 def write_results(out: Path, rows: list[Row], args, complete: bool, started: float) -> Path:
     data = {"complete": complete, "wall_s": time.monotonic() - started,
-            "settings": {k: v for k, v in vars(args).items()},
+            "settings": dict(vars(args)),
             "rows": [{**asdict(r), "intervention_rate": r.intervention_rate} for r in rows]}
     path = out / "demo.json"
     return atomic_write(path, json.dumps(data, indent=1, default=str))
@@ -405,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             counts = graph.collect(it, show)
             collect_s = time.monotonic() - t0
-            res = trainer.run_training([out / iteration_name(it)], checkpoints_dir(out / iteration_name(it)), init="latest",
+            res = trainer.run_training([out / iteration_name(it)],
+                                       checkpoints_dir(out / iteration_name(it)), init="latest",
                                        seed=args.seed + it, epochs_scale=args.epochs_scale,
                                        settings=TRAINING, progress=show, say=lambda m: None)
             answer = sender.send(checkpoint_to_bytes(res.checkpoint), res.checkpoint_id, 60.0)
@@ -471,9 +477,11 @@ def _raise_interrupt(*_):
 
 # --- iteration 0 ---------------------------------------------------------------------------------
 def initial_model(seed: int):
-    """The simulated task's initial policy (mile_ros.benchmark, cached) as a MileModel, exactly:
-    same weights, its normaliser folded into the first layer, its state-independent log-std as the
-    log-std head's bias. The mental model starts as a copy (the paper's initial pihat).
+    """Convert the simulated task's initial policy (mile_ros.benchmark, cached) to a MileModel.
+
+    Exactly: same weights, its normaliser folded into the first layer, its state-independent
+    log-std as the log-std head's bias. The mental model starts as a copy (the paper's initial
+    pihat).
     """
     import copy
 
@@ -520,12 +528,13 @@ def initial_model(seed: int):
     mu_m, ls_m = model.action_distribution(probe)
     err = max(np.abs(mu_b - mu_m).max(), np.abs(ls_b - ls_m).max())
     if not err < 1e-4:
-        raise RuntimeError(f"the initial policy did not convert exactly (max difference {err:.2g})")
+        raise RuntimeError(f"the initial policy did not convert exactly "
+                           f"(max difference {err:.2g})")
     return model
 
 
 def initial_checkpoint(root: Path, seed: int) -> Path:
-    """The initial policy as checkpoint `<root>/iter0-initial` (also `latest`)."""
+    """Save the initial policy as checkpoint `<root>/iter0-initial` (also `latest`)."""
     from mile_ros.learning.checkpoint import save_checkpoint, update_latest
 
     path = root / "iter0-initial"

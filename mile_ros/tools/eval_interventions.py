@@ -97,7 +97,7 @@ def _load_mile_model(path: str):
 
 
 def _train_episodes(dirs: list[str], eval_data: list, names: list[str]) -> list[dict]:
-    """The --train-bags episodes: none of them among the evaluation bags, the same state."""
+    """Load the --train-bags episodes: none of them among the evaluation bags, the same state."""
     train_data = load_bags(dirs, "--train-bags", only=False, images=False)
     overlap = {str(e.path.resolve()) for e in train_data} & {str(e.path.resolve())
                                                            for e in eval_data}

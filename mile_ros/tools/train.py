@@ -6,8 +6,8 @@
    the same topics) and, unless `--only`, the earlier `iter*` directories beside them: MILE trains
    on all data collected so far. Reports ticks, interventions, episodes used and every bag skipped
    with its reason. A bad bag stops it with a message naming the file (`--skip-bad`: skip it).
-2. Builds observations (mile_ros.learning.observations): the state stacked over 4 ticks, or with `--image`
-   the camera frame plus the end-effector position.
+2. Builds observations (mile_ros.learning.observations): the state stacked over 4 ticks, or with
+   `--image` the camera frame plus the end-effector position.
 3. Trains MILE (policy and mental model), warm-started from `--init` (default: the `latest`
    checkpoint under `--out`, when there is one and it fits the data).
 4. Writes the checkpoint atomically under `--out`, then `latest`, and beside it
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bags", nargs="+", required=True, metavar="DIR",
                     help="episode bags, directories of bags (iter3) or run directories")
     ap.add_argument("--only", action="store_true",
-                    help="only the given directories (default: also the earlier iter* beside them)")
+                    help="only the given directories "
+                         "(default: also the earlier iter* beside them)")
     ap.add_argument("--out", metavar="CKPT_ROOT",
                     help="checkpoint root (default: <run dir>/checkpoints, the run dir being the "
                          "parent of the first --bags iter* directory)")
@@ -116,7 +117,7 @@ def default_out(bags: list[str]) -> Path:
 
 
 def resolve_init(init: str, out: Path) -> Path | None:
-    """The warm-start checkpoint directory, or None (train from scratch)."""
+    """Return the warm-start checkpoint directory, or None (train from scratch)."""
     from mile_ros.learning.checkpoint import LATEST, resolve_checkpoint
 
     if init == "none":
@@ -182,7 +183,8 @@ def checkpoint_name(report: dict) -> str:
     """`iter3-20260101T120000Z`: the newest iteration in the data, and the time."""
     from datetime import datetime, timezone
 
-    iters = [n for n in (iteration_of(Path(p).parent) for p in report.get("used", [])) if n is not None]
+    iters = [n for n in (iteration_of(Path(p).parent) for p in report.get("used", []))
+             if n is not None]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     return f"{iteration_name(max(iters))}-{stamp}" if iters else f"mile-{stamp}"
 
@@ -192,8 +194,10 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
                  include_incomplete: bool = False, seed: int = 0, epochs_scale: float = 1.0,
                  c: float | None = None, settings: dict | None = None, progress: bool = True,
                  say=_say) -> TrainResult:
-    """Bags -> trained, saved checkpoint (no ROS). Raises BagError / TrainInputError /
-    CheckpointError / ObservationError (all ValueError) naming the file or argument.
+    """Turn bags into a trained, saved checkpoint (no ROS).
+
+    Raises BagError / TrainInputError / CheckpointError / ObservationError (all ValueError) naming
+    the file or argument.
     """
     from mile_ros.learning import MileConfig, train_mile
     from mile_ros.learning import observations as obs
@@ -279,7 +283,8 @@ def parse_settings(items: list[str]) -> dict:
         name = name.strip()
         if not sep or name not in known:
             raise TrainInputError(f"--set {item!r}: expected NAME=VALUE with NAME one of "
-                                  f"{', '.join(sorted(known))} (seed and c have their own options)")
+                                  f"{', '.join(sorted(known))} "
+                                  f"(seed and c have their own options)")
         try:
             out[name] = yaml.safe_load(text)
         except yaml.YAMLError:
@@ -289,8 +294,9 @@ def parse_settings(items: list[str]) -> dict:
 
 def scaled_config(MileConfig, seed: int, epochs_scale: float, c: float | None,
                   settings: dict | None = None):
-    """The core's MileConfig with the seed, c, `settings`, and the update budget scaled by
-    `epochs_scale`. A bad setting raises TrainInputError naming it.
+    """Return the core's MileConfig with the seed, c, `settings`, and a scaled update budget.
+
+    The update budget is scaled by `epochs_scale`. A bad setting raises TrainInputError naming it.
     """
     try:
         config = MileConfig(seed=seed, c=c, **(settings or {}))
@@ -333,7 +339,7 @@ def intervention_fit(model, arrays: list[dict]) -> dict:
 
 
 def model_inputs(model, episode: dict):
-    """The model's batched inputs for one episode dict (stacked state, or image + state)."""
+    """Return the model's batched inputs for one episode dict (stacked state, or image + state)."""
     from mile_ros.learning import stack_frames
 
     spec = model.obs_spec
