@@ -1,10 +1,11 @@
 """Baselines, each from its paper's rule, trained on the same data and initial policy as MILE.
 
-Data: `episodes` is every episode collected so far by this method (all iterations), each a dict
-{"state": [T,S], "a_r", "a_h" (NaN / -1 where nu=0), "nu": bool[T], "executed": the action applied};
-`demos` are the initial policy's own demonstrations {"state", "action"}. Every weighted-BC
-baseline re-fits, at every iteration, a copy of the initial policy on the aggregated data set
-(warm start from the initial weights, training length proportional to the data).
+Data: `episodes` is every episode collected so far by this method (all iterations), each a
+dict {"state": [T,S], "a_r", "a_h" (NaN / -1 where nu=0), "nu": bool[T], "executed": the
+action applied}; `demos` are the initial policy's own demonstrations {"state", "action"}.
+Every weighted-BC baseline re-fits, at every iteration, a copy of the initial policy on the
+aggregated data set (warm start from the initial weights, training length proportional to the
+data).
 """
 from __future__ import annotations
 
@@ -44,14 +45,17 @@ def _cat(episodes, key):
 def _refit(initial: BenchPolicy, obs, act, w, cfg: BaselineConfig, seed: int) -> BenchPolicy:
     pol = initial.clone()
     n_eff = int(np.count_nonzero(w))
-    fit_weighted(pol, obs, act, w, steps=bc_steps(n_eff, cfg.epochs, hi=cfg.max_steps), lr=cfg.lr, seed=seed)
+    fit_weighted(pol, obs, act, w, steps=bc_steps(n_eff, cfg.epochs, hi=cfg.max_steps),
+                 lr=cfg.lr, seed=seed)
     return pol
 
 
 def train_bc_intervention(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
-    """BC on intervention ticks only: behaviour cloning of the person's action a_h on the ticks
-    where the person took over (nu=1), aggregated over all iterations; the robot's own ticks and
-    the demonstrations are not used. Fine-tunes the initial policy.
+    """BC on intervention ticks only.
+
+    Behaviour cloning of the person's action a_h on the ticks where the person took over (nu=1),
+    aggregated over all iterations; the robot's own ticks and the demonstrations are not used.
+    Fine-tunes the initial policy.
     """
     obs, nu = _stack(episodes, cfg.frame_stack), _cat(episodes, "nu")
     if not nu.any():
@@ -60,9 +64,11 @@ def train_bc_intervention(initial, episodes, demos, cfg: BaselineConfig, seed: i
 
 
 def train_hg_dagger(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
-    """HG-DAgger (Kelly et al., 2019): the expert gates control; only the states where the expert
-    took over are labelled (with the expert's action) and aggregated with the initial
-    demonstration set D0; the policy is re-trained by BC on the aggregate D0 u D_int each iteration.
+    """HG-DAgger (Kelly et al., 2019).
+
+    The expert gates control; only the states where the expert took over are labelled (with the
+    expert's action) and aggregated with the initial demonstration set D0; the policy is
+    re-trained by BC on the aggregate D0 u D_int each iteration.
     """
     obs_d, act_d = _stack(demos, cfg.frame_stack), _cat(demos, "action")
     if episodes:
@@ -73,14 +79,18 @@ def train_hg_dagger(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0
 
 
 def train_iwr(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
-    """IWR, intervention-weighted regression (Mandlekar et al., 2020): BC on every executed tick
-    (robot ticks labelled with the robot's action, intervention ticks with the person's) plus the
-    demonstrations, re-weighted so that intervention ticks and non-intervention ticks each carry
-    half of the total weight -- the scarce interventions count as much as everything else.
+    """IWR, intervention-weighted regression (Mandlekar et al., 2020).
+
+    BC on every executed tick (robot ticks labelled with the robot's action, intervention ticks
+    with the person's) plus the demonstrations, re-weighted so that intervention ticks and
+    non-intervention ticks each carry half of the total weight -- the scarce interventions count
+    as much as everything else.
     """
     obs = np.concatenate([_stack(demos, cfg.frame_stack), _stack(episodes, cfg.frame_stack)])
-    act = np.concatenate([_cat(demos, "action"), _cat(episodes, "executed").astype(_cat(demos, "action").dtype)])
-    is_int = np.concatenate([np.zeros(sum(len(d["state"]) for d in demos), bool), _cat(episodes, "nu")])
+    act = np.concatenate([_cat(demos, "action"),
+                          _cat(episodes, "executed").astype(_cat(demos, "action").dtype)])
+    is_int = np.concatenate([np.zeros(sum(len(d["state"]) for d in demos), bool),
+                             _cat(episodes, "nu")])
     w = np.where(is_int, 0.5 / max(is_int.sum(), 1), 0.5 / max((~is_int).sum(), 1))
     if not is_int.any():
         w = np.ones(len(obs))
@@ -88,8 +98,10 @@ def train_iwr(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
 
 
 def sirius_weights(nu_per_episode: list[np.ndarray], window: int, n_demo: int) -> np.ndarray:
-    """Sirius class weights for [demos..., episode ticks...]: demo 1, robot 1, pre-intervention 0,
-    intervention scaled so the intervention class carries half of the total weight.
+    """Sirius class weights for [demos..., episode ticks...].
+
+    Demo 1, robot 1, pre-intervention 0, intervention scaled so the intervention class carries
+    half of the total weight.
     """
     classes = [np.zeros(n_demo, int)]  # 0 demo, 1 robot, 2 pre-intervention, 3 intervention
     for nu in nu_per_episode:
@@ -108,14 +120,16 @@ def sirius_weights(nu_per_episode: list[np.ndarray], window: int, n_demo: int) -
 
 
 def train_sirius(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
-    """Sirius (Liu et al., 2022): weighted BC over all deployment data with four classes --
-    demonstrations and autonomous robot ticks weight 1, the robot ticks in a short window before
+    """Sirius (Liu et al., 2022): weighted BC over all deployment data with four classes.
+
+    Demonstrations and autonomous robot ticks weight 1, the robot ticks in a short window before
     each intervention (the behaviour that made the person intervene) weight 0, and intervention
     ticks up-weighted so that the intervention class carries as much weight as all others.
     (Sirius's memory management only matters for data larger than here and is omitted.)
     """
     obs = np.concatenate([_stack(demos, cfg.frame_stack), _stack(episodes, cfg.frame_stack)])
-    act = np.concatenate([_cat(demos, "action"), _cat(episodes, "executed").astype(_cat(demos, "action").dtype)])
+    act = np.concatenate([_cat(demos, "action"),
+                          _cat(episodes, "executed").astype(_cat(demos, "action").dtype)])
     w = sirius_weights([np.asarray(e["nu"], bool) for e in episodes], cfg.sirius_window,
                        sum(len(d["state"]) for d in demos))
     return _refit(initial, obs, act, w, cfg, seed)
@@ -130,8 +144,10 @@ def _mlp(i, o, hidden):
 
 
 def rlif_transitions(episodes, demos, k: int):
-    """(s, a, r, s', done) over demos and collected episodes: r = -1 on the tick where an
-    intervention starts (nu goes 0 -> 1), else 0; the action is the executed one.
+    """(s, a, r, s', done) over demos and collected episodes.
+
+    r = -1 on the tick where an intervention starts (nu goes 0 -> 1), else 0; the action is the
+    executed one.
     """
     S, A, R, S2, D = [], [], [], [], []
     for e, is_demo in [(d, True) for d in demos] + [(e, False) for e in episodes]:
@@ -148,15 +164,19 @@ def rlif_transitions(episodes, demos, k: int):
 
 
 def train_rlif(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
-    """RLIF (Luo et al., 2023): off-policy RL whose only reward is the intervention itself: -1 on
-    the tick where the person starts intervening, 0 elsewhere; all executed transitions (robot and
-    person) plus the demonstrations form the replay data, and no task reward is used. Kept small
-    and CPU-cheap with implicit Q-learning (twin Q, expectile V, discount 0.95) and advantage-
-    weighted extraction of the policy, warm-started from the initial policy.
+    """RLIF (Luo et al., 2023): off-policy RL whose only reward is the intervention itself.
+
+    The reward is -1 on the tick where the person starts intervening, 0 elsewhere; all executed
+    transitions (robot and person) plus the demonstrations form the replay data, and no task
+    reward is used. Kept small and CPU-cheap with implicit Q-learning (twin Q, expectile V,
+    discount 0.95) and advantage-weighted extraction of the policy, warm-started from the initial
+    policy.
     """
     torch.manual_seed(seed)
     s, a, r, s2, d = rlif_transitions(episodes, demos, cfg.frame_stack)
-    norm = lambda x: (torch.as_tensor(x, dtype=torch.float32) - initial.obs_mean) / initial.obs_std
+    def norm(x):
+        return (torch.as_tensor(x, dtype=torch.float32) - initial.obs_mean) / initial.obs_std
+
     S, S2 = norm(s), norm(s2)
     R, D = torch.as_tensor(r), torch.as_tensor(d)
     discrete = initial.kind == "discrete"
@@ -173,7 +193,8 @@ def train_rlif(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
     opt_v = torch.optim.Adam(v.parameters(), lr=3e-4)
 
     def q_of(net, s_, a_):
-        return net(s_).gather(1, a_.view(-1, 1)).squeeze(1) if discrete else net(torch.cat([s_, a_], 1)).squeeze(1)
+        return (net(s_).gather(1, a_.view(-1, 1)).squeeze(1) if discrete
+                else net(torch.cat([s_, a_], 1)).squeeze(1))
 
     g = torch.Generator().manual_seed(seed)
     n = len(S)

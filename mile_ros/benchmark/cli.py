@@ -1,6 +1,7 @@
 """`mile-ros bench`: the paper's simulation experiments against the baselines.
 
-    mile-ros bench --task metaworld/drawer-open --methods mile,bc-intervention,hg-dagger,iwr,sirius,rlif \
+    mile-ros bench --task metaworld/drawer-open \
+        --methods mile,bc-intervention,hg-dagger,iwr,sirius,rlif \
         --iterations 20 --episodes 1 --seeds 3 --out results.json [--plot curves.png]
 
 Protocol (a) of the paper is `--iterations 1 --episodes 15`, (b) `--iterations 20 --episodes 1`.
@@ -27,7 +28,8 @@ def _seeds(text: str) -> list[int]:
             return [int(s) for s in text.split(",") if s.strip()]
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds: expected a count or a comma list, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--seeds: expected a count or a comma list, got {text!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError("--seeds: need at least one seed")
     return list(range(n))
@@ -35,27 +37,40 @@ def _seeds(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mile-ros bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", required=True, help="lunarlander | widowx | metaworld/<name> (e.g. metaworld/drawer-open)")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {','.join(METHODS)}")
-    p.add_argument("--iterations", type=int, default=1, help="N: collect/train iterations (default 1)")
-    p.add_argument("--episodes", type=int, default=15, help="k: episodes per iteration (default 15)")
-    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="training seeds: a count or a comma list")
-    p.add_argument("--eval-episodes", type=int, default=50, help="fixed evaluation seeds (default 50)")
+    p.add_argument("--task", required=True,
+                   help="lunarlander | widowx | metaworld/<name> (e.g. metaworld/drawer-open)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma list of {','.join(METHODS)}")
+    p.add_argument("--iterations", type=int, default=1,
+                   help="N: collect/train iterations (default 1)")
+    p.add_argument("--episodes", type=int, default=15,
+                   help="k: episodes per iteration (default 15)")
+    p.add_argument("--seeds", type=_seeds, default=[0, 1, 2],
+                   help="training seeds: a count or a comma list")
+    p.add_argument("--eval-episodes", type=int, default=50,
+                   help="fixed evaluation seeds (default 50)")
     p.add_argument("--no-equalize", action="store_true",
-                   help="baselines collect exactly k episodes instead of matching MILE's intervention count")
-    p.add_argument("--target-rate", type=float, default=0.25, help="person: target intervention rate in closed loop (default 0.25)")
+                   help="baselines collect exactly k episodes instead of matching MILE's "
+                        "intervention count")
+    p.add_argument("--target-rate", type=float, default=0.25,
+                   help="person: target intervention rate in closed loop (default 0.25)")
     p.add_argument("--c", type=float, default=None, help="person: fixed c instead of calibrating")
     p.add_argument("--beta", type=float, default=1.0, help="person: probit scale (default 1)")
-    p.add_argument("--n-demos", type=int, default=None, help="demonstrations for the initial policy")
+    p.add_argument("--n-demos", type=int, default=None,
+                   help="demonstrations for the initial policy")
     p.add_argument("--expert-sigma", type=float, default=0.1, help="Gaussian experts' fixed sigma")
-    p.add_argument("--expert-temperature", type=float, default=0.05, help="LunarLander expert temperature")
-    p.add_argument("--max-steps", type=int, default=None, help="episode cap (default: 200 Meta-World, 1000 LunarLander)")
+    p.add_argument("--expert-temperature", type=float, default=0.05,
+                   help="LunarLander expert temperature")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="episode cap (default: 200 Meta-World, 1000 LunarLander)")
     p.add_argument("--mile", action="append", default=[], metavar="KEY=VALUE",
                    help="MILE option override, e.g. --mile lam=0.5 --mile c=1.0 (repeatable)")
-    p.add_argument("--out", required=True, help="results JSON (resumed when it exists with the same config)")
+    p.add_argument("--out", required=True,
+                   help="results JSON (resumed when it exists with the same config)")
     p.add_argument("--no-resume", action="store_true", help="start over even when --out exists")
     p.add_argument("--plot", default=None, help="write a success-vs-iteration plot (png/pdf)")
-    p.add_argument("--cache-dir", default=None, help="initial policy / person cache (default ~/.cache/mile_ros/bench)")
+    p.add_argument("--cache-dir", default=None,
+                   help="initial policy / person cache (default ~/.cache/mile_ros/bench)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -88,8 +103,10 @@ def main(argv=None) -> int:
         cfg = BenchConfig(
             task=task, methods=methods, iterations=args.iterations, episodes=args.episodes,
             seeds=args.seeds, n_eval=args.eval_episodes, equalize=not args.no_equalize,
-            initial=InitialConfig(n_demos=args.n_demos, target_rate=args.target_rate, beta=args.beta, c=args.c,
-                                  task=TaskOptions(args.max_steps, args.expert_sigma, args.expert_temperature)),
+            initial=InitialConfig(n_demos=args.n_demos, target_rate=args.target_rate,
+                                  beta=args.beta, c=args.c,
+                                  task=TaskOptions(args.max_steps, args.expert_sigma,
+                                                   args.expert_temperature)),
             mile=_overrides(args.mile))
         from mile_ros.benchmark.mile_adapter import MileBenchConfig
         MileBenchConfig.from_overrides(cfg.mile)  # bad keys fail now, not after an hour
@@ -101,12 +118,15 @@ def main(argv=None) -> int:
         return 2
     d = results.data
     print(f"\n{task}: expert success {d['experts']['expert']['success_rate']:.3f} "
-          f"(mean return {d['experts']['expert']['mean_return']:.1f}); wall {time.time() - t0:.0f} s")
+          f"(mean return {d['experts']['expert']['mean_return']:.1f}); "
+          f"wall {time.time() - t0:.0f} s")
     for s, info in d["initial"].items():
         p = d["person"][s]
         cl = p.get("closed_loop_rate")
-        print(f"  seed {s}: initial success {info['success_rate']:.3f}; person c={p['c']:.3f}, intervention "
-              f"rate {p['open_loop_rate']:.3f} open loop" + (f", {cl:.3f} closed loop" if cl is not None else ""))
+        print(f"  seed {s}: initial success {info['success_rate']:.3f}; "
+              f"person c={p['c']:.3f}, intervention "
+              f"rate {p['open_loop_rate']:.3f} open loop"
+              + (f", {cl:.3f} closed loop" if cl is not None else ""))
     print(summary_table(d))
     if args.plot:
         from mile_ros.benchmark.plots import plot_curves

@@ -53,19 +53,23 @@ class MileBenchConfig:
     mental: str = "anchored"      # anchored | joint (paper: J1 alone trains pihat) | frozen
     anchor: float = 1.0           # mental="anchored": weight of -log pihat(a_r|s) over all ticks
     demos: bool = True            # the initial demonstrations join the NLL term
-    warm_start: bool = False      # start from the previous iteration's model (the paper) or, like the baselines, the initial policy
+    warm_start: bool = False      # start from the previous iteration's model (the paper) or,
+                                  # like the baselines, the initial policy
 
     @classmethod
     def from_overrides(cls, overrides: dict) -> "MileBenchConfig":
         names = {f.name for f in fields(cls)}
         bad = sorted(set(overrides) - names)
         if bad:
-            raise ValueError(f"unknown MILE option(s) {', '.join(bad)}; valid: {', '.join(sorted(names))}")
-        cfg = cls(**{k: _coerce(k, v, cls.__dataclass_fields__[k].type) for k, v in overrides.items()})
+            raise ValueError(f"unknown MILE option(s) {', '.join(bad)}; "
+                             f"valid: {', '.join(sorted(names))}")
+        cfg = cls(**{k: _coerce(k, v, cls.__dataclass_fields__[k].type)
+                     for k, v in overrides.items()})
         for name, allowed in (("c_fit", ("rate", "mle")), ("form", ("eq5", "eq3", "joint")),
                               ("mental", ("anchored", "joint", "frozen"))):
             if getattr(cfg, name) not in allowed:
-                raise ValueError(f"MILE option {name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+                raise ValueError(f"MILE option {name} must be one of {', '.join(allowed)}, "
+                                 f"got {getattr(cfg, name)!r}")
         return cfg
 
     def to_json(self) -> dict:
@@ -107,7 +111,8 @@ class MileBenchModel:
     @torch.no_grad()
     def intervention_probability(self, obs) -> np.ndarray:
         o = torch.as_tensor(np.atleast_2d(np.asarray(obs, dtype=np.float32)))
-        return log_intervention_probability(self.policy, self.mental, o, self.c, self.beta)[0].exp().numpy()
+        return log_intervention_probability(self.policy, self.mental, o, self.c,
+                                            self.beta)[0].exp().numpy()
 
 
 def log_intervention_probability(policy, mental, obs, c, beta=1.0):
@@ -118,7 +123,7 @@ def log_intervention_probability(policy, mental, obs, c, beta=1.0):
 
 
 def mile_loss(policy, mental, obs, a_h, nu, c, beta, lam, form="eq5"):
-    """The core MILE loss on a batch -> (loss, parts)."""
+    """Compute the core MILE loss on a batch -> (loss, parts)."""
     if policy.kind == "discrete":
         return core.discrete_mile_loss(policy(obs), mental(obs), a_h, nu, c, beta,
                                        "joint" if form == "joint" else "eq3")
@@ -128,15 +133,18 @@ def mile_loss(policy, mental, obs, a_h, nu, c, beta, lam, form="eq5"):
 
 @torch.no_grad()
 def fit_c_mle(policy, mental, obs, nu, beta: float, c0: float) -> float:
-    """argmax_c sum log p(nu | s; c): the log-likelihood is concave in c (p is a log-concave
-    smoothing of a step in c), so a bounded scalar search around `c0` finds it.
+    """argmax_c sum log p(nu | s; c).
+
+    The log-likelihood is concave in c (p is a log-concave smoothing of a step in c), so a
+    bounded scalar search around `c0` finds it.
     """
     def nll(c):
         log_p, log_q = log_intervention_probability(policy, mental, obs, float(c), beta)
         return -float(torch.where(nu, log_p, log_q).sum())
     span = 10.0 * max(1.0, abs(c0))
     lo, hi = c0 - span, c0 + span
-    res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-3 * max(1.0, abs(c0))})
+    res = minimize_scalar(nll, bounds=(lo, hi), method="bounded",
+                          options={"xatol": 1e-3 * max(1.0, abs(c0))})
     return float(res.x)
 
 
@@ -150,15 +158,18 @@ def _dataset(episodes, demos, cfg, kind):
     out = {"obs": torch.as_tensor(obs, dtype=torch.float32), "nu": torch.as_tensor(nu),
            "a_h": torch.as_tensor(a_h, dtype=dt), "a_r": torch.as_tensor(a_r, dtype=dt)}
     if cfg.demos and demos:
-        out["demo_obs"] = torch.as_tensor(np.concatenate([stack_frames(d["state"], cfg.frame_stack) for d in demos]),
+        out["demo_obs"] = torch.as_tensor(np.concatenate([stack_frames(d["state"], cfg.frame_stack)
+                                                          for d in demos]),
                                           dtype=torch.float32)
         out["demo_act"] = torch.as_tensor(np.concatenate([d["action"] for d in demos]), dtype=dt)
     return out
 
 
 def train_mile_on(prev, episodes, task, overrides: dict, seed: int, demos=None) -> MileBenchModel:
-    """One MILE iteration on all `episodes` so far, starting from `prev` (a MileBenchModel, or
-    the initial BenchPolicy, which then also initialises the mental model).
+    """Run one MILE iteration on all `episodes` so far, starting from `prev`.
+
+    `prev` is a MileBenchModel, or the initial BenchPolicy, which then also initialises the
+    mental model.
     """
     cfg = MileBenchConfig.from_overrides(overrides)
     torch.manual_seed(seed)
@@ -174,10 +185,12 @@ def train_mile_on(prev, episodes, task, overrides: dict, seed: int, demos=None) 
         c = float(cfg.c)
     else:
         with torch.no_grad():
-            c = core.estimate_c(float(np.clip(rate, 1e-3, 1 - 1e-3)), probability_fn=lambda c_: log_intervention_probability(
-                policy, mental, obs, c_, cfg.beta)[0].exp())
+            c = core.estimate_c(float(np.clip(rate, 1e-3, 1 - 1e-3)),
+                                probability_fn=lambda c_: log_intervention_probability(
+                                    policy, mental, obs, c_, cfg.beta)[0].exp())
     refit_c = cfg.c is None and cfg.c_fit == "mle" and 0 < int(nu.sum()) < n_col
-    params = list(policy.parameters()) + (list(mental.parameters()) if cfg.mental != "frozen" else [])
+    params = list(policy.parameters()) + (list(mental.parameters())
+                                          if cfg.mental != "frozen" else [])
     opt = torch.optim.Adam(params, lr=cfg.lr)
     g = torch.Generator().manual_seed(seed)
     steps = bc_steps(n_col + n_demo, cfg.epochs, cfg.batch_size, hi=cfg.max_steps)

@@ -20,17 +20,18 @@ def plot_curves(data_list, path: str, title: str | None = None) -> None:
             its = sorted(c)
             m = [c[i][0] for i in its]
             se = [0.0 if math.isnan(c[i][1]) else c[i][1] for i in its]
-            style = dict(lw=2.2, color="black") if method == "mile" else dict(lw=1.3)
+            style = {"lw": 2.2, "color": "black"} if method == "mile" else {"lw": 1.3}
             if len(its) == 2:  # protocol (a): initial -> after one iteration; draw markers
                 style["marker"] = "o"
             line, = ax.plot(its, m, label=method, **style)
-            ax.fill_between(its, [a - b for a, b in zip(m, se)], [a + b for a, b in zip(m, se)], alpha=0.12,
-                            color=line.get_color())
+            ax.fill_between(its, [a - b for a, b in zip(m, se)], [a + b for a, b in zip(m, se)],
+                            alpha=0.12, color=line.get_color())
         exp = data.get("experts", {}).get("expert", {}).get("success_rate")
         if exp is not None:
             ax.axhline(exp, ls="--", color="gray", lw=1, label="expert")
         cfg = data["config"]
-        ax.set_title(title or f"{cfg['task']} (N={cfg['iterations']}, k={cfg['episodes']})", fontsize=9)
+        ax.set_title(title or f"{cfg['task']} (N={cfg['iterations']}, k={cfg['episodes']})",
+                     fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_ylabel("success rate")
         ax.set_ylim(-0.02, 1.02)
@@ -42,7 +43,10 @@ def plot_curves(data_list, path: str, title: str | None = None) -> None:
 
 
 def _bars(ax, data, title=None) -> None:
-    """Protocol (a): success after the one iteration per method (mean ± s.e.), initial and expert as lines."""
+    """Draw protocol (a): success after the one iteration per method (mean ± s.e.).
+
+    Initial and expert are drawn as lines.
+    """
     cv = curves(data)
     methods = list(cv)
     m = [cv[k][1][0] if 1 in cv[k] else float("nan") for k in methods]

@@ -1,5 +1,7 @@
-"""The paper's protocols: N iterations x k episodes of collection under the simulated person,
-training, and evaluation without the person.
+"""The paper's protocols.
+
+N iterations x k episodes of collection under the simulated person, training, and evaluation
+without the person.
 
 For every training seed: the initial policy and the person are built (cached); iteration 0 is the
 initial policy's evaluation, shared by all methods. Then each method, from the initial policy,
@@ -45,11 +47,14 @@ EVAL_SEED_BASE = 100_000_000  # evaluation episodes use seeds EVAL_SEED_BASE + i
 
 
 def parse_methods(text) -> list[str]:
-    names = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    names = [m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text)
+             if m.strip()]
     bad = [m for m in names if m not in METHODS]
     if bad or not names:
-        raise UnknownNameError(f"unknown method(s) {', '.join(bad) or '(none given)'}; valid methods: {', '.join(METHODS)}")
-    return sorted(set(names), key=METHODS.index)  # MILE first: baselines match its intervention count
+        raise UnknownNameError(f"unknown method(s) {', '.join(bad) or '(none given)'}; "
+                               f"valid methods: {', '.join(METHODS)}")
+    # MILE first: baselines match its intervention count
+    return sorted(set(names), key=METHODS.index)
 
 
 @dataclass
@@ -75,9 +80,10 @@ class BenchConfig:
 
 
 class MileMethod:
-    """MILE (mile_adapter: the core loss on the benchmark's networks), started each iteration from
-    the previous model (policy and mental model) when warm_start is set, else from the initial
-    policy; the first iteration always starts from the initial policy.
+    """MILE (mile_adapter: the core loss on the benchmark's networks).
+
+    Started each iteration from the previous model (policy and mental model) when warm_start is
+    set, else from the initial policy; the first iteration always starts from the initial policy.
     """
 
     def __init__(self, overrides: dict):
@@ -102,17 +108,20 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike, resume: bool = True, pro
     work = Path(str(out) + ".work")
     from tqdm import tqdm
     total = len(cfg.seeds) * len(cfg.methods) * cfg.iterations
-    done_units = sum(1 for m in cfg.methods for s in cfg.seeds for r in results.records(m, s) if r["iteration"] > 0)
-    bar = tqdm(total=total, initial=done_units, desc=f"bench {cfg.task}", disable=not progress, unit="it")
+    done_units = sum(1 for m in cfg.methods for s in cfg.seeds for r in results.records(m, s)
+                     if r["iteration"] > 0)
+    bar = tqdm(total=total, initial=done_units, desc=f"bench {cfg.task}", disable=not progress,
+               unit="it")
     eval_seeds = list(range(EVAL_SEED_BASE, EVAL_SEED_BASE + cfg.n_eval))
     task = make_task(cfg.task, seed=0, options=cfg.initial.task)
-    pool = [task] + [make_task(cfg.task, seed=i, options=cfg.initial.task) for i in range(1, cfg.n_envs)]
+    pool = [task] + [make_task(cfg.task, seed=i, options=cfg.initial.task)
+                     for i in range(1, cfg.n_envs)]
     try:
         if "expert" not in results.data["experts"]:
             t0 = time.time()
             S = task.obs_dim
-            ev = evaluate_policy(cfg.task, lambda o: [task.expert(x[:S]).action for x in o], eval_seeds,
-                                 pool=pool, frame_stack=cfg.initial.frame_stack)
+            ev = evaluate_policy(cfg.task, lambda o: [task.expert(x[:S]).action for x in o],
+                                 eval_seeds, pool=pool, frame_stack=cfg.initial.frame_stack)
             results.data["experts"]["expert"] = _eval_summary(ev) | {"seconds": time.time() - t0}
             results.save()
         for seed in cfg.seeds:
@@ -125,7 +134,8 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike, resume: bool = True, pro
 
 
 def _eval_summary(ev: dict) -> dict:
-    return {"success_rate": float(np.mean(ev["success"])), "mean_return": float(np.mean(ev["return"])),
+    return {"success_rate": float(np.mean(ev["success"])),
+            "mean_return": float(np.mean(ev["return"])),
             "mean_length": float(np.mean(ev["length"])), "n": len(ev["success"])}
 
 
@@ -137,8 +147,10 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
     key = str(seed)
     ran = key not in results.data["initial"]  # a resumed, finished seed keeps its wall time
     if key not in results.data["initial"]:
-        ev = evaluate_policy(cfg.task, _act_fn(initial), eval_seeds, pool=pool, frame_stack=cfg.initial.frame_stack)
-        results.data["initial"][key] = init_info | _eval_summary(ev) | {"seconds": time.time() - t0}
+        ev = evaluate_policy(cfg.task, _act_fn(initial), eval_seeds, pool=pool,
+                             frame_stack=cfg.initial.frame_stack)
+        results.data["initial"][key] = (init_info | _eval_summary(ev)
+                                        | {"seconds": time.time() - t0})
         results.data["person"][key] = person_info
         results.save()
     init_rate = results.data["initial"][key]["success_rate"]
@@ -146,8 +158,9 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
     mile_counts: dict[int, int] = {}
     for method in cfg.methods:
         if not any(r["iteration"] == 0 for r in results.records(method, seed)):
-            results.add_record(method, seed, {"iteration": 0, "success_rate": init_rate, "interventions": 0,
-                                              "interventions_total": 0, "ticks": 0, "episodes": 0})
+            results.add_record(method, seed, {"iteration": 0, "success_rate": init_rate,
+                                              "interventions": 0, "interventions_total": 0,
+                                              "ticks": 0, "episodes": 0})
         state_path = work / method / f"seed{seed}.pt"
         policy, episodes, start = initial, [], 1
         done_its = [r["iteration"] for r in results.records(method, seed) if r["iteration"] > 0]
@@ -158,7 +171,8 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
         elif done_its:
             done_its = []  # results without the saved state: redo this method for this seed
         if method == "mile":
-            mile_counts = {r["iteration"]: r["interventions"] for r in results.records("mile", seed) if r["iteration"] > 0}
+            mile_counts = {r["iteration"]: r["interventions"]
+                           for r in results.records("mile", seed) if r["iteration"] > 0}
         trainer = MileMethod(cfg.mile) if method == "mile" else None
         for it in range(start, cfg.iterations + 1):
             ran = True
@@ -167,7 +181,8 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
             new_eps = []
             for j in range(cfg.episodes * (10 if target is not None else 1)):
                 ep_seed = seeds_for(seed, 2 + it, 10 * cfg.episodes)[j]
-                new_eps.append(collect_episode(task, policy, person, ep_seed, cfg.initial.frame_stack, [seed, it, j, 5]))
+                new_eps.append(collect_episode(task, policy, person, ep_seed,
+                                               cfg.initial.frame_stack, [seed, it, j, 5]))
                 n_int = sum(int(e["nu"].sum()) for e in new_eps)
                 if target is None and len(new_eps) >= cfg.episodes:
                     break
@@ -176,21 +191,26 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
             episodes = episodes + new_eps
             tt = time.time()
             if method == "mile":
-                policy = trainer.train(policy if it > 1 else None, initial, episodes, demos, task, seed * 1000 + it)
+                policy = trainer.train(policy if it > 1 else None, initial, episodes, demos, task,
+                                       seed * 1000 + it)
             else:
-                policy = BASELINES[method](initial, episodes, demos, cfg.baseline, seed * 1000 + it)
+                policy = BASELINES[method](initial, episodes, demos, cfg.baseline,
+                                           seed * 1000 + it)
             te = time.time()
-            ev = evaluate_policy(cfg.task, _act_fn(policy), eval_seeds, pool=pool, frame_stack=cfg.initial.frame_stack)
+            ev = evaluate_policy(cfg.task, _act_fn(policy), eval_seeds, pool=pool,
+                                 frame_stack=cfg.initial.frame_stack)
             n_new = sum(int(e["nu"].sum()) for e in new_eps)
             if method == "mile":
                 mile_counts[it] = n_new
             rec = {"iteration": it, "success_rate": float(np.mean(ev["success"])),
                    "mean_return": float(np.mean(ev["return"])),
-                   "interventions": n_new, "interventions_total": int(sum(e["nu"].sum() for e in episodes)),
+                   "interventions": n_new,
+                   "interventions_total": int(sum(e["nu"].sum() for e in episodes)),
                    "ticks": int(sum(len(e["nu"]) for e in new_eps)), "episodes": len(new_eps),
                    "intervention_rate": n_new / max(1, sum(len(e["nu"]) for e in new_eps)),
                    "collect_success": float(np.mean([e["success"] for e in new_eps])),
-                   "collect_seconds": tt - tc, "train_seconds": te - tt, "eval_seconds": time.time() - te}
+                   "collect_seconds": tt - tc, "train_seconds": te - tt,
+                   "eval_seconds": time.time() - te}
             state_path.parent.mkdir(parents=True, exist_ok=True)
             buf = io.BytesIO()
             torch.save({"iteration": it, "policy": policy, "episodes": episodes}, buf)

@@ -1,10 +1,13 @@
-"""The benchmark's results file: one JSON, rewritten atomically after every unit of work, so an
-interrupted run resumes where it stopped.
+"""The benchmark's results file.
+
+One JSON, rewritten atomically after every unit of work, so an interrupted run resumes where it
+stopped.
 
     {"format": "mile_ros.bench/1", "config": {...the full configuration...},
      "experts": {...}, "initial": {"<seed>": {...}}, "person": {"<seed>": {...}},
      "methods": {"<method>": {"<seed>": [ {iteration, success_rate, successes, interventions,
-                                           ticks, episodes, eval_return, train_seconds, ...}, ...]}},
+                                           ticks, episodes, eval_return, train_seconds, ...},
+                                          ...]}},
      "timing": {...}}
 """
 from __future__ import annotations
@@ -26,20 +29,22 @@ class ResultsError(ValueError):
 class Results:
     def __init__(self, path: str | os.PathLike, config: dict):
         self.path = Path(path)
-        self.data = {"format": FORMAT, "config": config, "experts": {}, "initial": {}, "person": {},
-                     "methods": {}, "timing": {}}
+        self.data = {"format": FORMAT, "config": config, "experts": {}, "initial": {},
+                     "person": {}, "methods": {}, "timing": {}}
 
     @classmethod
     def open(cls, path, config: dict, resume: bool = True) -> "Results":
-        """A new results file, or the existing one when its configuration matches (resume)."""
+        """Open a new results file, or the existing one when its configuration matches (resume)."""
         r = cls(path, config)
         if resume and r.path.exists():
             old = load_results(r.path)
-            diff = sorted(k for k in set(old["config"]) | set(config) if old["config"].get(k) != config.get(k))
+            diff = sorted(k for k in set(old["config"]) | set(config)
+                          if old["config"].get(k) != config.get(k))
             if not _extends(old["config"], config, diff):
-                raise ResultsError(f"{r.path}: exists with a different configuration ({', '.join(diff)}); "
-                                   "use another --out or --no-resume (more iterations or added methods "
-                                   "extend a run)")
+                raise ResultsError(f"{r.path}: exists with a different configuration "
+                                   f"({', '.join(diff)}); "
+                                   "use another --out or --no-resume (more iterations or added "
+                                   "methods extend a run)")
             old["config"] = config
             r.data = old
         return r
@@ -59,7 +64,9 @@ class Results:
 
 
 def _extends(old: dict, new: dict, diff: list[str]) -> bool:
-    """A run is extended, not changed, by more iterations, methods or training seeds (same
+    """Return whether `new` extends the run of `old` rather than changing it.
+
+    A run is extended, not changed, by more iterations, methods or training seeds (same
     everything else): its records stay valid because every method's episodes depend only on
     (seed, iteration).
     """
@@ -76,7 +83,8 @@ def load_results(path) -> dict:
     except (OSError, json.JSONDecodeError) as e:
         raise ResultsError(f"{p}: cannot read results file ({e})") from e
     if data.get("format") != FORMAT:
-        raise ResultsError(f"{p}: not a mile_ros bench results file (format {data.get('format')!r})")
+        raise ResultsError(f"{p}: not a mile_ros bench results file "
+                           f"(format {data.get('format')!r})")
     return data
 
 
@@ -92,9 +100,10 @@ def mean_se(values) -> tuple[float, float]:
 
 
 def curves(data: dict, key: str = "success_rate") -> dict:
-    """Method -> {iteration: (mean, se, n_seeds)} over the training seeds that reached it."""
+    """Map method -> {iteration: (mean, se, n_seeds)} over the training seeds that reached it."""
     out = {}
-    for method, per_seed in sorted(data["methods"].items(), key=lambda kv: kv[0] != "mile"):  # MILE first
+    # MILE first
+    for method, per_seed in sorted(data["methods"].items(), key=lambda kv: kv[0] != "mile"):
         by_it: dict[int, list] = {}
         for recs in per_seed.values():
             for r in recs:
@@ -104,13 +113,15 @@ def curves(data: dict, key: str = "success_rate") -> dict:
 
 
 def paired_difference(data: dict, method: str, other: str = "mile", key: str = "success_rate"):
-    """Other − method at each seed's last common iteration, paired over the training seeds both
-    ran (they saw the same episode seeds) -> (mean, s.e., n).
+    """Other − method at each seed's last common iteration -> (mean, s.e., n).
+
+    Paired over the training seeds both ran (they saw the same episode seeds).
     """
     a, b = data["methods"].get(other, {}), data["methods"].get(method, {})
     diffs = []
     for seed in set(a) & set(b):
-        ra, rb = {r["iteration"]: r[key] for r in a[seed]}, {r["iteration"]: r[key] for r in b[seed]}
+        ra, rb = ({r["iteration"]: r[key] for r in a[seed]},
+                  {r["iteration"]: r[key] for r in b[seed]})
         common = set(ra) & set(rb)
         if common:
             diffs.append(ra[max(common)] - rb[max(common)])
@@ -118,18 +129,22 @@ def paired_difference(data: dict, method: str, other: str = "mile", key: str = "
 
 
 def summary_table(data: dict, key: str = "success_rate") -> str:
-    """Markdown table: each method's value at iteration 0 (initial), at the last iteration, and the
-    intervention ticks it trained on, mean ± s.e. over training seeds.
+    """Markdown table, mean ± s.e. over training seeds.
+
+    Each method's value at iteration 0 (initial), at the last iteration, and the intervention
+    ticks it trained on.
     """
     cv = curves(data, key)
     ticks = curves(data, "interventions_total")
-    lines = [f"| method | {key} (initial) | {key} (final) | final iteration | intervention ticks | seeds |",
+    lines = [f"| method | {key} (initial) | {key} (final) | final iteration "
+             "| intervention ticks | seeds |",
              "|---|---|---|---|---|---|"]
     for m, c in cv.items():
         last = max(c)
         first = c.get(0, (float("nan"),) * 3)
         t = ticks.get(m, {}).get(last, (float("nan"),) * 3)
-        lines.append(f"| {m} | {_fmt(first)} | {_fmt(c[last])} | {last} | {t[0]:.1f} | {c[last][2]} |")
+        lines.append(f"| {m} | {_fmt(first)} | {_fmt(c[last])} | {last} | {t[0]:.1f} "
+                     f"| {c[last][2]} |")
     return "\n".join(lines)
 
 

@@ -55,10 +55,12 @@ def _bc_targets(data, target, action_spec):
 def train_bc(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
              config: MileConfig | None = None, *, target: str = "a_r",
              init: MileModel | None = None, progress: bool = True) -> MileModel:
-    """Behaviour cloning: fit the policy to `target` actions ("a_r" robot, "a_h" interventions
-    only, "executed" = a_h where nu else a_r), weighted by an optional per-tick "weight".
-    Accepts a list of episode dicts or one dict. The mental model of the result is a copy of
-    the policy; c is None unless config.c is set. Metrics in `model.metrics`.
+    """Fit the policy to `target` actions by behaviour cloning.
+
+    `target`: "a_r" robot, "a_h" interventions only, "executed" = a_h where nu else a_r; the fit
+    is weighted by an optional per-tick "weight". Accepts a list of episode dicts or one dict.
+    The mental model of the result is a copy of the policy; c is None unless config.c is set.
+    Metrics in `model.metrics`.
     """
     config = copy.deepcopy(config or MileConfig()).validate(action_spec)
     seed_everything(config.seed)
@@ -70,7 +72,8 @@ def train_bc(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
     if init is not None:
         _check_compatible(init, obs_spec, action_spec)
     normalizer = init.normalizer if init is not None else Normalizer.fit(data["raw"])
-    net = copy.deepcopy(init.policy) if init is not None else _make_network(obs_spec, action_spec, config)
+    net = (copy.deepcopy(init.policy) if init is not None
+           else _make_network(obs_spec, action_spec, config))
     tensors = _Tensors(data, normalizer, action_spec)
     gen = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

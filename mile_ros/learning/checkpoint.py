@@ -127,7 +127,7 @@ def update_latest(root, checkpoint_dir) -> Path:
 
 
 def resolve_checkpoint(path) -> Path:
-    """A checkpoint directory, or a root holding a `latest` pointer -> the checkpoint dir."""
+    """Map a checkpoint directory, or a root holding a `latest` pointer, to the checkpoint dir."""
     path = Path(path)
     if path.is_dir() and not (path / MANIFEST).exists() and (path / LATEST).is_file():
         name = (path / LATEST).read_text().strip()
@@ -220,7 +220,7 @@ def load_checkpoint(path, expect_obs_spec: ObsSpec | None = None,
 
 
 def checkpoint_to_bytes(path) -> bytes:
-    """The (validated) checkpoint directory as an uncompressed tar in memory."""
+    """Return the (validated) checkpoint directory as an uncompressed tar in memory."""
     path = resolve_checkpoint(path)
     manifest = verify_checkpoint(path)
     buf = io.BytesIO()
@@ -232,6 +232,7 @@ def checkpoint_to_bytes(path) -> bytes:
 
 def checkpoint_from_bytes(data: bytes, dest_root) -> Path:
     """Unpack bytes from `checkpoint_to_bytes` into dest_root (atomically), validate -> path.
+
     If the same checkpoint is already there it is reused.
     """
     dest_root = Path(dest_root)

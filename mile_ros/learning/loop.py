@@ -1,5 +1,7 @@
-"""The generic training loop shared by MILE and BC: episode arrays to tensors, seeding, the
-update budget, early stopping on held-out blocks and the refit on all data.
+"""The generic training loop shared by MILE and BC.
+
+Episode arrays to tensors, seeding, the update budget, early stopping on held-out blocks and the
+refit on all data.
 
   * Update budget scales with data size: clip(epochs * N / batch_size, min_updates, max_updates)
     gradient updates, so a few hundred ticks get many passes and a big data set a few.
@@ -35,7 +37,8 @@ def _make_network(obs_spec, action_spec, config) -> nn.Module:
     if action_spec.continuous:
         return GaussianPolicy(obs_spec.stacked_dim, action_spec.dim, config.hidden,
                               obs_spec.image_shape, config.log_std_bounds)
-    return CategoricalPolicy(obs_spec.stacked_dim, action_spec.n, config.hidden, obs_spec.image_shape)
+    return CategoricalPolicy(obs_spec.stacked_dim, action_spec.n, config.hidden,
+                             obs_spec.image_shape)
 
 
 # ----------------------------------------------------------------------------- data
@@ -45,14 +48,16 @@ def prepare_episodes(episodes, obs_spec: ObsSpec, action_spec: ActionSpec) -> di
         episodes = [episodes]
     if not isinstance(episodes, (list, tuple)) or not episodes:
         raise ValueError("episodes must be a non-empty list of episode dicts")
-    out = {k: [] for k in ("stacked", "raw", "image", "a_r", "a_h", "nu", "weight", "episode", "tick")}
+    out = {k: [] for k in ("stacked", "raw", "image", "a_r", "a_h", "nu", "weight", "episode",
+                           "tick")}
     for i, ep in enumerate(episodes):
         where = f"episodes[{i}]"
         if not isinstance(ep, dict) or "state" not in ep:
             raise ValueError(f"{where} must be a dict with at least 'state'")
         state = np.asarray(ep["state"], dtype=np.float64)
         if state.ndim != 2 or state.shape[1] != obs_spec.state_dim or state.shape[0] == 0:
-            raise ValueError(f"{where}['state'] must have shape [T, {obs_spec.state_dim}], got {state.shape}")
+            raise ValueError(f"{where}['state'] must have shape [T, {obs_spec.state_dim}], "
+                             f"got {state.shape}")
         if not np.isfinite(state).all():
             raise ValueError(f"{where}['state'] contains NaN or inf")
         t = state.shape[0]
@@ -67,7 +72,8 @@ def prepare_episodes(episodes, obs_spec: ObsSpec, action_spec: ActionSpec) -> di
         for key in ("a_r", "a_h"):
             acts[key] = _actions(ep.get(key), t, action_spec, f"{where}['{key}']")
         if not _finite_actions(acts["a_h"], action_spec)[nu].all():
-            raise ValueError(f"{where}['a_h'] must be a valid action on every tick where nu is true")
+            raise ValueError(f"{where}['a_h'] must be a valid action on every tick "
+                             "where nu is true")
         image = ep.get("image")
         if obs_spec.image_shape is not None:
             image = np.asarray(image if image is not None else [], dtype=np.uint8) \
@@ -130,7 +136,8 @@ class _Tensors:
         self.a_h = torch.from_numpy(data["a_h"]).to(dtype)
         self.nu = torch.from_numpy(data["nu"])
         self.weight = torch.from_numpy(data["weight"]).to(torch.float32)
-        self.has_a_r = torch.from_numpy(_finite_actions(data["a_r"], action_spec)).to(torch.float32)
+        self.has_a_r = torch.from_numpy(
+            _finite_actions(data["a_r"], action_spec)).to(torch.float32)
         self.n = self.obs.shape[0]
 
     def obs_at(self, idx):
@@ -159,8 +166,9 @@ def _budget(n_train, config) -> int:
 
 # ----------------------------------------------------------------------------- training loop
 class _Loop:
-    """Adam over the given modules (and optional c), minibatches by index, periodic held-out
-    evaluation with patience. Returns the history and the best update count.
+    """Adam over the given modules (and optional c), minibatches by index.
+
+    Periodic held-out evaluation with patience. Returns the history and the best update count.
     """
 
     def __init__(self, loss_fn, modules, config, gen, c_param=None):

@@ -131,8 +131,9 @@ def _legendre01(n: int = QUAD_NODES) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _dwhere(cond: torch.Tensor, x: torch.Tensor, safe: float, f_true: Callable,
             f_false: Callable) -> torch.Tensor:
-    """where(cond, f_true(x), f_false(x)) with each branch fed only inputs it handles, so no
-    NaN/inf leaks into gradients through the branch not taken.
+    """where(cond, f_true(x), f_false(x)) with each branch fed only inputs it handles.
+
+    So no NaN/inf leaks into gradients through the branch not taken.
     """
     return torch.where(cond, f_true(torch.where(cond, x, safe)),
                        f_false(torch.where(cond, safe, x)))
@@ -164,6 +165,7 @@ def _log_gamma_sf(a: float, y: torch.Tensor) -> torch.Tensor:
 
 def _log_p_both(m: torch.Tensor, beta, dim: int, select: torch.Tensor | None = None):
     """(log p, log(1-p)) for p = E_{T~Gamma(dim/2)}[Phi((m - T)/beta)]; m float64 [...].
+
     With a boolean `select`, only where(select, log p, log(1-p)) (half the work).
     """
     beta64 = beta.to(torch.float64) if torch.is_tensor(beta) else beta
@@ -180,7 +182,8 @@ def _log_p_both(m: torch.Tensor, beta, dim: int, select: torch.Tensor | None = N
     z0 = (m / beta64).clamp(-_PROBIT_CLIP, _PROBIT_CLIP)
     log_phi_z0, log_phi_mz0 = torch.special.log_ndtr(z0), torch.special.log_ndtr(-z0)
     # quantile nodes of Z | Z < z0 (z0 clipped so that Phi(z0) stays representable)
-    z = torch.special.ndtri(u01 * torch.exp(torch.special.log_ndtr(z0.clamp(min=-35.0))).unsqueeze(-1))
+    z = torch.special.ndtri(
+        u01 * torch.exp(torch.special.log_ndtr(z0.clamp(min=-35.0))).unsqueeze(-1))
     y = (m.unsqueeze(-1) - beta64 * z).clamp(min=1e-300)
     log_p = log_phi_z0 + torch.logsumexp(logw + _log_gamma_cdf(a, y), -1)
     log_q = torch.logaddexp(log_phi_mz0,
@@ -189,10 +192,12 @@ def _log_p_both(m: torch.Tensor, beta, dim: int, select: torch.Tensor | None = N
 
 
 def _kc(mu, log_std, mu_hat, log_std_hat) -> torch.Tensor:
-    """Kc = sum_d (sigma_h^2 + (mu_h - mu)^2) / sigma^2, in float64 with the ratio of
-    variances formed in log space.
+    """Kc = sum_d (sigma_h^2 + (mu_h - mu)^2) / sigma^2.
+
+    In float64 with the ratio of variances formed in log space.
     """
-    mu, log_std, mu_hat, log_std_hat = (x.to(torch.float64) for x in (mu, log_std, mu_hat, log_std_hat))
+    mu, log_std, mu_hat, log_std_hat = (x.to(torch.float64)
+                                        for x in (mu, log_std, mu_hat, log_std_hat))
     return (torch.exp(2 * (log_std_hat - log_std))
             + ((mu_hat - mu) * torch.exp(-log_std)) ** 2).sum(-1)
 
@@ -217,8 +222,9 @@ def log_intervention_probability_gaussian(mu, log_std, mu_hat, log_std_hat, c, b
 
 
 def intervention_probability_gaussian(mu, log_std, mu_hat, log_std_hat, c, beta=1.0):
-    """p(nu=1|s) per row for pi = N(mu, exp(log_std)^2), pihat = N(mu_hat, exp(log_std_hat)^2),
-    inputs [B, D]; exact closed form (chi-square quadrature), differentiable in all inputs and
+    """p(nu=1|s) per row for pi = N(mu, exp(log_std)^2), pihat = N(mu_hat, exp(log_std_hat)^2).
+
+    Inputs [B, D]; exact closed form (chi-square quadrature), differentiable in all inputs and
     in c and beta (floats or 0-d tensors). Returns a tensor [B] in the dtype of mu.
     """
     log_p, _ = log_intervention_probability_gaussian(mu, log_std, mu_hat, log_std_hat, c, beta)
@@ -254,11 +260,13 @@ def log_intervention_probability_discrete(policy_logits, mental_logits, c, beta=
 
 
 def intervention_probability_discrete(policy_logits, mental_logits, c, beta=1.0):
-    """p(nu=1|s) = sum_a pi(a) Phi((Delta_a - c)/beta), Delta_a = log pi(a) - E_pihat[log pi];
-    logits [B, K] -> tensor [B].
+    """p(nu=1|s) = sum_a pi(a) Phi((Delta_a - c)/beta), Delta_a = log pi(a) - E_pihat[log pi].
+
+    Logits [B, K] -> tensor [B].
     """
     log_p, _ = log_intervention_probability_discrete(policy_logits, mental_logits, c, beta)
-    return torch.exp(log_p).to(policy_logits.dtype if torch.is_tensor(policy_logits) else torch.float64)
+    return torch.exp(log_p).to(policy_logits.dtype if torch.is_tensor(policy_logits)
+                               else torch.float64)
 
 
 def discrete_log_likelihood(policy_logits, mental_logits, a_h, nu, c, beta=1.0, form="eq3"):
@@ -343,7 +351,8 @@ def gaussian_mile_loss(mu, log_std, mu_hat, log_std_hat, a_h, nu, c, beta=1.0, l
     else:
         mu64, ls64, muh64, lsh64, a64 = (x.to(torch.float64) for x in (mu, log_std, mu_hat,
                                                                        log_std_hat, a_h))
-        # Kc - |z_h|^2 without cancellation: (mu_h - mu)^2 - (a - mu)^2 = (mu_h - a)(mu_h + a - 2mu)
+        # Kc - |z_h|^2 without cancellation:
+        # (mu_h - mu)^2 - (a - mu)^2 = (mu_h - a)(mu_h + a - 2mu)
         delta = 0.5 * ((torch.exp(2 * (lsh64 - ls64))
                         + (muh64 - a64) * (muh64 + a64 - 2 * mu64) * torch.exp(-2 * ls64)).sum(-1))
         beta64 = beta.to(torch.float64) if torch.is_tensor(beta) else beta
@@ -363,8 +372,9 @@ def monte_carlo_intervention_probability_gaussian(mu, log_std, mu_hat, log_std_h
                                                   n_samples=1000, generator=None,
                                                   inner_samples=None, antithetic=False,
                                                   chunk=50000):
-    """Sampling estimate of p(nu=1|s) in the style of public MILE code: inner_samples
-    (default n_samples) a' ~ pihat estimate E_pihat[log pi(a')], n_samples a ~ pi
+    """Estimate p(nu=1|s) by sampling, in the style of public MILE code.
+
+    inner_samples (default n_samples) a' ~ pihat estimate E_pihat[log pi(a')], n_samples a ~ pi
     (reparameterised) average Phi((log pi(a) - E_pihat[log pi] - c)/beta). Test oracle and
     benchmark baseline only. The inner estimate's error is shared by every outer sample, so
     an oracle needs many more inner than outer samples; antithetic=True pairs the inner draws
@@ -375,7 +385,8 @@ def monte_carlo_intervention_probability_gaussian(mu, log_std, mu_hat, log_std_h
     n_samples = int(n_samples)
     inner_samples = n_samples if inner_samples is None else int(inner_samples)
     if n_samples < 1 or inner_samples < 1:
-        raise ValueError(f"n_samples and inner_samples must be >= 1, got {n_samples}, {inner_samples}")
+        raise ValueError("n_samples and inner_samples must be >= 1, "
+                         f"got {n_samples}, {inner_samples}")
     std, std_hat = log_std.exp(), log_std_hat.exp()
 
     def draws(n):
@@ -395,15 +406,17 @@ def monte_carlo_intervention_probability_gaussian(mu, log_std, mu_hat, log_std_h
     for start in range(0, n_samples, chunk):
         n = min(chunk, n_samples - start)
         a = mu + std * draws(n)
-        total = total + torch.special.ndtr((gaussian_log_prob(mu, log_std, a) - inner - c) / beta).sum(0)
+        total = total + torch.special.ndtr((gaussian_log_prob(mu, log_std, a) - inner - c)
+                                           / beta).sum(0)
     return total / n_samples
 
 
 def estimate_c(rate, *, mu=None, log_std=None, mu_hat=None, log_std_hat=None,
                policy_logits=None, mental_logits=None, probability_fn=None, beta=1.0,
                c_hint=None, tol=1e-7) -> float:
-    """The cost c at which the mean predicted p(nu=1|s) over the given states equals `rate`
-    (bisection; p is decreasing in c). Give Gaussian parameters, or logits, or a function
+    """Find the cost c at which the mean predicted p(nu=1|s) over the given states equals `rate`.
+
+    By bisection (p is decreasing in c). Give Gaussian parameters, or logits, or a function
     c -> array of probabilities. `c_hint` (e.g. the previous estimate) speeds up the search.
     """
     rate = _scalar("rate", rate)
@@ -417,7 +430,8 @@ def estimate_c(rate, *, mu=None, log_std=None, mu_hat=None, log_std_hat=None,
             def probability_fn(c):
                 return intervention_probability_gaussian(*args, c, beta)
         elif policy_logits is not None and mental_logits is not None:
-            args = (torch.as_tensor(policy_logits).detach(), torch.as_tensor(mental_logits).detach())
+            args = (torch.as_tensor(policy_logits).detach(),
+                    torch.as_tensor(mental_logits).detach())
 
             def probability_fn(c):
                 return intervention_probability_discrete(*args, c, beta)

@@ -1,5 +1,6 @@
-"""Fit MILE (policy pi and mental model pihat, jointly) from recorded episodes. ROS-free; works in
-a notebook.
+"""Fit MILE (policy pi and mental model pihat, jointly) from recorded episodes.
+
+ROS-free; works in a notebook.
 
 Episode arrays (one dict per episode, T ticks):
     "state": float[T, S]   "a_r": float[T, A] | int[T]   "a_h": same, NaN (or -1) where nu=0
@@ -64,7 +65,8 @@ def _mile_loss(policy, mental, tensors, c, config, action_spec, form):
         if action_spec.continuous:
             mu, ls = policy(obs)
             loss, parts = mile.gaussian_mile_loss(mu, ls, m_out[0], m_out[1], tensors.a_h[idx],
-                                                  tensors.nu[idx], c(), config.beta, config.lam, form)
+                                                  tensors.nu[idx], c(), config.beta, config.lam,
+                                                  form)
         else:
             loss, parts = mile.discrete_mile_loss(policy(obs), m_out, tensors.a_h[idx],
                                                   tensors.nu[idx], c(), config.beta, form)

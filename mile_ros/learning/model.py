@@ -97,7 +97,8 @@ class PolicyRunner:
         state = np.asarray(state, dtype=np.float64).reshape(-1)
         if state.shape[0] != self.model.obs_spec.state_dim:
             raise ValueError(f"state must have {self.model.obs_spec.state_dim} values "
-                             f"({', '.join(self.model.obs_spec.state_names)}), got {state.shape[0]}")
+                             f"({', '.join(self.model.obs_spec.state_names)}), "
+                             f"got {state.shape[0]}")
         return self._stacker.step(state)
 
     def step(self, state, image=None, deterministic: bool = True):

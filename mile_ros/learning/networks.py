@@ -1,5 +1,7 @@
-"""Policy networks for MILE: a Gaussian policy whose mean lies in the [-1, 1] action box, a
-categorical policy, and an optional small CNN for camera images (uint8 HxWx3, 64-96 px).
+"""Policy networks for MILE.
+
+A Gaussian policy whose mean lies in the [-1, 1] action box, a categorical policy, and an
+optional small CNN for camera images (uint8 HxWx3, 64-96 px).
 
 Inputs are either a state tensor [B, S] (already normalised and frame-stacked) or a dict
 {"state": [B, S], "image": uint8 [B, H, W, 3]}; the image features are concatenated with the
@@ -34,7 +36,8 @@ class ImageEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if image.dim() != 4 or tuple(image.shape[1:]) != self.image_shape:
-            raise ValueError(f"image must have shape [B, {', '.join(map(str, self.image_shape))}], "
+            raise ValueError("image must have shape "
+                             f"[B, {', '.join(map(str, self.image_shape))}], "
                              f"got {tuple(image.shape)}")
         x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0 - 0.5
         return self.conv(x)
@@ -75,8 +78,10 @@ class _Trunk(nn.Module):
 
 
 class GaussianPolicy(nn.Module):
-    """pi(a|s) = N(mu, diag exp(log_std)^2) with mu = tanh(.) in [-1, 1] and log_std squashed
-    into `log_std_bounds`. forward(obs) -> (mu [B, A], log_std [B, A]).
+    """pi(a|s) = N(mu, diag exp(log_std)^2).
+
+    With mu = tanh(.) in [-1, 1] and log_std squashed into `log_std_bounds`.
+    forward(obs) -> (mu [B, A], log_std [B, A]).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden=(256, 256), image_shape=None,
@@ -86,10 +91,12 @@ class GaussianPolicy(nn.Module):
             raise ValueError(f"act_dim must be >= 1, got {act_dim}")
         lo, hi = (float(v) for v in log_std_bounds)
         if not lo < hi:
-            raise ValueError(f"log_std_bounds must be (low, high) with low < high, got {log_std_bounds}")
+            raise ValueError("log_std_bounds must be (low, high) with low < high, "
+                             f"got {log_std_bounds}")
         self.init_kwargs = {"obs_dim": int(obs_dim), "act_dim": int(act_dim),
                             "hidden": [int(h) for h in hidden],
-                            "image_shape": None if image_shape is None else [int(v) for v in image_shape],
+                            "image_shape": (None if image_shape is None
+                                            else [int(v) for v in image_shape]),
                             "log_std_bounds": [lo, hi]}
         self.trunk = _Trunk(obs_dim, hidden, image_shape)
         self.head = nn.Linear(self.trunk.out_dim, 2 * int(act_dim))
@@ -110,7 +117,8 @@ class CategoricalPolicy(nn.Module):
             raise ValueError(f"n_actions must be >= 2, got {n_actions}")
         self.init_kwargs = {"obs_dim": int(obs_dim), "n_actions": int(n_actions),
                             "hidden": [int(h) for h in hidden],
-                            "image_shape": None if image_shape is None else [int(v) for v in image_shape]}
+                            "image_shape": (None if image_shape is None
+                                            else [int(v) for v in image_shape])}
         self.trunk = _Trunk(obs_dim, hidden, image_shape)
         self.head = nn.Linear(self.trunk.out_dim, int(n_actions))
         self.n_actions = int(n_actions)

@@ -24,7 +24,7 @@ class ObservationError(ValueError):
 
 
 def obs_spec(state_names: Sequence[str], image_size: int | None = None):
-    """The learning core's ObsSpec for state (image_size None) or image observations."""
+    """Return the learning core's ObsSpec for state (image_size None) or image observations."""
     from mile_ros.learning.specs import ObsSpec
 
     if image_size is None:
@@ -44,7 +44,10 @@ def action_spec(action_names: Sequence[str]):
 
 
 def episode_arrays(episode, spec) -> dict:
-    """One EpisodeData -> the core's episode dict for `spec` (see mile_ros.learning.loop.prepare_episodes)."""
+    """One EpisodeData -> the core's episode dict for `spec`.
+
+    See mile_ros.learning.loop.prepare_episodes.
+    """
     index = {n: i for i, n in enumerate(episode.state_names)}
     missing = [n for n in spec.state_names if n not in index]
     if missing:

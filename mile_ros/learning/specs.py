@@ -60,8 +60,10 @@ class ObsSpec:
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """Actions: kind "continuous" (one name per dimension, values in [-1, 1]) or "discrete"
-    (n classes; names: one label for the action variable or one per class).
+    """Actions: kind "continuous" or "discrete".
+
+    "continuous": one name per dimension, values in [-1, 1]. "discrete": n classes; names: one
+    label for the action variable or one per class.
     """
 
     names: tuple
@@ -79,10 +81,12 @@ class ActionSpec:
             if self.n is None or int(self.n) < 2:
                 raise ValueError(f"a discrete ActionSpec needs n >= 2 classes, got n={self.n}")
             if len(names) not in (1, int(self.n)):
-                raise ValueError(f"discrete action names must be 1 label or {self.n}, got {len(names)}")
+                raise ValueError(f"discrete action names must be 1 label or {self.n}, "
+                                 f"got {len(names)}")
             object.__setattr__(self, "n", int(self.n))
         elif self.n not in (None, len(names)):
-            raise ValueError(f"continuous action n must be None or len(names)={len(names)}, got {self.n}")
+            raise ValueError(f"continuous action n must be None or len(names)={len(names)}, "
+                             f"got {self.n}")
         else:
             object.__setattr__(self, "n", None)
 

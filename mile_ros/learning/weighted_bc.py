@@ -1,5 +1,7 @@
-"""Small policies for the benchmark (initial policies, mental models, baselines), with the same
-reading interface as mile_ros.learning.model.MileModel: .act(), .action_distribution().
+"""Small policies for the benchmark (initial policies, mental models, baselines).
+
+With the same reading interface as mile_ros.learning.model.MileModel: .act(),
+.action_distribution().
 
 A BenchPolicy is an MLP on normalised stacked observations: Gaussian (mean bounded to [-1,1] by
 tanh; one learned log-std per action dimension, shared by all states, clamped to [-5, 1]) or
@@ -16,7 +18,8 @@ import torch
 from torch import nn
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 1.0
-STD_FLOOR = 0.05  # observation normaliser: dimensions that barely vary in the data are not blown up
+# observation normaliser: dimensions that barely vary in the data are not blown up
+STD_FLOOR = 0.05
 
 
 class BenchPolicy(nn.Module):
@@ -24,7 +27,8 @@ class BenchPolicy(nn.Module):
         super().__init__()
         if kind not in ("continuous", "discrete"):
             raise ValueError(f"policy kind must be 'continuous' or 'discrete', got {kind!r}")
-        self.obs_dim, self.act_dim, self.kind, self.hidden = int(obs_dim), int(act_dim), kind, tuple(hidden)
+        self.obs_dim, self.act_dim, self.kind, self.hidden = (int(obs_dim), int(act_dim), kind,
+                                                              tuple(hidden))
         layers, d = [], self.obs_dim
         for h in self.hidden:
             layers += [nn.Linear(d, h), nn.ReLU()]
@@ -39,7 +43,8 @@ class BenchPolicy(nn.Module):
     def set_normalizer(self, obs: np.ndarray) -> None:
         o = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
         self.obs_mean.copy_(o.mean(0))
-        self.obs_std.copy_(o.std(0).clamp_min(STD_FLOOR) if len(o) > 1 else torch.ones(self.obs_dim))
+        self.obs_std.copy_(o.std(0).clamp_min(STD_FLOOR) if len(o) > 1
+                           else torch.ones(self.obs_dim))
 
     def forward(self, obs: torch.Tensor):
         out = self.head(self.body((obs - self.obs_mean) / self.obs_std))
@@ -49,7 +54,8 @@ class BenchPolicy(nn.Module):
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         if self.kind == "discrete":
-            return torch.log_softmax(self(obs), -1).gather(-1, actions.long().view(-1, 1)).squeeze(-1)
+            return torch.log_softmax(self(obs), -1).gather(
+                -1, actions.long().view(-1, 1)).squeeze(-1)
         mu, log_std = self(obs)
         z = (actions - mu) / log_std.exp()
         return (-0.5 * z ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
@@ -75,7 +81,9 @@ class BenchPolicy(nn.Module):
                 a = (p.cumsum(-1) < u).sum(-1)
         else:
             mu, log_std = d
-            a = mu if deterministic else np.clip(mu + np.exp(log_std) * (rng or np.random.default_rng()).standard_normal(mu.shape), -1, 1)
+            a = mu if deterministic else np.clip(
+                mu + np.exp(log_std) * (rng or np.random.default_rng()).standard_normal(mu.shape),
+                -1, 1)
         return a[0] if single else a
 
     def save(self, path) -> None:
@@ -93,14 +101,17 @@ class BenchPolicy(nn.Module):
         return copy.deepcopy(self)
 
 
-def fit_weighted(policy: BenchPolicy, obs, actions, weights=None, steps: int = 1000, batch_size: int = 256,
-                 lr: float = 1e-3, seed: int = 0, weight_decay: float = 0.0) -> dict:
-    """Weighted maximum likelihood: minimise -sum_i w_i log pi(a_i|s_i) / sum_i w_i by Adam over
-    `steps` minibatches drawn with probability proportional to w (an unbiased, low-variance form of
-    the weighted loss). Samples with w=0 are never drawn.
+def fit_weighted(policy: BenchPolicy, obs, actions, weights=None, steps: int = 1000,
+                 batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
+                 weight_decay: float = 0.0) -> dict:
+    """Weighted maximum likelihood: minimise -sum_i w_i log pi(a_i|s_i) / sum_i w_i.
+
+    Minimised by Adam over `steps` minibatches drawn with probability proportional to w (an
+    unbiased, low-variance form of the weighted loss). Samples with w=0 are never drawn.
     """
     obs = torch.as_tensor(np.asarray(obs, dtype=np.float32))
-    act = torch.as_tensor(np.asarray(actions, dtype=np.int64 if policy.kind == "discrete" else np.float32))
+    act = torch.as_tensor(np.asarray(actions, dtype=np.int64 if policy.kind == "discrete"
+                                     else np.float32))
     w = np.ones(len(obs)) if weights is None else np.asarray(weights, dtype=np.float64)
     if len(obs) == 0 or w.sum() <= 0:
         return {"steps": 0, "loss": float("nan")}
@@ -109,7 +120,8 @@ def fit_weighted(policy: BenchPolicy, obs, actions, weights=None, steps: int = 1
     opt = torch.optim.Adam(policy.parameters(), lr=lr, weight_decay=weight_decay)
     loss = torch.tensor(float("nan"))
     for _ in range(int(steps)):
-        idx = torch.multinomial(probs, min(batch_size, max(len(obs), 32)), replacement=True, generator=g)
+        idx = torch.multinomial(probs, min(batch_size, max(len(obs), 32)), replacement=True,
+                                generator=g)
         loss = -policy.log_prob(obs[idx], act[idx]).mean()
         opt.zero_grad()
         loss.backward()
@@ -117,6 +129,7 @@ def fit_weighted(policy: BenchPolicy, obs, actions, weights=None, steps: int = 1
     return {"steps": int(steps), "loss": float(loss.detach())}
 
 
-def bc_steps(n_samples: int, epochs: float = 30.0, batch_size: int = 256, lo: int = 300, hi: int = 3000) -> int:
+def bc_steps(n_samples: int, epochs: float = 30.0, batch_size: int = 256, lo: int = 300,
+             hi: int = 3000) -> int:
     """Gradient steps for a data set of n samples: ~`epochs` passes, clipped to [lo, hi]."""
     return int(np.clip(epochs * n_samples / batch_size, lo, hi))

@@ -1,7 +1,8 @@
 """Experts as probability distributions, so the simulated person's probit model has log-probs.
 
-- Continuous (Meta-World scripted policies, the WidowX scripted expert): pi*(a|s) = N(mu(s), sigma^2 I)
-  with mu(s) the scripted action clipped to the action box and a fixed, configurable sigma.
+- Continuous (Meta-World scripted policies, the WidowX scripted expert):
+  pi*(a|s) = N(mu(s), sigma^2 I) with mu(s) the scripted action clipped to the action box and a
+  fixed, configurable sigma.
   The expert's action when it intervenes is mu(s) itself.
 - LunarLander: gymnasium's heuristic lander turned into a Boltzmann distribution. The heuristic
   compares two control errors (hover_todo, angle_todo) with thresholds; each action gets the score
@@ -42,7 +43,7 @@ class GaussianScriptedExpert:
 
 
 def lunar_lander_scores(s: np.ndarray) -> np.ndarray:
-    """The heuristic's control errors as per-action scores [noop, left, main, right]."""
+    """Return the heuristic's control errors as per-action scores [noop, left, main, right]."""
     angle_targ = np.clip(s[0] * 0.5 + s[2] * 1.0, -ANGLE_LIMIT, ANGLE_LIMIT)
     hover_targ = 0.55 * abs(s[0])
     angle_todo = (angle_targ - s[4]) * 0.5 - s[5] * 1.0

@@ -1,5 +1,6 @@
-"""The initial policy and the simulated person of a (task, training seed), built by the benchmark
-itself, deterministic per seed and cached on disk.
+"""The initial policy and the simulated person of a (task, training seed).
+
+Built by the benchmark itself, deterministic per seed and cached on disk.
 
 - Initial policy: BC on a few noisy expert demonstrations (continuous: Gaussian noise on the
   executed action; discrete: epsilon-random executed action; labels are the executed actions), so
@@ -47,20 +48,23 @@ class InitialConfig:
     frame_stack: int = FRAME_STACK
     mental_rollouts: int = 10          # rollouts of the initial policy for the mental model
     target_rate: float = 0.25          # person: target intervention rate (fraction of ticks)
-    closed_loop_episodes: int = 5      # episodes per closed-loop calibration step (0: open loop only)
+    closed_loop_episodes: int = 5      # episodes per closed-loop calibration step
+                                       # (0: open loop only)
     beta: float = 1.0
     c: float | None = None             # fixed c instead of calibrating
     task: TaskOptions = field(default_factory=TaskOptions)
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("MILE_ROS_BENCH_CACHE", Path.home() / ".cache" / "mile_ros" / "bench"))
+    return Path(os.environ.get("MILE_ROS_BENCH_CACHE",
+                               Path.home() / ".cache" / "mile_ros" / "bench"))
 
 
 CACHE_VERSION = 3  # bump when what is cached changes meaning
 
 
-INITIAL_FIELDS = ("n_demos", "demo_noise", "demo_epsilon", "hidden", "bc_epochs", "frame_stack", "task")
+INITIAL_FIELDS = ("n_demos", "demo_noise", "demo_epsilon", "hidden", "bc_epochs", "frame_stack",
+                  "task")
 
 
 def _key(task_name: str, seed: int, cfg: InitialConfig, what: str) -> str:
@@ -68,15 +72,20 @@ def _key(task_name: str, seed: int, cfg: InitialConfig, what: str) -> str:
     if what == "initial":  # the person's settings do not change the initial policy
         d = {k: d[k] for k in INITIAL_FIELDS}
     blob = json.dumps([CACHE_VERSION, what, task_name, seed, d], sort_keys=True, default=str)
-    return f"{task_name.replace('/', '_')}-s{seed}-{what}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    return (f"{task_name.replace('/', '_')}-s{seed}-{what}-"
+            f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}")
 
 
 def seeds_for(seed: int, stream: int, n: int) -> list[int]:
-    """Disjoint per-purpose episode seeds: demos (1), mental rollouts (2), collection (2 + iteration), c calibration (99)."""
+    """Disjoint per-purpose episode seeds.
+
+    Demos (1), mental rollouts (2), collection (2 + iteration), c calibration (99).
+    """
     return [1_000_000 * stream + 10_000 * int(seed) + i for i in range(n)]
 
 
-def rollout(task, act_fn, seed: int, frame_stack: int = FRAME_STACK, max_steps: int | None = None) -> dict:
+def rollout(task, act_fn, seed: int, frame_stack: int = FRAME_STACK,
+            max_steps: int | None = None) -> dict:
     """One episode with `act_fn(stacked_obs, raw_obs, t) -> (executed_action, label_action)`."""
     stacker = FrameStacker(frame_stack)
     obs = task.reset(seed)
@@ -91,8 +100,8 @@ def rollout(task, act_fn, seed: int, frame_stack: int = FRAME_STACK, max_steps: 
         ret += r
         if done:
             break
-    return {"state": np.asarray(states), "action": np.asarray(labels), "success": bool(info["success"]),
-            "return": ret}
+    return {"state": np.asarray(states), "action": np.asarray(labels),
+            "success": bool(info["success"]), "return": ret}
 
 
 def collect_demos(task, n: int, cfg: InitialConfig, seed: int) -> list[dict]:
@@ -149,8 +158,12 @@ def build_initial_policy(task_name: str, seed: int, cfg: InitialConfig | None = 
     return _cached(path, build)
 
 
-def demos_for(task_name: str, seed: int, cfg: InitialConfig | None = None, task=None) -> list[dict]:
-    """The initial policy's demonstrations again (deterministic), for methods that aggregate them."""
+def demos_for(task_name: str, seed: int, cfg: InitialConfig | None = None,
+              task=None) -> list[dict]:
+    """Return the initial policy's demonstrations again (deterministic).
+
+    For methods that aggregate them.
+    """
     cfg = cfg or InitialConfig()
     t = task or make_task(task_name, seed=seed, options=cfg.task)
     return collect_demos(t, cfg.n_demos or DEFAULT_DEMOS.get(task_name, 3), cfg, seed)
@@ -158,7 +171,10 @@ def demos_for(task_name: str, seed: int, cfg: InitialConfig | None = None, task=
 
 def build_person(task_name: str, seed: int, initial: BenchPolicy, cfg: InitialConfig | None = None,
                  cache_dir=None, task=None):
-    """-> (SimulatedPerson, info {c, c_open_loop, open_loop_rate, closed_loop_rate, ...}) for (task, seed)."""
+    """Build the simulated person for (task, seed).
+
+    -> (SimulatedPerson, info {c, c_open_loop, open_loop_rate, closed_loop_rate, ...}).
+    """
     cfg = cfg or InitialConfig()
     t = task or make_task(task_name, seed=seed, options=cfg.task)
 
@@ -176,10 +192,12 @@ def build_person(task_name: str, seed: int, initial: BenchPolicy, cfg: InitialCo
         closed_rate = None
         if cfg.c is None and cfg.closed_loop_episodes > 0:
             person = SimulatedPerson(t.expert, mental, c, cfg.beta, seed=seed, state_dim=t.obs_dim)
-            c, closed_rate = calibrate_c_closed_loop(t, initial, person, seeds_for(seed, 99, cfg.closed_loop_episodes),
-                                                     cfg.target_rate, cfg.frame_stack)
+            c, closed_rate = calibrate_c_closed_loop(
+                t, initial, person, seeds_for(seed, 99, cfg.closed_loop_episodes),
+                cfg.target_rate, cfg.frame_stack)
         return mental, info | {"c": float(c), "closed_loop_rate": closed_rate}
     path = Path(cache_dir or default_cache_dir()) / _key(task_name, seed, cfg, "person")
     mental, info = _cached(path, build)
-    person = SimulatedPerson(t.expert, mental, info["c"], info["beta"], seed=seed, state_dim=t.obs_dim)
+    person = SimulatedPerson(t.expert, mental, info["c"], info["beta"], seed=seed,
+                             state_dim=t.obs_dim)
     return person, info

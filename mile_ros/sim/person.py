@@ -35,7 +35,8 @@ def _chi2_grid(dof: int, n: int = N_QUANTILES) -> np.ndarray:
 def gaussian_kc(mu, log_std, mu_hat, log_std_hat) -> np.ndarray:
     """Kc = sum_d (sigma_hat^2 + (mu_hat - mu)^2) / sigma^2, per row ([B,D] inputs -> [B])."""
     var = np.exp(2 * np.asarray(log_std))
-    return np.sum((np.exp(2 * np.asarray(log_std_hat)) + (np.asarray(mu_hat) - mu) ** 2) / var, axis=-1)
+    return np.sum((np.exp(2 * np.asarray(log_std_hat)) + (np.asarray(mu_hat) - mu) ** 2) / var,
+                  axis=-1)
 
 
 def probit_gaussian(kc: np.ndarray, dof: int, c: float, beta: float = 1.0) -> np.ndarray:
@@ -62,8 +63,9 @@ def _log_softmax(z):
 
 
 class ProbitStats:
-    """The c-independent part of the probit model at a batch of states, so that p(c) is cheap to
-    evaluate for many c (calibration) or once per tick (decisions).
+    """The c-independent part of the probit model at a batch of states.
+
+    So that p(c) is cheap to evaluate for many c (calibration) or once per tick (decisions).
     """
 
     def __init__(self, expert_infos: list[ExpertInfo], mental_dist):
@@ -76,7 +78,8 @@ class ProbitStats:
             mu = np.stack([e.mean for e in expert_infos])
             ls = np.stack([e.log_std for e in expert_infos])
             mu_hat, ls_hat = mental_dist
-            self.kc = gaussian_kc(mu, ls, np.asarray(mu_hat).reshape(mu.shape), np.asarray(ls_hat).reshape(mu.shape))
+            self.kc = gaussian_kc(mu, ls, np.asarray(mu_hat).reshape(mu.shape),
+                                  np.asarray(ls_hat).reshape(mu.shape))
             self.dof = mu.shape[-1]
 
     def p(self, c: float, beta: float = 1.0) -> np.ndarray:
@@ -87,7 +90,8 @@ class ProbitStats:
 
 def mental_distribution(mental_model, stacked_obs):
     """(mu, log_std) or logits of the mental model at [B, k*S] stacked observations."""
-    return mental_model.action_distribution(np.atleast_2d(np.asarray(stacked_obs, dtype=np.float32)))
+    return mental_model.action_distribution(
+        np.atleast_2d(np.asarray(stacked_obs, dtype=np.float32)))
 
 
 class SimulatedPerson:
@@ -126,9 +130,11 @@ class SimulatedPerson:
         return nu, (expert_info.action if nu else None), p
 
 
-def calibrate_c(stats: ProbitStats, target_rate: float, beta: float = 1.0, tol: float = 1e-4) -> float:
-    """The c at which the mean intervention probability over the states in `stats` equals
-    `target_rate` (p decreases monotonically in c; bisection).
+def calibrate_c(stats: ProbitStats, target_rate: float, beta: float = 1.0,
+                tol: float = 1e-4) -> float:
+    """Find the c at which the mean intervention probability equals `target_rate`.
+
+    The mean is over the states in `stats` (p decreases monotonically in c; bisection).
     """
     if not 0.0 < target_rate < 1.0:
         raise ValueError(f"target intervention rate must be in (0, 1), got {target_rate}")
@@ -176,19 +182,25 @@ def collect_episode(task, policy, person, seed: int, frame_stack: int, person_se
 
 
 def closed_loop_rate(task, policy, person, seeds, frame_stack: int = FRAME_STACK) -> float:
-    """Fraction of ticks with an intervention when `policy` runs under `person` on `seeds`
-    (the person's random stream fixed per episode, so rates for different c are comparable).
+    """Fraction of ticks with an intervention when `policy` runs under `person` on `seeds`.
+
+    The person's random stream is fixed per episode, so rates for different c are comparable.
     """
     eps = [collect_episode(task, policy, person, s, frame_stack, [s, 99]) for s in seeds]
     return float(sum(e["nu"].sum() for e in eps) / sum(len(e["nu"]) for e in eps))
 
 
-def calibrate_c_closed_loop(task, policy, person, seeds, target_rate: float, frame_stack: int = FRAME_STACK,
+def calibrate_c_closed_loop(task, policy, person, seeds, target_rate: float,
+                            frame_stack: int = FRAME_STACK,
                             rounds: int = 8) -> tuple[float, float]:
-    """Refine person.c so that the intervention rate *in closed loop* (interventions change the
-    states that follow) is close to `target_rate`: bracket, then bisect. -> (c, achieved rate).
+    """Refine person.c so that the intervention rate *in closed loop* is close to `target_rate`.
+
+    (Interventions change the states that follow.) Bracket, then bisect. -> (c, achieved rate).
     """
-    rate = lambda c: (setattr(person, "c", c), closed_loop_rate(task, policy, person, seeds, frame_stack))[1]
+    def rate(c):
+        return (setattr(person, "c", c),
+                closed_loop_rate(task, policy, person, seeds, frame_stack))[1]
+
     c0 = person.c
     r0 = rate(c0)
     step = max(1.0, abs(c0)) * 0.25

@@ -1,6 +1,7 @@
-"""The simulated person's hands on the controller (ROS-free): the person built for the simulated
-WidowX, and `JoyPlayer`, which turns its per-tick decisions into the Joy messages a person
-pressing the takeover button and moving the sticks would produce.
+"""The simulated person's hands on the controller (ROS-free).
+
+The person built for the simulated WidowX, and `JoyPlayer`, which turns its per-tick decisions
+into the Joy messages a person pressing the takeover button and moving the sticks would produce.
 """
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ TASK = "widowx"
 
 
 def build_person(p: dict):
-    """(SimulatedPerson, info, task state names, frame_stack) for the sim_human parameters `p`:
-    the WidowX task's initial policy and the person calibrated on it (both cached per seed).
+    """(SimulatedPerson, info, task state names, frame_stack) for the sim_human parameters `p`.
+
+    The WidowX task's initial policy and the person calibrated on it (both cached per seed).
     """
     from mile_ros.sim.initial import InitialConfig, build_initial_policy
     from mile_ros.sim.initial import build_person as calibrated_person
@@ -30,8 +32,10 @@ def build_person(p: dict):
 
 
 class JoyPlayer:
-    """The hands on the controller: turns decisions into Joy messages (axes, buttons) the way a
-    person presses buttons, one decision per tick. ROS-free.
+    """The hands on the controller.
+
+    Turns decisions into Joy messages (axes, buttons) the way a person presses buttons, one
+    decision per tick. ROS-free.
     """
 
     def __init__(self, joy_map, mode: str, n_axes: int, n_buttons: int):
@@ -42,7 +46,8 @@ class JoyPlayer:
 
     def _joy(self, action, press: bool):
         self.button_down = press
-        return self.map.joy_for(action, ("takeover",) if press else (), self.n_axes, self.n_buttons)
+        return self.map.joy_for(action, ("takeover",) if press else (), self.n_axes,
+                                self.n_buttons)
 
     def tick(self, nu: bool, a_h) -> list[tuple[list[float], list[int]]]:
         """Joy messages (in order) for this tick's decision; the last one is the tick's state."""
@@ -60,6 +65,9 @@ class JoyPlayer:
         return out
 
     def idle(self):
-        """The controller at rest (sticks centred, nothing pressed unless holding a takeover)."""
+        """Return the controller at rest.
+
+        Sticks centred, nothing pressed unless holding a takeover.
+        """
         return self.map.joy_for(None, ("takeover",) if self.button_down else (),
                                 self.n_axes, self.n_buttons)

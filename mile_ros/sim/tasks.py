@@ -1,12 +1,14 @@
-"""Every simulated task behind one small adapter: Meta-World v3 (goal-observable), LunarLander-v3,
-the simulated WidowX, and two toy tasks for fast tests.
+"""Every simulated task behind one small adapter.
+
+Meta-World v3 (goal-observable), LunarLander-v3, the simulated WidowX, and two toy tasks for fast
+tests.
 
 Every task looks the same to the rest of the benchmark:
 
     task = make_task("metaworld/drawer-open", seed=0)
-    obs = task.reset(seed=123)                 # float64[S]
-    obs, reward, done, info = task.step(a)     # info["success"] is the episode's verdict once done
-    e = task.expert(obs)                       # ExpertInfo: the expert as a distribution + its action
+    obs = task.reset(seed=123)              # float64[S]
+    obs, reward, done, info = task.step(a)  # info["success"] is the episode's verdict once done
+    e = task.expert(obs)                    # ExpertInfo: the expert as a distribution + its action
 
 Observations are stacked by `mile_ros.learning.specs` (`FrameStacker` online, `stack_frames` for
 a whole episode): the current state first, then the previous three.
@@ -52,7 +54,10 @@ def valid_task_names() -> list[str]:
 
 
 def canonical_task_name(name: str) -> str:
-    """'metaworld/drawer-open-v3', 'LunarLander-v3', ... -> the canonical name, or UnknownNameError."""
+    """Map a task name to its canonical name, or raise UnknownNameError.
+
+    E.g. 'metaworld/drawer-open-v3', 'LunarLander-v3', ... -> the canonical name.
+    """
     n = name.strip()
     if n in EXTRA_TASKS:
         return n
@@ -62,7 +67,8 @@ def canonical_task_name(name: str) -> str:
     if low in ("widowx", "sim/widowx"):
         return "widowx"
     if low.startswith("metaworld/"):
-        n = "metaworld/" + low[len("metaworld/"):].removesuffix("-goal-observable").removesuffix("-v3")
+        n = "metaworld/" + (low[len("metaworld/"):].removesuffix("-goal-observable")
+                            .removesuffix("-v3"))
     valid = valid_task_names()
     if n not in valid:
         raise UnknownNameError(f"unknown task '{name}'; valid tasks: {', '.join(valid)}")
@@ -88,6 +94,7 @@ class BenchTask:
 
 class MetaWorldTask(BenchTask):
     """A goal-observable Meta-World v3 task; the episode ends at success or after `max_steps`.
+
     Each reset seed draws its own object/goal positions (seeded, so evaluation seeds are fixed).
     """
 
@@ -135,7 +142,10 @@ class MetaWorldTask(BenchTask):
 
 
 class LunarLanderTask(BenchTask):
-    """LunarLander-v3, 4 discrete actions; an episode counts as a success when its return >= 200."""
+    """LunarLander-v3, 4 discrete actions.
+
+    An episode counts as a success when its return >= 200.
+    """
 
     kind = "discrete"
 
@@ -158,7 +168,8 @@ class LunarLanderTask(BenchTask):
         obs, reward, terminated, truncated, _ = self._env.step(int(action))
         self._return += float(reward)
         done = bool(terminated or truncated)
-        info = {"success": done and self._return >= SUCCESS_RETURN_LUNARLANDER, "return": self._return}
+        info = {"success": done and self._return >= SUCCESS_RETURN_LUNARLANDER,
+                "return": self._return}
         return np.asarray(obs, dtype=np.float64), float(reward), done, info
 
     def expert(self, obs):
@@ -169,17 +180,21 @@ class LunarLanderTask(BenchTask):
 
 
 class WidowXBenchTask(BenchTask):
-    """mile_ros.sim.widowx.WidowXTask through the same adapter; its scripted expert (privileged
-    state) becomes a Gaussian with fixed sigma like the Meta-World ones.
+    """mile_ros.sim.widowx.WidowXTask through the same adapter.
+
+    Its scripted expert (privileged state) becomes a Gaussian with fixed sigma like the Meta-World
+    ones.
     """
 
     kind = "continuous"
 
-    def __init__(self, seed: int = 0, max_steps: int | None = None, expert_sigma: float = 0.1, **kwargs):
+    def __init__(self, seed: int = 0, max_steps: int | None = None, expert_sigma: float = 0.1,
+                 **kwargs):
         from mile_ros.sim.widowx import WidowXTask
         self.name = "widowx"
         self._env = WidowXTask(seed=seed, **kwargs)
-        self._expert = GaussianScriptedExpert(lambda _obs: self._env.expert_action(), sigma=expert_sigma)
+        self._expert = GaussianScriptedExpert(lambda _obs: self._env.expert_action(),
+                                              sigma=expert_sigma)
         self.state_names = list(self._env.observation_names)
         self.action_names = list(self._env.action_names)
         self.obs_dim, self.act_dim = len(self.state_names), len(self.action_names)
@@ -192,7 +207,8 @@ class WidowXBenchTask(BenchTask):
         return np.asarray(obs, dtype=np.float64)
 
     def step(self, action):
-        obs, reward, terminated, truncated, info = self._env.step(np.clip(np.asarray(action, float), -1, 1))
+        obs, reward, terminated, truncated, info = self._env.step(
+            np.clip(np.asarray(action, float), -1, 1))
         self._t += 1
         success = bool(info.get("success", False))
         done = success or bool(terminated or truncated) or self._t >= self.max_steps
@@ -221,7 +237,8 @@ def make_task(name: str, seed: int = 0, options: TaskOptions | None = None) -> B
     if n in EXTRA_TASKS:
         return EXTRA_TASKS[n](seed, o)
     if n == "lunarlander":
-        return LunarLanderTask(seed, o.max_steps or DEFAULT_MAX_STEPS["lunarlander"], o.expert_temperature)
+        return LunarLanderTask(seed, o.max_steps or DEFAULT_MAX_STEPS["lunarlander"],
+                               o.expert_temperature)
     if n == "widowx":
         return WidowXBenchTask(seed, o.max_steps, o.expert_sigma)
     return MetaWorldTask(n.split("/", 1)[1], seed, o.max_steps or DEFAULT_MAX_STEPS["metaworld"],
@@ -229,13 +246,17 @@ def make_task(name: str, seed: int = 0, options: TaskOptions | None = None) -> B
 
 
 def evaluate_policy(task_name: str, policy_fn, seeds, options: TaskOptions | None = None,
-                    frame_stack: int = FRAME_STACK, n_envs: int = 10, pool: list[BenchTask] | None = None) -> dict:
-    """Run `policy_fn(stacked_obs[B, k*S]) -> actions[B]` (no person) on every seed, `n_envs` episodes
-    in lockstep so the policy runs batched. Returns per-seed success, return and length lists.
+                    frame_stack: int = FRAME_STACK, n_envs: int = 10,
+                    pool: list[BenchTask] | None = None) -> dict:
+    """Run `policy_fn(stacked_obs[B, k*S]) -> actions[B]` (no person) on every seed.
+
+    `n_envs` episodes in lockstep so the policy runs batched. Returns per-seed success, return and
+    length lists.
     """
     seeds = [int(s) for s in seeds]
     own = pool is None
-    pool = pool or [make_task(task_name, seed=i, options=options) for i in range(min(n_envs, len(seeds)))]
+    pool = pool or [make_task(task_name, seed=i, options=options)
+                    for i in range(min(n_envs, len(seeds)))]
     out = {"seeds": seeds, "success": [], "return": [], "length": []}
     try:
         for start in range(0, len(seeds), len(pool)):
@@ -244,7 +265,8 @@ def evaluate_policy(task_name: str, policy_fn, seeds, options: TaskOptions | Non
             stackers = [FrameStacker(frame_stack) for _ in wave]
             obs = np.stack([st.reset(e.reset(s)) for st, e, s in zip(stackers, envs, wave)])
             live = np.ones(len(wave), bool)
-            rets, lens, succ = np.zeros(len(wave)), np.zeros(len(wave), int), np.zeros(len(wave), bool)
+            rets, lens, succ = (np.zeros(len(wave)), np.zeros(len(wave), int),
+                                np.zeros(len(wave), bool))
             while live.any():
                 idx = np.flatnonzero(live)
                 acts = policy_fn(obs[idx])
@@ -298,7 +320,8 @@ class ToyReach(BenchTask):
         return self._s.copy()
 
     def step(self, action):
-        move = MOVES[int(action)] if self.kind == "discrete" else np.clip(np.asarray(action, float), -1, 1)
+        move = (MOVES[int(action)] if self.kind == "discrete"
+                else np.clip(np.asarray(action, float), -1, 1))
         self._s[:2] = np.clip(self._s[:2] + STEP * move, -1.5, 1.5)
         self._t += 1
         dist = float(np.linalg.norm(self._s[:2] - self._s[2:]))
@@ -321,7 +344,8 @@ class ToyReach(BenchTask):
 
 def _factory(discrete):
     def make(seed, options):
-        return ToyReach(discrete, options.max_steps or 30, options.expert_sigma, options.expert_temperature)
+        return ToyReach(discrete, options.max_steps or 30, options.expert_sigma,
+                        options.expert_temperature)
     return make
 
 

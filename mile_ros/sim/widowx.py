@@ -85,7 +85,10 @@ def _look_at_axes(pos, target) -> str:
 
 
 def _sorter_geoms() -> str:
-    """The sorter box in its body frame: four walls and a lid of four strips around the hole."""
+    """Return the sorter box in its body frame.
+
+    Four walls and a lid of four strips around the hole.
+    """
     wall_z, lid_z, half_lid = (BOX_TOP - LID) / 2, BOX_TOP - LID / 2, LID / 2
     wall_c, strip = BOX_HALF - WALL / 2, (BOX_HALF - HOLE_HALF) / 2
     strip_c = HOLE_HALF + strip
@@ -100,7 +103,10 @@ def _sorter_geoms() -> str:
 
 
 def _joint_frames(kin: ArmKinematics):
-    """(axes, body offsets rel, end-effector site) of the arm: joints placed on the PoE screw axes."""
+    """(axes, body offsets rel, end-effector site) of the arm.
+
+    Joints placed on the PoE screw axes.
+    """
     if not np.allclose(kin.M[:3, :3], np.eye(3)):
         raise ValueError("build_mjcf expects M with identity rotation (the wx250s home pose)")
     axes = [s[:3] for s in kin.Slist]
@@ -148,7 +154,7 @@ def _mjcf_header(timestep: float) -> str:
 
 
 def _arm_bodies(kin: ArmKinematics, axes, rel, site) -> str:
-    """The arm's nested bodies, from the shoulder to the two fingers."""
+    """Return the arm's nested bodies, from the shoulder to the two fingers."""
     names, lo, hi = kin.arm_joints, kin.lower, kin.upper
     f_lo, f_hi = kin.finger_range_m
     left, right = kin.gripper_joints
@@ -204,7 +210,8 @@ def build_mjcf(kin: ArmKinematics, timestep: float) -> str:
     names, lo, hi = kin.arm_joints, kin.lower, kin.upper
     f_lo, f_hi = kin.finger_range_m
     left, right = kin.gripper_joints
-    servos = "\n    ".join(f'<position name="{n}" joint="{n}" ctrlrange="{lo[i]:.6f} {hi[i]:.6f}"/>'
+    servos = "\n    ".join(f'<position name="{n}" joint="{n}" '
+                           f'ctrlrange="{lo[i]:.6f} {hi[i]:.6f}"/>'
                            for i, n in enumerate(names))
     cam_pos, cam_target = (0.60, -0.25, 0.46), (0.25, 0.0, 0.06)
     return _mjcf_header(timestep) + f"""  <worldbody>
@@ -242,7 +249,7 @@ def _as_vec3(value, name) -> np.ndarray:
 
 
 def block_in_box(block_pos, hole_xy) -> bool:
-    """The success test: the block's centre is inside the box's cavity, below the lid."""
+    """Apply the success test: the block's centre is inside the box's cavity, below the lid."""
     d = np.abs(np.asarray(block_pos[:2], float) - np.asarray(hole_xy, float))
     return bool(np.all(d < CAVITY_HALF) and block_pos[2] < BOX_TOP - LID - BLOCK_HALF + 0.002)
 
@@ -350,7 +357,10 @@ class WidowXTask:
 
     # --- episode ----------------------------------------------------------------------------
     def reset(self, seed=None):
-        """New episode: random block and box positions, arm above the table, gripper open."""
+        """Start a new episode.
+
+        Random block and box positions, arm above the table, gripper open.
+        """
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
                 raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
@@ -452,7 +462,7 @@ class WidowXTask:
         return self._observation()
 
     def expert_action(self) -> np.ndarray:
-        """The scripted expert's action for the current state (in [-1, 1])."""
+        """Return the scripted expert's action for the current state (in [-1, 1])."""
         return expert_action_from_observation(self._observation(), self.max_ee_step_m,
                                               float(self.workspace_min[2]))
 
