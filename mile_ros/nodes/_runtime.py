@@ -1,13 +1,17 @@
 """The one start-up and shutdown path of every node (and of the trainer's checkpoint sender).
 
-`run_node(name, build, argv)` initialises a context of the node's own with its `--ros-args` and
-rclpy's SIGINT/SIGTERM handlers, builds the node (`build(context=...)`), spins it until Ctrl-C /
-SIGTERM / the node asks to stop, and turns configuration problems into one line on stderr,
-`<node>: configuration error: ...`, with exit status 2, instead of a traceback.
+`run_node(name, build, argv)` initialises a context of the node's own with its `--ros-args`,
+builds the node (`build(context=...)`), spins it until Ctrl-C / SIGTERM / the node asks to stop,
+and turns configuration problems into one line on stderr, `<node>: configuration error: ...`,
+with exit status 2, instead of a traceback. On SIGINT or SIGTERM it stops spinning first, then
+closes the node (its context still valid, so its last log lines and messages go out), and only
+then shuts the context down.
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Callable
 
 from mile_ros.params import ConfigError
@@ -33,59 +37,106 @@ def init_rclpy(args: list[str], context=None, **kwargs) -> None:
         raise ConfigError(f"bad --ros-args: {text}") from None
 
 
-def open_context(args: list[str], signal_handlers: bool = False):
+def open_context(args: list[str]):
     """Open a new rclpy context initialised with `args` (its `--ros-args`).
 
-    With `signal_handlers`, rclpy's SIGINT/SIGTERM handlers shut it down (they are installed only
-    for the default context unless asked).
+    rclpy installs no signal handlers for it: SIGINT/SIGTERM are the caller's (`run_node`'s).
     """
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
     context = rclpy.Context()
-    options = SignalHandlerOptions.ALL if signal_handlers else SignalHandlerOptions.NO
-    init_rclpy(args, context=context, signal_handler_options=options)
+    init_rclpy(args, context=context, signal_handler_options=SignalHandlerOptions.NO)
     return context
+
+
+class _Stopper:
+    """SIGINT/SIGTERM while a node runs: stop spinning first, shut the context down after.
+
+    rclpy's own handlers would shut the context down at once, while a spin thread still waits
+    on it or `close()` still logs through it. Before the node runs (building it, `setup()`), a
+    signal aborts the start-up as a KeyboardInterrupt.
+    """
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.node = None
+        self.running = False
+        self._previous = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __call__(self, signum, frame) -> None:
+        self.event.set()
+        if hasattr(self.node, "request_stop"):
+            self.node.request_stop()
+        if not self.running:
+            raise KeyboardInterrupt
+
+
+def _spin(node, executor, stopper: _Stopper) -> int:
+    """Run the node: its own `run(executor)` loop, or spin until a signal stops it."""
+    if hasattr(node, "setup"):
+        node.setup(executor)
+    stopper.running = True
+    if hasattr(node, "run"):
+        return int(node.run(executor) or 0)
+    while not stopper.event.is_set():
+        executor.spin_once(timeout_sec=0.1)
+    return 0
+
+
+def _close(name: str, node, executor, context) -> None:
+    """Close the node while its context is still valid, then take everything down."""
+    if node is not None and hasattr(node, "close"):
+        try:
+            node.close()
+        except Exception as e:  # noqa: BLE001 - report, still shut down
+            print(f"{name}: error while closing: {e}", file=sys.stderr)
+    if executor is not None:
+        executor.shutdown(timeout_sec=2.0)
+    if node is not None:
+        node.destroy_node()
+    if context is not None:
+        context.try_shutdown()
 
 
 def run_node(name: str, build: Callable, argv: list[str] | None = None, executor_cls=None) -> int:
     """Build the node and run it; return the exit status.
 
-    `build(context=context)` returns a node with an optional `.run(executor)` (its own main
-    loop) and an optional `.close()`. Without `.run`, the node is spun by `executor_cls`
-    (single-threaded).
+    `build(context=context)` returns a node with an optional `.setup(executor)` (start-up work
+    that needs the executor), an optional `.run(executor)` (its own main loop, which returns
+    once `.request_stop()` was called) and an optional `.close()`. Without `.run`, the node is
+    spun by `executor_cls` (single-threaded) until SIGINT or SIGTERM.
     """
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     args = list(sys.argv if argv is None else [sys.argv[0], *argv])
+    stopper = _Stopper()
+    stopper.install()
     # A context of its own (the Interbotix module initialises the default one itself).
     context = node = executor = None
     try:
-        context = open_context(args, signal_handlers=True)
-        node = build(context=context)
+        context = open_context(args)
+        node = stopper.node = build(context=context)
         executor = (executor_cls or SingleThreadedExecutor)(context=context)
         executor.add_node(node)
-        if hasattr(node, "run"):
-            return int(node.run(executor) or 0)
-        executor.spin()
-        return 0
+        return _spin(node, executor, stopper)
     except ConfigError as e:
         print(f"{name}: configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
     finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=2.0)
-        if node is not None:
-            if hasattr(node, "close"):
-                try:
-                    node.close()
-                except Exception as e:  # noqa: BLE001 - report, still shut down
-                    print(f"{name}: error while closing: {e}", file=sys.stderr)
-            node.destroy_node()
-        if context is not None:
-            context.try_shutdown()
+        stopper.running = True          # a second Ctrl-C no longer interrupts the clean-up
+        _close(name, node, executor, context)
+        stopper.restore()
 
 
 def say(node, text: str) -> None:

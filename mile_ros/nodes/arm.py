@@ -303,6 +303,10 @@ class ArmNode(Node):
             self._stop.wait(1.0)  # let the last end event reach every subscriber
         return 0
 
+    def request_stop(self) -> None:
+        """End the main loop (SIGINT/SIGTERM, through the node runtime)."""
+        self._stop.set()
+
     def close(self) -> None:
         self._stop.set()
         self.backend.close()

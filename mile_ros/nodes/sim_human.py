@@ -81,7 +81,7 @@ class SimHumanNode(Node):
             self.destroy_client(lister)
             self.destroy_client(getter)
 
-    def _setup(self, executor) -> None:
+    def setup(self, executor) -> None:
         from sensor_msgs.msg import JointState, Joy
         from std_msgs.msg import String
 
@@ -109,11 +109,6 @@ class SimHumanNode(Node):
         self.get_logger().info(f"sim_human ready: {cfg.mode} mode, takeover button index "
                                f"{cfg.buttons['takeover']}, "
                                f"axes {dict(zip(cfg.action_names, cfg.axes))}")
-
-    def run(self, executor) -> int:
-        self._setup(executor)
-        executor.spin()
-        return 0
 
     # --- per tick --------------------------------------------------------------------------------
     def _publish(self, joy, stamp_ns: int) -> None:
