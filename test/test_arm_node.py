@@ -287,6 +287,7 @@ def test_check_command():
     ({"realtime_factor": -1.0}, "realtime_factor"),
     ({"control_rate_hz": 0.0}, "control_rate_hz"),
     ({"episodes": -2}, "episodes"),
+    ({"driver_timeout_s": 0.0}, "driver_timeout_s"),
 ])
 def test_bad_values_name_the_parameter(override, name):
     with pytest.raises(ConfigError, match=f"'{name}'"):
