@@ -273,6 +273,91 @@ def test_simulated_widowx_backend_runs_an_episode(tmp_path):
     assert z[-1] > z[0] + 0.05   # dz = +1 for 10 ticks moved the end effector up
 
 
+class RefusingBackend(FakeBackend):
+    """Refuses (counts in `ik_refusals`, like the Interbotix backend) every command of episode 0."""
+
+    def __init__(self, length=5):
+        super().__init__(length)
+        self.ik_refusals = 0
+
+    def apply(self, action):
+        if self.episode == 0:
+            self.ik_refusals += 1
+        return super().apply(action)
+
+
+def test_end_events_report_the_episode_refusals(tmp_path):
+    backend = RefusingBackend(length=5)
+    rc, node, peer = run_arm(tmp_path, backend, answer([0.25, 0.0, 0.0, 0.0]))
+    assert rc == 0
+    ends = [e for e in peer.events if e["event"] == "end"]
+    assert [e["ik_refusals"] for e in ends] == [5, 0]          # per episode, not cumulative
+    assert node.stats.ik_refusals == 5 and "ik_refusals=5" in node.stats.summary()
+
+
+def test_sim_end_events_have_no_refusal_field(tmp_path):
+    rc, _, peer = run_arm(tmp_path, FakeBackend(length=3), answer([0.0, 0.0, 0.0, 0.0]),
+                          episodes=1)
+    assert rc == 0 and all("ik_refusals" not in e for e in peer.events)
+
+
+class ContinuousBackend(RefusingBackend):
+    """The real arm's shape: episodes are decided elsewhere (the arbiter's buttons)."""
+    owns_episodes, has_expert, publishes_joint_states = False, False, False
+
+    def __init__(self):
+        super().__init__(length=10 ** 9)
+        self.t = self.episode = 0
+
+    def apply(self, action):
+        return StepOutcome()
+
+
+def test_real_arm_refusals_are_reported_per_arbiter_episode(tmp_path):
+    ns = f"/arm_test_{next(_ns)}"
+    values = params.resolve("arm", [], {"backend": "interbotix"})
+    pfile = params.ros_params_file({"arm": values}, tmp_path / "arm.yaml")
+    context = rclpy.Context()
+    rclpy.init(args=["arm", "--ros-args", "-r", f"__ns:={ns}", "--params-file", str(pfile)],
+               context=context)
+    backend = ContinuousBackend()
+    node = ArmNode(context, backend_factory=lambda p, robot: backend)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    runner = threading.Thread(target=node.run, args=(executor,), daemon=True)
+    runner.start()
+    arbiter_ctx = rclpy.Context()
+    rclpy.init(args=[], context=arbiter_ctx)
+    arbiter = Node("arbiter", namespace=ns, context=arbiter_ctx)
+    pub = arbiter.create_publisher(String, itf.EPISODE, episode_qos())
+
+    def send(event, **fields):
+        pub.publish(String(data=itf.episode_event(event, 4, time.time_ns(), source="arbiter",
+                                                  **fields)))
+
+    def wait_for(condition):
+        give_up = time.monotonic() + 10.0
+        while not condition() and time.monotonic() < give_up:
+            time.sleep(0.05)
+        return condition()
+
+    try:
+        assert wait_for(lambda: pub.get_subscription_count() > 0), "arm ignores episode events"
+        backend.ik_refusals = 2                      # before the episode: not counted
+        send("start")
+        assert wait_for(lambda: node._refusals_at_start is not None)
+        backend.ik_refusals = 5
+        send("end", success=True, reason="button")
+        assert wait_for(lambda: 4 in node.episode_refusals)
+        assert node.episode_refusals == {4: 3}
+    finally:
+        node.close()
+        runner.join(timeout=5)
+        node.destroy_node()
+        context.try_shutdown()
+        arbiter_ctx.try_shutdown()
+
+
 def test_check_command():
     stats = ArmStats()
     assert check_command(np.array([np.nan, 0, 0, 0]), stats) is None
@@ -287,6 +372,7 @@ def test_check_command():
     ({"realtime_factor": -1.0}, "realtime_factor"),
     ({"control_rate_hz": 0.0}, "control_rate_hz"),
     ({"episodes": -2}, "episodes"),
+    ({"driver_timeout_s": 0.0}, "driver_timeout_s"),
 ])
 def test_bad_values_name_the_parameter(override, name):
     with pytest.raises(ConfigError, match=f"'{name}'"):

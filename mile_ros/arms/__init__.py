@@ -2,6 +2,7 @@
 
 - `sim.SimArm`: the MuJoCo WidowX task.
 - `interbotix.InterbotixArm`: the real arm through interbotix_xs_modules.
+- `interbotix_driver`: bringing the Interbotix Python API up and down around the xs_sdk driver.
 """
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def check_arm_params(p: dict) -> None:
         raise ConfigError(f"arm parameters 'workspace_min_m' {lo.tolist()} must be below "
                           f"'workspace_max_m' {hi.tolist()} in every axis")
     for name in ("control_rate_hz", "max_ee_step_m", "episode_timeout_s", "moving_time_s",
-                 "lockstep_timeout_s"):
+                 "lockstep_timeout_s", "driver_timeout_s"):
         if not p[name] > 0:
             raise ConfigError(f"arm parameter '{name}' must be > 0, got {p[name]}")
     if not p["startup_timeout_s"] >= 0:

@@ -15,6 +15,10 @@ the next tick starts as soon as the command for this one arrives, or after `lock
 Episodes (sim): the arm resets the task, publishes `episode` start/end events (success/timeout),
 and after `episodes` episodes (0 = no limit) exits with status 0. The first episode starts once the
 nodes named in `wait_for_nodes` are up, with their endpoints (at most `startup_timeout_s`).
+
+Refusals: a backend that counts commands it refused to send (`ik_refusals`, the real arm) has the
+episode's count in the end events the arm publishes (`ik_refusals`) and, for episodes decided
+elsewhere (the arbiter's buttons), logged at their end event and kept in `episode_refusals`.
 """
 from __future__ import annotations
 
@@ -58,6 +62,7 @@ class ArmStats:
     clipped: int = 0           # some dimension outside [-1, 1]
     late: int = 0              # commands stamped with another tick
     overruns: int = 0          # ticks that started later than one period behind schedule
+    ik_refusals: int | None = None  # commands the backend refused to send (None: it does not say)
     started: float = field(default_factory=time.monotonic)
 
     def summary(self) -> str:
@@ -65,7 +70,8 @@ class ArmStats:
         return (f"ticks={self.ticks} ({rate:.1f}/s) applied={self.applied} "
                 f"held(no command)={self.held_missing} rejected(non-finite)={self.rejected_nonfinite} "
                 f"malformed={self.malformed} clipped={self.clipped} late={self.late} "
-                f"overruns={self.overruns}")
+                f"overruns={self.overruns}"
+                + ("" if self.ik_refusals is None else f" ik_refusals={self.ik_refusals}"))
 
 
 def check_command(values: np.ndarray, stats: ArmStats) -> np.ndarray | None:
@@ -111,6 +117,11 @@ class ArmNode(Node):
         self.expert_pub = (self.create_publisher(JointState, itf.SIM_EXPERT_ACTION, 10)
                            if self.backend.has_expert else None)
         self.create_subscription(JointState, itf.COMMAND, self._on_command, 10)
+        self.episode_refusals: dict[int, int] = {}   # episode -> refusals (episodes not ours)
+        self._refusals_at_start = None               # (episode, count) at its start event
+        if not self.backend.owns_episodes and self._refusals() is not None:
+            self.create_subscription(String, itf.EPISODE, self._on_episode_event,
+                                     itf.episode_qos())
 
         self._cv = threading.Condition()
         self._awaiting = None          # stamp of the tick whose command we wait for
@@ -118,6 +129,7 @@ class ArmNode(Node):
         self._last_stamp = 0
         self._stop = threading.Event()
         self._episode = None           # index of the episode in progress (sim)
+        self._at_start = None          # the backend's refusal count when it started
         self.get_logger().info(
             f"arm: backend={p['backend']} rate={p['control_rate_hz']} Hz "
             + ("lockstep" if self.lockstep else f"x{speed:g} wall clock")
@@ -139,6 +151,30 @@ class ArmNode(Node):
                 return
             self._command = values
             self._cv.notify_all()
+
+    def _on_episode_event(self, msg) -> None:
+        """Episodes decided elsewhere: log how many commands were refused during each."""
+        try:
+            event = itf.parse_episode_event(msg.data)
+        except ValueError:
+            return
+        episode = int(event["episode"])
+        if event["event"] == "start":
+            self._refusals_at_start = (episode, self._refusals())
+        elif self._refusals_at_start is not None and self._refusals_at_start[0] == episode:
+            n = self._refusals() - self._refusals_at_start[1]
+            self.episode_refusals[episode] = n
+            self._refusals_at_start = None
+            self.get_logger().info(f"episode {episode} ended ({event.get('reason')}): "
+                                   f"{n} arm commands refused (IK, limits or driver)")
+
+    def _refusals(self) -> int | None:
+        return getattr(self.backend, "ik_refusals", None)
+
+    def _refusal_fields(self, at_start: int | None) -> dict:
+        """The end event's `ik_refusals` (this episode's), when the backend counts them."""
+        now = self._refusals()
+        return {} if now is None else {"ik_refusals": now - (at_start or 0)}
 
     # --- one tick ---------------------------------------------------------------------------------
     def _next_stamp(self) -> int:
@@ -212,11 +248,13 @@ class ArmNode(Node):
             if self._episode is not None and self.context.ok():  # stopped mid-episode
                 try:
                     self._publish_event(itf.episode_event("end", self._episode, self._last_stamp,
-                                                          success=None, reason="shutdown"))
+                                                          success=None, reason="shutdown",
+                                                          **self._refusal_fields(self._at_start)))
                 except RCLError:  # Ctrl-C shut the context down after the check: best effort
                     say(self, "arm: stopped mid-episode; the recorder closes the bag itself")
             self._stop.set()
             spinner.join(timeout=2.0)
+            self.stats.ik_refusals = self._refusals()
             say(self, "arm: " + self.stats.summary())
 
     def _spin(self, executor) -> None:
@@ -281,7 +319,7 @@ class ArmNode(Node):
             first = self._next_stamp()  # the start event carries the first tick's stamp
             self._publish_event(itf.episode_event("start", episode, first, seed=seed,
                                                   control_rate_hz=self.expected_rate_hz))
-            self._episode = episode
+            self._episode, self._at_start = episode, self._refusals()
             # A moment for the event to arrive before the first observation: the policy server
             # resets its frame history (and swaps checkpoints) on it, the recorder opens a bag.
             self._stop.wait(EVENT_LEAD_S)
@@ -293,7 +331,9 @@ class ArmNode(Node):
                 if outcome.done:
                     self._episode = None
                     self._publish_event(itf.episode_event("end", episode, t, success=outcome.success,
-                                                          reason=outcome.reason))
+                                                          reason=outcome.reason,
+                                                          **self._refusal_fields(self._at_start)))
+                    self.stats.ik_refusals = self._refusals()
                     self.get_logger().info(f"episode {episode} ended: {outcome.reason}; "
                                            + self.stats.summary())
                     break
