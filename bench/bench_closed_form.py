@@ -62,9 +62,11 @@ def closed_form(policy, mental, obs, a_h, nu, c, beta, lam, samples):
 
 
 def mc_public(policy, mental, obs, a_h, nu, c, beta, lam, samples, eps=1e-6):
-    """The public code's way: torch.distributions, rsample `samples` actions from the mental
-    model and from the policy (each sampling call runs that network's forward again), average
-    the probit of the sampled log-ratio, clamp p for the logs.
+    """Estimate p the public code's way, with torch.distributions.
+
+    rsample `samples` actions from the mental model and from the policy (each sampling call
+    runs that network's forward again), average the probit of the sampled log-ratio, clamp p
+    for the logs.
     """
     muh, lsh = mental(obs)                                   # monte_carlo_samples(mental)
     a_hat = torch.distributions.Normal(muh, lsh.exp()).rsample((samples,))
@@ -79,7 +81,7 @@ def mc_public(policy, mental, obs, a_h, nu, c, beta, lam, samples, eps=1e-6):
 
 
 def mc_lean(policy, mental, obs, a_h, nu, c, beta, lam, samples, eps=1e-6):
-    """The same sampling estimate without the extra forward pass or distribution objects."""
+    """Form the same sampling estimate without the extra forward pass or distribution objects."""
     mu, ls = policy(obs)
     muh, lsh = mental(obs)
     p = mile.monte_carlo_intervention_probability_gaussian(mu, ls, muh, lsh, c, beta,
@@ -134,7 +136,8 @@ def spread(loss_fn, data, args, hidden):
     return {"loss_mean": statistics.fmean(losses), "loss_std": statistics.pstdev(losses),
             # trace of the gradient covariance, and relative to the squared mean gradient
             "grad_total_variance": float(grads.var(0, unbiased=False).sum()),
-            "grad_relative_variance": float(grads.var(0, unbiased=False).sum() / mean_grad.pow(2).sum()),
+            "grad_relative_variance": float(grads.var(0, unbiased=False).sum()
+                                            / mean_grad.pow(2).sum()),
             "grad_mean_norm": float(mean_grad.norm())}
 
 
@@ -163,19 +166,21 @@ def run_config(data, args, hidden):
     losses = {k: [] for k in ESTIMATORS}
     for _ in range(args.epochs):          # interleaved, so machine load hits all alike
         for name, fn in ESTIMATORS.items():
-            t, l, state[name] = one_epoch(fn, data, args, hidden, state[name])
+            t, epoch_loss, state[name] = one_epoch(fn, data, args, hidden, state[name])
             times[name].append(t)
-            losses[name].append(l)
+            losses[name].append(epoch_loss)
     out = {}
     for name, fn in ESTIMATORS.items():
         out[name] = {"epoch_s": times[name], "epoch_s_median": statistics.median(times[name]),
-                     "epoch_loss": losses[name], "loss_only_ms": loss_only_ms(fn, data, args, hidden),
+                     "epoch_loss": losses[name],
+                     "loss_only_ms": loss_only_ms(fn, data, args, hidden),
                      "spread": spread(fn, data, args, hidden)}
     cf = out["closed_form"]
     for name in ("mc_public", "mc_lean"):
         out[name]["speedup_per_epoch"] = out[name]["epoch_s_median"] / cf["epoch_s_median"]
         out[name]["speedup_loss_only"] = out[name]["loss_only_ms"] / cf["loss_only_ms"]
-        out[name]["loss_bias_vs_closed_form"] = out[name]["spread"]["loss_mean"] - cf["spread"]["loss_mean"]
+        out[name]["loss_bias_vs_closed_form"] = (out[name]["spread"]["loss_mean"]
+                                                 - cf["spread"]["loss_mean"])
     return out
 
 
@@ -188,18 +193,22 @@ def report(hidden, out):
             ("loss at fixed weights", lambda o: f"{o['spread']['loss_mean']:14.5f}"),
             ("loss std over repeats", lambda o: f"{o['spread']['loss_std']:14.2e}"),
             ("grad variance (trace)", lambda o: f"{o['spread']['grad_total_variance']:14.2e}"),
-            ("grad var / |mean grad|^2", lambda o: f"{o['spread']['grad_relative_variance']:14.2e}")]
+            ("grad var / |mean grad|^2",
+             lambda o: f"{o['spread']['grad_relative_variance']:14.2e}")]
     for label, f in rows:
         print(f"{label:30s}" + "".join(f(out[c]) for c in cols))
     for name in ("mc_public", "mc_lean"):
-        print(f"closed form vs {name:9s}: {out[name]['speedup_per_epoch']:5.1f}x faster per epoch, "
+        print(f"closed form vs {name:9s}: "
+              f"{out[name]['speedup_per_epoch']:5.1f}x faster per epoch, "
               f"{out[name]['speedup_loss_only']:6.1f}x on the loss alone")
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ticks", type=int, default=4096)
-    ap.add_argument("--obs-dim", type=int, default=39 * 4, help="Meta-World state x 4 stacked frames")
+    ap.add_argument("--obs-dim", type=int, default=39 * 4,
+                    help="Meta-World state x 4 stacked frames")
     ap.add_argument("--act-dim", type=int, default=4)
     ap.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
     ap.add_argument("--also-hidden", type=int, nargs="*", default=[64, 64],
@@ -238,7 +247,8 @@ def main(argv=None):
         "what": "seconds per MILE training epoch, and loss/gradient spread at fixed weights: "
                 f"closed form vs {args.samples}-sample Monte Carlo of the same Eq. 5 loss "
                 "(mc_public: the public code's way; mc_lean: same estimate, no extra forward)",
-        "command": "python bench/bench_closed_form.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python bench/bench_closed_form.py "
+                   + " ".join(argv if argv is not None else sys.argv[1:]),
         "config": {"ticks": args.ticks, "obs_dim": args.obs_dim, "act_dim": args.act_dim,
                    "batch": args.batch, "epochs": args.epochs, "repeats": args.repeats,
                    "beta": args.beta, "c": args.c, "samples": args.samples, "seed": args.seed,
@@ -252,7 +262,8 @@ def main(argv=None):
     }
     result["meets_target"] = bool(pub["speedup_per_epoch"] >= 20
                                   and cf["spread"]["loss_std"] <= pub["spread"]["loss_std"]
-                                  and cf["spread"]["grad_total_variance"] <= pub["spread"]["grad_total_variance"])
+                                  and cf["spread"]["grad_total_variance"]
+                                  <= pub["spread"]["grad_total_variance"])
     print(f"\ntarget met ({result['target']}, networks {args.hidden}): {result['meets_target']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -1,4 +1,4 @@
-"""The whole simulated collection graph through `mile-ros collect` (six processes, real DDS):
+"""The whole simulated collection graph through `mile-ros collect` (six processes, real DDS).
 
   lockstep   --realtime-factor 0: control ticks per second when each tick starts as soon as the
              previous one's command arrives (arm -> policy_server -> arbiter -> arm, with the
@@ -88,7 +88,8 @@ def main() -> None:
             nus += [p[0] for _, p in stamps.get("intervention", [])]
         result["lockstep"] = {
             "episodes": len(bags), "ticks": ticks, "ticks_per_s_per_episode": rates,
-            "ticks_per_s_mean": float(np.mean(rates)), "speedup_vs_20hz": float(np.mean(rates) / 20),
+            "ticks_per_s_mean": float(np.mean(rates)),
+            "speedup_vs_20hz": float(np.mean(rates) / 20),
             "intervention_rate": float(np.mean(nus)) if nus else None,
             "wall_s_incl_startup": round(wall, 1)}
 

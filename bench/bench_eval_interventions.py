@@ -1,5 +1,6 @@
-"""Intervention prediction on a simulated collection: the paper's user-study analysis
-with the simulated person, whose true p(nu=1|s) is known at every tick.
+"""Intervention prediction on a simulated collection: the paper's user-study analysis.
+
+The analysis runs with the simulated person, whose true p(nu=1|s) is known at every tick.
 
     python bench/bench_eval_interventions.py [--task widowx] [--episodes 15] [--iterations 2]
         [--seed 0] [--bootstrap 1000] [--work DIR] [--sample-action]
@@ -38,8 +39,9 @@ T0, DT = 1_700_000_000_000_000_000, 50_000_000
 
 
 def write_episode_bag(path: Path, ep: dict, state_names, action_names, t0: int) -> list[dict]:
-    """One episode as a bag (observation, action_robot, intervention, action_human); returns
-    the true-p rows {"stamp_ns", "p"}.
+    """Write one episode as a bag (observation, action_robot, intervention, action_human).
+
+    Returns the true-p rows {"stamp_ns", "p"}.
     """
     T = bags.typestore().types
     empty = np.array([], dtype=np.float64)
@@ -81,7 +83,7 @@ class SampledActionPerson:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n    python")[0])
     ap.add_argument("--task", default="widowx")
     ap.add_argument("--episodes", type=int, default=15, help="episodes per iteration")
     ap.add_argument("--iterations", type=int, default=2)

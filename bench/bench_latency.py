@@ -1,6 +1,7 @@
-"""Arbiter timing at a 20 Hz control rate over real DDS: the arbiter node runs in its own process,
-this script plays arm (observation), policy server (a_r) and joystick (Joy), and listens to the
-arbiter's command and intervention topics.
+"""Arbiter timing at a 20 Hz control rate over real DDS.
+
+The arbiter node runs in its own process, this script plays arm (observation), policy server
+(a_r) and joystick (Joy), and listens to the arbiter's command and intervention topics.
 
 Phases (each `--seconds` long):
   autonomous  obs(t) on a 50 ms grid, a_r(t) `--inference-ms` later, Joy at 100 Hz: tick jitter

@@ -1,4 +1,4 @@
-"""MILE variants against each other on the fixed protocol (a) data -> bench/results/mile_variants.json.
+"""MILE variants compared on the fixed protocol (a) data -> bench/results/mile_variants.json.
 
 Re-trains MILE with each variant on the very episodes that MILE collected in protocol (a)
 (bench/results/paper_a_<task>.json.work/mile/seed<S>.pt, written by bench/run_paper_bench.sh),
@@ -6,7 +6,8 @@ several training seeds per data seed, and evaluates on the benchmark's 50 fixed 
 This is how MILE's benchmark defaults (c by maximum likelihood, anchored mental model) were
 chosen: on data seeds 0-2 only; seeds 3-4 of protocol (a) were run afterwards.
 
-    python bench/bench_mile_variants.py --tasks metaworld/drawer-open --data-seeds 0,1,2 --train-seeds 3
+    python bench/bench_mile_variants.py --tasks metaworld/drawer-open --data-seeds 0,1,2
+        --train-seeds 3
 """
 from __future__ import annotations
 
@@ -40,10 +41,12 @@ VARIANTS = {  # name -> MileBenchConfig overrides
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", default="metaworld/drawer-open,metaworld/button-press,metaworld/peg-insert-side,lunarlander")
+    p.add_argument("--tasks", default="metaworld/drawer-open,metaworld/button-press,"
+                                      "metaworld/peg-insert-side,lunarlander")
     p.add_argument("--data-seeds", default="0,1,2")
     p.add_argument("--train-seeds", type=int, default=3)
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of: " + ", ".join(VARIANTS))
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="comma list of: " + ", ".join(VARIANTS))
     p.add_argument("--out", default=str(ROOT / "bench/results/mile_variants.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -71,13 +74,15 @@ def main() -> int:
                 initial, _ = build_initial_policy(task_name, s, cfg, task=task)
                 demos = demos_for(task_name, s, cfg, task=task)
                 for ts in range(args.train_seeds):
-                    model = train_mile_on(initial, episodes, task, VARIANTS[variant], s * 1000 + 1 + 7 * ts, demos)
-                    ev = evaluate_policy(task_name, model.act, eval_seeds, pool=pool, frame_stack=cfg.frame_stack)
+                    model = train_mile_on(initial, episodes, task, VARIANTS[variant],
+                                          s * 1000 + 1 + 7 * ts, demos)
+                    ev = evaluate_policy(task_name, model.act, eval_seeds, pool=pool,
+                                         frame_stack=cfg.frame_stack)
                     rates.setdefault(str(s), []).append(float(np.mean(ev["success"])))
             per_seed = [float(np.mean(v)) for v in rates.values()]
             m, se = mean_se(per_seed)
-            per_task[variant] = {"overrides": VARIANTS[variant], "success": rates, "mean": m, "se_over_data_seeds": se,
-                                 "seconds": time.time() - t0}
+            per_task[variant] = {"overrides": VARIANTS[variant], "success": rates, "mean": m,
+                                 "se_over_data_seeds": se, "seconds": time.time() - t0}
             print(f"{task_name:28s} {variant:12s} {m:.2f} ± {se:.2f}  per data seed "
                   + " ".join(f"{float(np.mean(v)):.2f}" for v in rates.values()), flush=True)
             out.write_text(json.dumps(results, indent=1))

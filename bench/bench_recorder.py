@@ -1,5 +1,7 @@
-"""Recorder throughput over real DDS: the recorder node runs in its own process; a publisher
-process feeds it, during `--episodes` episodes spanning `--duration` seconds, with
+"""Recorder throughput over real DDS.
+
+The recorder node runs in its own process; a publisher process feeds it, during `--episodes`
+episodes spanning `--duration` seconds, with
   30 Hz 640x480 rgb8 images (camera/image_raw), 100 Hz joint_states, and the 20 Hz step topics
   (observation, action_robot, intervention, command, ee_pose; action_human on 25% of ticks),
 after a 2 s warm-up outside any episode (DDS discovery settles; not counted).
@@ -171,7 +173,7 @@ def count_bags(directory: Path) -> tuple[Counter, int, list]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n    python")[0])
     ap.add_argument("--duration", type=float, default=64.0, help="seconds of feed (>= 60)")
     ap.add_argument("--episodes", type=int, default=4)
     ap.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")

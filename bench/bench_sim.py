@@ -1,5 +1,7 @@
-"""Simulated WidowX: control ticks per second (with and without a camera frame per tick) and the
-scripted expert's success rate and episode length. Prints the figures, writes bench/results/sim.json.
+"""Simulated WidowX: ticks per second and the scripted expert's success rate and episode length.
+
+Control ticks per second are measured with and without a camera frame per tick. Prints the
+figures, writes bench/results/sim.json.
 
     python bench/bench_sim.py [--seeds 50] [--ticks 2000] [--out bench/results/sim.json]
 """
@@ -25,8 +27,10 @@ from mile_ros.sim.widowx import WidowXTask  # noqa: E402
 
 def ticks_per_second(task: WidowXTask, n_ticks: int, render: tuple[int, int] | None,
                      label: str, hold: bool = False, chunk: int = 50) -> dict:
-    """Tick rate under the scripted expert (resets at episode ends are not timed). The machine is
-    shared, so besides the overall rate the best chunk of ``chunk`` ticks is reported too.
+    """Measure the tick rate under the scripted expert (resets at episode ends are not timed).
+
+    The machine is shared, so besides the overall rate the best chunk of ``chunk`` ticks is
+    reported too.
     """
     task.reset(seed=0)
     times, episode = [], 0
@@ -116,7 +120,8 @@ def main(argv=None) -> int:
     for key in ("expert", "expert_noisy"):
         e = results[key]
         print(f"{key:13s}: success {e['success_rate']:.0%} over {e['episodes']} seeds "
-              f"(noise sigma {e['action_noise_sigma']}), mean episode {e['mean_episode_ticks']:.1f} "
+              f"(noise sigma {e['action_noise_sigma']}), "
+              f"mean episode {e['mean_episode_ticks']:.1f} "
               f"ticks [{e['min_episode_ticks']}, {e['max_episode_ticks']}]")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -54,8 +54,10 @@ def demo_episodes(n: int, seed: int, image_size: int | None, max_ticks: int) -> 
 def time_training(run: Path, episodes: list[dict], iterations: int, per_iter: int, image: bool,
                   image_size: int | None, label: str, settings: dict,
                   epochs_scale: float = 1.0, timed: list[int] | None = None) -> list[dict]:
-    """Train as the demo does after each iteration (all bags so far, warm start from the last
-    checkpoint); `timed`: only these iterations (their bags still accumulate).
+    """Train as the demo does after each iteration.
+
+    All bags so far, warm start from the last checkpoint; `timed`: only these iterations (their
+    bags still accumulate).
     """
     rows = []
     for it in range(1, iterations + 1):

@@ -34,7 +34,7 @@ class Driver:
         self.action, self.held = np.zeros(4), set()
 
     def joy(self, action=None, pressed=None, dt=0.0):
-        """A Joy message; `pressed` None keeps the buttons as they are."""
+        """Send a Joy message; `pressed` None keeps the buttons as they are."""
         self.t += dt
         if action is not None:
             self.action = np.asarray(action, float)
@@ -44,7 +44,7 @@ class Driver:
         return self.logic.on_joy(axes, buttons, self.t, stamp_ns=self.stamp)
 
     def press(self, role, **kw):
-        """A press and release, as two Joy messages."""
+        """Send a press and release, as two Joy messages."""
         ticks = self.joy(pressed=self.held | {role}, **kw)
         return ticks + self.joy(pressed=self.held - {role})
 
@@ -94,7 +94,8 @@ def test_bad_configuration_names_the_parameter(override, names):
 
 def test_shipped_map_is_hid_sony():
     cfg = make().cfg
-    assert cfg.buttons["takeover"] == 5 and cfg.buttons["estop"] == 10 and cfg.buttons["reset"] == 9
+    assert (cfg.buttons["takeover"] == 5 and cfg.buttons["estop"] == 10
+            and cfg.buttons["reset"] == 9)
     assert cfg.axes == (1, 0, 4, 3) and cfg.ramp_ticks == 0
     assert ArbiterConfig.from_params(params.resolve("arbiter")).ramp_ticks == 10
 
@@ -116,7 +117,7 @@ def test_stick_mapping_signs_deadzone_and_inverse():
 def test_autonomous_tick_waits_for_matching_a_r():
     d = drive()
     assert d.logic.on_observation(1000, 0.0) == []
-    assert d.logic.on_action_robot(999, [0.5] * 4, 0.001) == []       # an older a_r decides nothing
+    assert d.logic.on_action_robot(999, [0.5] * 4, 0.001) == []      # an older a_r decides nothing
     [tick] = d.logic.on_action_robot(1000, [0.5, -0.5, 0.25, 2.0], 0.002)
     assert (tick.stamp_ns, tick.nu, tick.hold, tick.estop) == (1000, False, False, False)
     assert tick.a_h is None and tick.state == AUTONOMOUS

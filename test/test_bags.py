@@ -1,5 +1,7 @@
-"""Episode bags: writing, reading back (also `ros2 bag record`-style bags), crash recovery, bad
-files, directory aggregation, and the recorder core (routing, write failures, rate flag).
+"""Episode bags: writing, reading back, crash recovery, bad files, aggregation, recorder core.
+
+Reading back also covers `ros2 bag record`-style bags; directory aggregation; the recorder core:
+routing, write failures, rate flag.
 """
 import errno
 import json
@@ -40,7 +42,8 @@ def stamp(ns):
 def vec(names, values, ns):
     e = np.array([], dtype=np.float64)
     return T["sensor_msgs/msg/JointState"](header=stamp(ns), name=list(names),
-                                           position=np.asarray(values, float), velocity=e, effort=e)
+                                           position=np.asarray(values, float), velocity=e,
+                                           effort=e)
 
 
 def string(text):
@@ -95,8 +98,10 @@ def write_ours(path, n=12, episode=0, storage="mcap", images=True, metadata=None
 
 
 def write_external(path, storage="sqlite3", n=12, padding=True, topics=None, types=None):
-    """A bag as `ros2 bag record` of the same topics makes it: absolute names, no custom data,
-    JointState bytes as rclpy serializes them (with trailing padding).
+    """Write a bag as `ros2 bag record` of the same topics makes it.
+
+    That is: absolute names, no custom data, JointState bytes as rclpy serializes them (with
+    trailing padding).
     """
     types = {**bags.topic_types(True), **(types or {})}
     with Writer(path, version=8, storage_plugin=StoragePlugin.SQLITE3 if storage == "sqlite3"
@@ -181,7 +186,8 @@ def test_reads_a_ros2_bag_record_style_bag(tmp_path, storage):
     lean = write_external(tmp_path / "lean", storage=storage, topics={
         "observation", "action_robot", "action_human", "intervention"})
     ep = read_episode(lean, action_names=["gripper", "dx"])
-    assert ep.action_names == ["gripper", "dx"] and ep.a_r[3].tolist() == [1.0, 0.30000000000000004]
+    assert (ep.action_names == ["gripper", "dx"]
+            and ep.a_r[3].tolist() == [1.0, 0.30000000000000004])
     assert ep.images is None and ep.metadata["success"] is None
 
 
@@ -314,7 +320,8 @@ def bad_bag_cases(root):
         c = w.add_connection("/chatter", "std_msgs/msg/String", typestore=TS)
         w.write(c, T0, bytes(TS.serialize_cdr(string("hi"), "std_msgs/msg/String")))
     cases["wrong topics"] = (root / "d" / "chatter", "missing topics")
-    write_external(root / "d" / "wrongtype", types={"observation": "geometry_msgs/msg/PoseStamped"})
+    write_external(root / "d" / "wrongtype",
+                   types={"observation": "geometry_msgs/msg/PoseStamped"})
     cases["wrong type"] = (root / "d" / "wrongtype", "has type geometry_msgs/msg/PoseStamped")
     (root / "d" / "junk.mcap").write_bytes(b"\x89MCAP0\r\n" + bytes(range(256)) * 4)
     cases["junk mcap"] = (root / "d" / "junk.mcap", "junk.mcap")
@@ -444,7 +451,7 @@ def test_recorder_routes_by_stamp_and_writes_metadata(tmp_path):
     ep0 = tick_messages(10, episode=0, images=False)
     ep1 = tick_messages(10, episode=1, images=False, t0=T0 + 10**9)
     first_obs = ep0[1]
-    last_tick = [m for m in ep0[-9:-1]]
+    last_tick = list(ep0[-9:-1])
     # the first observation arrives before the start event, the last tick after the end event,
     # and episode 1 starts while episode 0 is still in its closing grace
     feed(rec, [first_obs, ep0[0]] + ep0[2:-9] + [ep0[-1]] + last_tick + ep1[:-1])
@@ -469,7 +476,9 @@ def test_recorder_routes_by_stamp_and_writes_metadata(tmp_path):
 
 
 def test_recorder_handles_episode_events_later_than_its_reorder_window(tmp_path):
-    """DDS can deliver an episode event seconds late (a lost sample waits for a heartbeat):
+    """Handle an episode event that DDS delivers seconds late.
+
+    DDS can deliver an episode event seconds late (a lost sample waits for a heartbeat):
     episode 1's first ticks arrive before episode 0's end and episode 1's start.
     """
     rec, events = make_recorder(tmp_path, reorder_window_s=0.0)
@@ -494,7 +503,7 @@ def test_recorder_flags_low_rate_and_takes_the_rate_from_the_start_event(tmp_pat
     slow = [(t, m, s) for t, m, s in tick_messages(10, images=False)]
     feed(rec, slow)                                  # 20 Hz against 20 Hz configured: fine
     start = ("episode", string(episode_event("start", 1, T0, control_rate_hz=30.0)), T0)
-    feed(rec, [start] + [m for m in slow[1:-1]] +
+    feed(rec, [start] + list(slow[1:-1]) +
          [("episode", string(episode_event("end", 1, T0 + 10**9)), 0)])
     rec.close()
     assert [e["low_rate"] for e in events[:2]] == [False, True]

@@ -1,5 +1,7 @@
-"""The task adapter: every task family resets, steps and exposes its expert as a distribution;
-frame stacking order; evaluation is deterministic per seed.
+"""The task adapter: task families, frame stacking order, deterministic evaluation.
+
+Every task family resets, steps and exposes its expert as a distribution; frame stacking order;
+evaluation is deterministic per seed.
 """
 import numpy as np
 import pytest
@@ -17,14 +19,16 @@ def _expert_episode(task, seed):
     return False
 
 
-@pytest.mark.parametrize("name", ["metaworld/drawer-open", "metaworld/button-press", "metaworld/reach", "widowx"])
+@pytest.mark.parametrize("name", ["metaworld/drawer-open", "metaworld/button-press",
+                                  "metaworld/reach", "widowx"])
 def test_continuous_tasks(name):
     task = make_task(name, seed=0)
     try:
         obs = task.reset(7)
         assert task.kind == "continuous" and task.act_dim == 4 and obs.shape == (task.obs_dim,)
         e = task.expert(obs)
-        assert e.mean.shape == (4,) and np.all(np.abs(e.mean) <= 1) and np.allclose(np.exp(e.log_std), 0.1)
+        assert (e.mean.shape == (4,) and np.all(np.abs(e.mean) <= 1)
+                and np.allclose(np.exp(e.log_std), 0.1))
         assert _expert_episode(task, 7)
         again = task.reset(7)
         assert np.allclose(obs, again)  # a reset seed fixes the configuration
@@ -53,11 +57,13 @@ def test_frame_stacking_order():
     st = FrameStacker(4)
     rows = [st.reset(states[0])] + [st.push(s) for s in states[1:]]
     assert np.array_equal(np.stack(rows), stack_frames(states, 4))
-    assert list(rows[2]) == [4, 5, 2, 3, 0, 1, 0, 1]  # current first, start padded with the first frame
+    # current first, start padded with the first frame
+    assert list(rows[2]) == [4, 5, 2, 3, 0, 1, 0, 1]
 
 
 def test_evaluation_deterministic_and_batched():
-    pol = lambda o: np.clip(o[:, 2:4] - o[:, 0:2], -1, 1) * 10  # a decent controller on toy/reach
+    def pol(o):  # a decent controller on toy/reach
+        return np.clip(o[:, 2:4] - o[:, 0:2], -1, 1) * 10
     a = evaluate_policy("toy/reach", pol, range(20), n_envs=7)
     b = evaluate_policy("toy/reach", pol, range(20), n_envs=1)
     assert a == b and np.mean(a["success"]) > 0.9

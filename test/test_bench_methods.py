@@ -1,5 +1,6 @@
-"""Every method trains on a tiny data set and improves a toy task; the protocol loop runs, resumes
-and equalises intervention counts.
+"""Every method trains on a tiny data set and improves a toy task; the protocol loop works.
+
+The protocol loop runs, resumes and equalises intervention counts.
 """
 import numpy as np
 import pytest
@@ -75,7 +76,8 @@ def test_discrete_methods_train(tmp_path):
     demos = demos_for("toy/grid", 0, SMALL, task)
     obs = stack_frames(episodes[0]["state"], 4)
     for method in METHODS:
-        fast = {"max_steps": 50} if method == "mile" else BaselineConfig(max_steps=50, rlif_steps=50)
+        fast = ({"max_steps": 50} if method == "mile"
+                else BaselineConfig(max_steps=50, rlif_steps=50))
         pol = (train_mile_on(initial, episodes, task, fast, 0) if method == "mile"
                else BASELINES[method](initial, episodes, demos, fast, 0))
         a = pol.act(obs)
@@ -88,7 +90,8 @@ def test_sirius_and_rlif_rules():
     assert list(w[:3]) == [1, 1, 1]                       # demos
     assert list(w[3:][[1, 2, 5, 6]]) == [0, 0, 0, 0]      # the 2 robot ticks before each onset
     assert w[3:][0] == 1                                  # plain robot tick
-    assert w[3:][nu].sum() == pytest.approx(w[~np.r_[np.zeros(3, bool), nu]].sum())  # half the weight
+    # half the weight
+    assert w[3:][nu].sum() == pytest.approx(w[~np.r_[np.zeros(3, bool), nu]].sum())
     ep = {"state": np.zeros((8, 2)), "executed": np.zeros((8, 2)), "nu": nu}
     _, _, r, _, d = rlif_transitions([ep], [], 4)
     assert list(r) == [0, 0, 0, -1, 0, 0, 0, -1] and d[-1] == 1  # -1 where an intervention starts
@@ -96,8 +99,9 @@ def test_sirius_and_rlif_rules():
 
 def test_protocol_runs_resumes_and_equalises(tmp_path):
     out = tmp_path / "r.json"
-    cfg = dict(task="toy/reach", methods=["mile", "hg-dagger"], iterations=2, episodes=2, seeds=[0], n_eval=10,
-               initial=SMALL, baseline=FAST, mile={"max_steps": 100}, n_envs=5)
+    cfg = {"task": "toy/reach", "methods": ["mile", "hg-dagger"], "iterations": 2, "episodes": 2,
+           "seeds": [0], "n_eval": 10, "initial": SMALL, "baseline": FAST,
+           "mile": {"max_steps": 100}, "n_envs": 5}
     run_bench(BenchConfig(**cfg), out, progress=False, cache_dir=tmp_path / "c")
     data = load_results(out)
     mile, hg = data["methods"]["mile"]["0"], data["methods"]["hg-dagger"]["0"]
@@ -111,7 +115,8 @@ def test_protocol_runs_resumes_and_equalises(tmp_path):
     assert again["methods"]["mile"]["0"][1]["train_seconds"] == stamp
     assert again["timing"]["0"] == wall      # a finished seed's wall time is not added to
     with pytest.raises(ValueError, match="different configuration"):
-        run_bench(BenchConfig(**{**cfg, "episodes": 3}), out, progress=False, cache_dir=tmp_path / "c")
+        run_bench(BenchConfig(**{**cfg, "episodes": 3}), out, progress=False,
+                  cache_dir=tmp_path / "c")
     cfg["iterations"] = 3
     run_bench(BenchConfig(**cfg), out, progress=False, cache_dir=tmp_path / "c")
     longer = load_results(out)["methods"]["mile"]["0"]
@@ -120,16 +125,21 @@ def test_protocol_runs_resumes_and_equalises(tmp_path):
 
 
 def test_mile_warm_start_option(toy):
-    """warm_start=False (default, like the baselines) trains from the initial policy whatever the
+    """Check warm_start: False trains from the initial policy, True from the previous model.
+
+    warm_start=False (default, like the baselines) trains from the initial policy whatever the
     previous model was; warm_start=True continues from the previous model (policy and mental).
     """
     from mile_ros.benchmark.protocols import MileMethod
     task, initial, _, _, episodes, demos, _ = toy
     prev = train_mile_on(initial, episodes[:3], task, {"max_steps": 60}, seed=2, demos=demos)
-    x = torch.as_tensor(np.concatenate([stack_frames(e["state"], 4) for e in episodes[3:6]]), dtype=torch.float32)
-    fit = lambda m, p: m.train(p, initial, episodes, demos, task, seed=5).policy(x)[0]
+    x = torch.as_tensor(np.concatenate([stack_frames(e["state"], 4) for e in episodes[3:6]]),
+                        dtype=torch.float32)
+
+    def fit(m, p):
+        return m.train(p, initial, episodes, demos, task, seed=5).policy(x)[0]
     cold = MileMethod({"max_steps": 60})
-    assert torch.equal(fit(cold, prev), fit(cold, None))       # the previous model is not used
+    assert torch.equal(fit(cold, prev), fit(cold, None))      # the previous model is not used
     warm = MileMethod({"max_steps": 60, "warm_start": True})
-    assert torch.equal(fit(warm, None), fit(cold, None))       # first iteration: the initial policy
+    assert torch.equal(fit(warm, None), fit(cold, None))      # first iteration: the initial policy
     assert not torch.allclose(fit(warm, prev), fit(cold, None))

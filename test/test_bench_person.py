@@ -1,5 +1,6 @@
-"""The simulated person: closed forms against Monte Carlo, empirical rate against the probit mean,
-and c calibration hitting its target.
+"""The simulated person: closed forms against Monte Carlo, and its rate and c calibration.
+
+The empirical rate is checked against the probit mean, and c calibration hitting its target.
 """
 import numpy as np
 import pytest
@@ -29,9 +30,14 @@ class FixedMental:
 
 
 def _mc_gaussian(mu, ls, mu_h, ls_h, c, beta, n, rng):
-    """P = E_{a~pi}[Phi((E_{a'~pihat}[log pi(a) - log pi(a')] - c)/beta)] by sampling both a and a'."""
+    """Estimate P by sampling both a and a'.
+
+    P = E_{a~pi}[Phi((E_{a'~pihat}[log pi(a) - log pi(a')] - c)/beta)].
+    """
     sd, sd_h = np.exp(ls), np.exp(ls_h)
-    logp = lambda a: (-0.5 * ((a - mu) / sd) ** 2 - ls).sum(-1)
+
+    def logp(a):
+        return (-0.5 * ((a - mu) / sd) ** 2 - ls).sum(-1)
     a = mu + sd * rng.standard_normal((n, mu.size))
     a2 = mu_h + sd_h * rng.standard_normal((1_000_000, mu.size))
     inner = logp(a) - logp(a2).mean()
@@ -64,7 +70,8 @@ def test_empirical_rate_matches_probit_mean(kind):
     rng = np.random.default_rng(2)
     obs = rng.normal(size=(400, 8))
     if kind == "continuous":
-        infos = [ExpertInfo(action=np.tanh(o[4:8]), mean=np.tanh(o[4:8]), log_std=np.full(4, np.log(0.1)))
+        infos = [ExpertInfo(action=np.tanh(o[4:8]), mean=np.tanh(o[4:8]),
+                            log_std=np.full(4, np.log(0.1)))
                  for o in obs]
         mental = FixedMental(kind, 4)
     else:
@@ -94,7 +101,8 @@ def test_empirical_rate_matches_probit_mean(kind):
 def test_calibration_hits_target(target):
     rng = np.random.default_rng(4)
     obs = rng.normal(size=(300, 8))
-    infos = [ExpertInfo(action=np.tanh(o[4:8]), mean=np.tanh(o[4:8]), log_std=np.full(4, np.log(0.1))) for o in obs]
+    infos = [ExpertInfo(action=np.tanh(o[4:8]), mean=np.tanh(o[4:8]),
+                        log_std=np.full(4, np.log(0.1))) for o in obs]
     stats = ProbitStats(infos, FixedMental("continuous", 4).action_distribution(obs))
     c = calibrate_c(stats, target, beta=2.0)
     assert stats.p(c, 2.0).mean() == pytest.approx(target, abs=1e-3)
@@ -124,8 +132,10 @@ def test_lunar_lander_expert_argmax_is_the_heuristic():
 
 
 def test_person_and_benchmark_mile_agree_with_core():
-    """The person (numpy, 128-point chi-square grid) and the core's closed forms (mile_ros.learning.mile),
-    which the benchmark's MILE calls on its networks' outputs, compute the same p(nu=1|s).
+    """Check that the person and the core's closed forms compute the same p(nu=1|s).
+
+    The person: numpy, 128-point chi-square grid; the core's closed forms: mile_ros.learning.mile,
+    which the benchmark's MILE calls on its networks' outputs.
     """
     torch = pytest.importorskip("torch")
     core = pytest.importorskip("mile_ros.learning.mile")
@@ -135,7 +145,8 @@ def test_person_and_benchmark_mile_agree_with_core():
     mu, mu_h = np.tanh(rng.normal(size=(50, 4))), np.tanh(rng.normal(size=(50, 4)))
     ls, ls_h = np.full((50, 4), np.log(0.2)), np.full((50, 4), np.log(0.3))
     c = 3.0
-    want = core.intervention_probability_gaussian(*(torch.as_tensor(x) for x in (mu, ls, mu_h, ls_h)), c).numpy()
+    want = core.intervention_probability_gaussian(
+        *(torch.as_tensor(x) for x in (mu, ls, mu_h, ls_h)), c).numpy()
     person = probit_gaussian(gaussian_kc(mu, ls, mu_h, ls_h), 4, c)
     assert np.abs(person - want).max() < 2e-3
 
@@ -147,11 +158,13 @@ def test_person_and_benchmark_mile_agree_with_core():
         def forward(self, obs):
             return self.out
     bench = log_intervention_probability(Fixed((torch.tensor(mu), torch.tensor(ls)), "continuous"),
-                                         Fixed((torch.tensor(mu_h), torch.tensor(ls_h)), "continuous"), None, c)[0]
+                                         Fixed((torch.tensor(mu_h), torch.tensor(ls_h)),
+                                               "continuous"), None, c)[0]
     assert np.abs(bench.exp().numpy() - want).max() < 1e-9
 
     pl, ml = rng.normal(size=(50, 4)), rng.normal(size=(50, 4))
-    want_d = core.intervention_probability_discrete(torch.as_tensor(pl), torch.as_tensor(ml), 0.4).numpy()
+    want_d = core.intervention_probability_discrete(torch.as_tensor(pl), torch.as_tensor(ml),
+                                                    0.4).numpy()
     stats = ProbitStats([ExpertInfo(action=0, logits=x) for x in pl], ml)
     assert np.abs(stats.p(0.4) - want_d).max() < 1e-9
     bench_d = log_intervention_probability(Fixed(torch.as_tensor(pl), "discrete"),
@@ -161,9 +174,11 @@ def test_person_and_benchmark_mile_agree_with_core():
 
 @pytest.mark.parametrize("c_true", [2.0, 40.0])
 def test_mile_c_fit_recovers_the_persons_cost(c_true):
-    """With pi and pihat fixed at the person's own, the maximum-likelihood c of MILE (c_fit="mle")
-    recovers the c that generated the nu labels, from a start far off; the rate-matching rule
-    cannot, because it assumes nothing about how far pi and pihat are apart.
+    """Check that MILE's maximum-likelihood c (c_fit="mle") recovers the c of the nu labels.
+
+    With pi and pihat fixed at the person's own, the maximum-likelihood c of MILE recovers the c
+    that generated the nu labels, from a start far off; the rate-matching rule cannot, because it
+    assumes nothing about how far pi and pihat are apart.
     """
     torch = pytest.importorskip("torch")
     from mile_ros.benchmark.mile_adapter import fit_c_mle
@@ -171,8 +186,10 @@ def test_mile_c_fit_recovers_the_persons_cost(c_true):
     rng = np.random.default_rng(3)
     n = 4000
     mu = torch.as_tensor(np.tanh(rng.normal(size=(n, 4))))
-    mu_h = torch.as_tensor(np.clip(mu.numpy() + rng.normal(scale=0.8, size=(n, 4)) * (rng.random((n, 1)) < 0.5), -1, 1))
-    ls, ls_h = torch.full((n, 4), np.log(0.1), dtype=torch.float64), torch.full((n, 4), np.log(0.05), dtype=torch.float64)
+    mu_h = torch.as_tensor(np.clip(mu.numpy() + rng.normal(scale=0.8, size=(n, 4))
+                                   * (rng.random((n, 1)) < 0.5), -1, 1))
+    ls, ls_h = (torch.full((n, 4), np.log(0.1), dtype=torch.float64),
+                torch.full((n, 4), np.log(0.05), dtype=torch.float64))
     p = probit_gaussian(gaussian_kc(mu.numpy(), ls.numpy(), mu_h.numpy(), ls_h.numpy()), 4, c_true)
     nu = torch.as_tensor(rng.random(n) < p)
     assert 0.05 < float(nu.double().mean()) < 0.95

@@ -22,12 +22,14 @@ def test_results_round_trip_and_resume(tmp_path):
     r = Results.open(path, config)
     for seed, rates in ((0, (0.2, 0.6)), (1, (0.4, 0.8))):
         for it, rate in enumerate(rates):
-            r.add_record("mile", seed, {"iteration": it, "success_rate": rate, "interventions": 10 * it,
-                                        "interventions_total": 10 * it})
-    r.add_record("mile", 0, {"iteration": 1, "success_rate": 0.5, "interventions": 10, "interventions_total": 10})
+            r.add_record("mile", seed, {"iteration": it, "success_rate": rate,
+                                        "interventions": 10 * it, "interventions_total": 10 * it})
+    r.add_record("mile", 0, {"iteration": 1, "success_rate": 0.5, "interventions": 10,
+                             "interventions_total": 10})
     data = load_results(path)
     assert data["config"] == config
-    assert [rec["success_rate"] for rec in data["methods"]["mile"]["0"]] == [0.2, 0.5]  # replaced, sorted
+    # replaced, sorted
+    assert [rec["success_rate"] for rec in data["methods"]["mile"]["0"]] == [0.2, 0.5]
     again = Results.open(path, config)  # resume: same content
     assert again.data == data
     assert again.records("mile", 1)[1]["success_rate"] == 0.8
@@ -95,7 +97,8 @@ def test_method_names():
     (["--task", "metaworld/nope"], ["unknown task 'metaworld/nope'", "metaworld/drawer-open"]),
     (["--task", "lunarlander", "--methods", "mile,bc"], ["unknown method(s) bc", "hg-dagger"]),
     (["--task", "lunarlander", "--mile", "lamda=0.3"], ["unknown MILE option(s) lamda", "lam"]),
-    (["--task", "lunarlander", "--mile", "warm_start=maybe"], ["warm_start must be bool", "'maybe'"]),
+    (["--task", "lunarlander", "--mile", "warm_start=maybe"],
+     ["warm_start must be bool", "'maybe'"]),
     (["--task", "lunarlander", "--mile", "max_steps=1.5"], ["max_steps must be int"]),
     (["--task", "lunarlander", "--mile", "c_fit=exact"], ["c_fit must be one of rate, mle"]),
 ])
@@ -119,16 +122,20 @@ def test_report_table_and_plot(tmp_path):
     for m, gain in (("iwr", 0.1), ("mile", 0.2)):  # MILE is listed first whatever the file's order
         for s in ("0", "1"):
             data["methods"].setdefault(m, {})[s] = [
-                {"iteration": i, "success_rate": min(1.0, 0.3 + gain * i + 0.1 * (m == "iwr") * int(s)),
-                 "interventions": 5, "interventions_total": 5 * i, "intervention_rate": 0.2} for i in range(4)]
+                {"iteration": i,
+                 "success_rate": min(1.0, 0.3 + gain * i + 0.1 * (m == "iwr") * int(s)),
+                 "interventions": 5, "interventions_total": 5 * i, "intervention_rate": 0.2}
+                for i in range(4)]
     text = table(data)
-    rows = [line for line in text.splitlines() if line.startswith("| mile") or line.startswith("| iwr")]
+    rows = [line for line in text.splitlines()
+            if line.startswith("| mile") or line.startswith("| iwr")]
     assert rows[0] == "| mile | 0.30 ± 0.00 | 0.50 ± 0.00 | 0.70 ± 0.00 | 0.90 ± 0.00 | 15 |  |"
     # paired over seeds: 0.9 - 0.6 at seed 0 and 0.9 - 0.7 at seed 1
     assert rows[1].endswith("| +0.25 ± 0.05 (n=2) |")
     # expert 1.0: mile reaches 0.95 at no iteration (max 0.9), iwr at none either
     assert "mile -/-; iwr -/-" in text
-    data["experts"]["expert"]["success_rate"] = 0.7  # goal 0.665: mile at it 2; iwr seed 0 never, seed 1 at 3
+    # goal 0.665: mile at it 2; iwr seed 0 never, seed 1 at 3
+    data["experts"]["expert"]["success_rate"] = 0.7
     assert "mile 2/2; iwr -/3" in table(data)
     plot_curves([data], str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").stat().st_size > 1000
@@ -137,6 +144,7 @@ def test_report_table_and_plot(tmp_path):
 def test_mile_options_from_the_command_line_are_typed():
     """`--mile warm_start=False` must mean False (a non-empty string would be truthy)."""
     from mile_ros.benchmark.mile_adapter import MileBenchConfig
-    cfg = MileBenchConfig.from_overrides(cli._overrides(["warm_start=False", "lam=1", "c=null", "max_steps=400"]))
+    cfg = MileBenchConfig.from_overrides(cli._overrides(["warm_start=False", "lam=1", "c=null",
+                                                         "max_steps=400"]))
     assert cfg.warm_start is False and cfg.lam == 1.0 and cfg.c is None and cfg.max_steps == 400
     assert MileBenchConfig.from_overrides(cli._overrides(["warm_start=true"])).warm_start is True

@@ -50,7 +50,8 @@ def test_round_trip_gives_identical_outputs(model, tmp_path, x):
     loaded = load_checkpoint(tmp_path, expect_obs_spec=OBS, expect_action_spec=ACT)  # via latest
     assert loaded.checkpoint_id == cid
     np.testing.assert_array_equal(model.act(x), loaded.act(x))
-    np.testing.assert_array_equal(model.intervention_probability(x), loaded.intervention_probability(x))
+    np.testing.assert_array_equal(model.intervention_probability(x),
+                                  loaded.intervention_probability(x))
     for a, b in zip(model.action_distribution(x), loaded.action_distribution(x)):
         np.testing.assert_array_equal(a, b)
     assert loaded.c == model.c and loaded.beta == model.beta

@@ -1,8 +1,9 @@
-"""The whole simulated graph through `mile-ros collect` (separate processes, real DDS, lockstep):
-two short episodes, then the bags are read back with `rosbags` directly (not the project's reader).
-Every tick has an observation, a_r and nu; a_h exists exactly when nu=1 and is the scripted
-expert's action read back through the arbiter's Joy path; all stamps align; both nu values occur;
-the episode metadata is there. A second run is stopped with Ctrl-C mid-episode.
+"""The whole simulated graph through `mile-ros collect` (separate processes, real DDS, lockstep).
+
+Two short episodes, then the bags are read back with `rosbags` directly (not the project's
+reader). Every tick has an observation, a_r and nu; a_h exists exactly when nu=1 and is the
+scripted expert's action read back through the arbiter's Joy path; all stamps align; both nu
+values occur; the episode metadata is there. A second run is stopped with Ctrl-C mid-episode.
 """
 import json
 import os
@@ -28,7 +29,7 @@ TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 
 @pytest.fixture(scope="module")
 def bench_cache(request):
-    """The simulated person and initial policy, built once (deterministic) and kept between runs."""
+    """Build the simulated person and initial policy once (deterministic); kept between runs."""
     import torch
 
     from mile_ros.sim.person_driver import build_person
@@ -164,8 +165,10 @@ def test_ctrl_c_stops_the_graph_and_closes_the_open_bag(tmp_path, bench_cache):
 
 
 @pytest.mark.parametrize("yaml_text, needle", [
-    ("arm:\n  ros__parameters:\n    episode_timout_s: 3.0\n", "unknown parameter 'episode_timout_s'"),
-    ("arbiter:\n  ros__parameters:\n    joy_timeout_s: soon\n", "'joy_timeout_s' of node 'arbiter'"),
+    ("arm:\n  ros__parameters:\n    episode_timout_s: 3.0\n",
+     "unknown parameter 'episode_timout_s'"),
+    ("arbiter:\n  ros__parameters:\n    joy_timeout_s: soon\n",
+     "'joy_timeout_s' of node 'arbiter'"),
 ])
 def test_bad_yaml_is_refused_before_any_node_starts(tmp_path, yaml_text, needle):
     cfg = tmp_path / "bad.yaml"

@@ -1,5 +1,6 @@
-"""`mile-ros demo` end to end on a tiny setting (real node processes, real DDS, real bags): the
-table and the PNG; the next iteration's episodes ran the checkpoint delivered over ROS; Ctrl-C
+"""`mile-ros demo` end to end on a tiny setting (real node processes, real DDS, real bags).
+
+The table and the PNG; the next iteration's episodes ran the checkpoint delivered over ROS; Ctrl-C
 stops every node and still writes what was measured.
 """
 import json

@@ -1,5 +1,7 @@
-"""`mile-ros eval-interventions`: metrics with known answers, episode bootstrap, estimators, the
-report on a simulated probit person, and clear errors for bad input.
+"""`mile-ros eval-interventions`: metrics, bootstrap, estimators, report and errors.
+
+Metrics with known answers, episode bootstrap, estimators, the report on a simulated probit
+person, and clear errors for bad input.
 """
 import json
 import math
@@ -88,8 +90,9 @@ def test_majority_accuracy_equals_the_no_intervention_rate():
 
 # --- bootstrap over episodes ------------------------------------------------------------------
 def episodes_with_predictions(n_eps, seed=0, T=40):
-    """Episodes whose intervention probability differs per episode and per tick; a noisy
-    predictor of it.
+    """Make episodes whose intervention probability differs per episode and per tick.
+
+    Also a noisy predictor of it.
     """
     rng = np.random.default_rng(seed)
     nu, pred = [], []
@@ -113,8 +116,8 @@ def test_bootstrap_intervals_contain_the_point_estimate_and_shrink_with_more_epi
         rate = float(np.mean(np.concatenate(nu)))
         rep = report.evaluate(nu, {"mile": pred, "majority": [np.full(len(y), rate) for y in nu]},
                           n_bootstrap=300, seed=1)
-        for name, metrics in rep["estimators"].items():
-            for metric, m in metrics.items():
+        for name, by_metric in rep["estimators"].items():
+            for metric, m in by_metric.items():
                 if m["value"] is not None and m["ci"] is not None:
                     assert m["ci"][0] <= m["value"] <= m["ci"][1], (n_eps, name, metric, m)
         d = rep["differences"]["mile - majority"]["log_likelihood"]
@@ -172,16 +175,19 @@ def expert_mean(s):
 
 
 def robot_mean(s):
-    """The robot's policy, which is also the person's mental model of it: the expert's action
-    plus a bias that grows with x + gx (good on the left, poor on the right).
+    """Return the robot's policy's mean, which is also the person's mental model of it.
+
+    That is: the expert's action plus a bias that grows with x + gx (good on the left, poor on
+    the right).
     """
     b = 0.9 * np.clip(0.5 * (s[..., 0] + s[..., 2]) + 0.5, 0, 1)
     return np.clip(expert_mean(s) + np.stack([b, -b], -1), -1, 1)
 
 
 def person_p(s, c):
-    """The person's p(nu=1|s) (the Gaussian closed form of mile_ros.learning.mile) with the expert as pi and the
-    robot's policy as the mental model.
+    """Return the person's p(nu=1|s) (the Gaussian closed form of mile_ros.learning.mile).
+
+    With the expert as pi and the robot's policy as the mental model.
     """
     s = np.atleast_2d(s)
     kc = gaussian_kc(expert_mean(s), np.full((len(s), 2), np.log(SIGMA_EXPERT)),
@@ -199,8 +205,9 @@ def calibrated_c(rate=0.25, seed=99):
 
 
 def person_episodes(n, seed, c, T=30, sample_action=True):
-    """Episodes (state, a_r, a_h, nu, true_p) of the robot with the simulated person. The
-    person's action is drawn from their policy N(expert mean, SIGMA_EXPERT^2) as the model
+    """Make episodes (state, a_r, a_h, nu, true_p) of the robot with the simulated person.
+
+    The person's action is drawn from their policy N(expert mean, SIGMA_EXPERT^2) as the model
     assumes (sample_action=False: the expert's mean, as the benchmark's person does).
     """
     rng = np.random.default_rng(seed)
@@ -334,14 +341,15 @@ def test_command_on_bags_writes_table_report_and_plots(bag_run, person_data, mil
     evals = person_data["eval"][:8]
     p_arrays = np.concatenate(estimators.mile_predict(mile_model, evals))
     expected = metrics.log_likelihood(np.concatenate([e["nu"] for e in evals]), p_arrays)
-    assert rep["estimators"]["mile"]["log_likelihood"]["value"] == pytest.approx(expected, abs=1e-6)
+    assert (rep["estimators"]["mile"]["log_likelihood"]["value"]
+            == pytest.approx(expected, abs=1e-6))
     assert rep["truth"]["ticks_with_truth"] == 240
     assert sorted(p.name for p in out.glob("*.png")) == ["calibration.png", "roc.png",
                                                         "timelines.png", "truth.png"]
 
 
 def run_cli(*args):
-    """The installed entry point's path (`mile-ros eval-interventions`), in a subprocess."""
+    """Run the installed entry point's path (`mile-ros eval-interventions`) in a subprocess."""
     proc = subprocess.run([sys.executable, "-m", "mile_ros.cli", "eval-interventions",
                            *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=120)
     return proc.returncode, proc.stderr
@@ -355,7 +363,8 @@ def test_bad_inputs_give_clear_errors_without_traceback(bag_run, tmp_path, capsy
     corrupt.mkdir()
     for f in ckpt.iterdir():                       # a checkpoint whose weights are cut short
         data = f.read_bytes()
-        (corrupt / f.name).write_bytes(data if f.name == "manifest.json" else data[:len(data) // 3])
+        (corrupt / f.name).write_bytes(data if f.name == "manifest.json"
+                                       else data[:len(data) // 3])
     three_dims = tmp_path / "three"
     write_bags(three_dims, [{"state": np.zeros((5, 4)), "a_r": np.zeros((5, 2)),
                              "a_h": np.full((5, 2), np.nan), "nu": np.zeros(5, bool),

@@ -1,6 +1,8 @@
-"""Issue 6 fault scenarios end to end: real node processes (arbiter, recorder, policy server), the
-real joystick node driven by SDL's virtual joystick, real bag files read back with rosbags, the
-real console entries for bad configuration, and fuzzed checkpoints and Joy messages.
+"""Issue 6 fault scenarios end to end: real processes, joystick, bags and console, fuzzed inputs.
+
+Real node processes (arbiter, recorder, policy server), the real joystick node driven by SDL's
+virtual joystick, real bag files read back with rosbags, the real console entries for bad
+configuration, and fuzzed checkpoints and Joy messages.
 
 Each test names its scenario (s1..s9, fuzz). A probe node plays whatever part of the graph is not
 a real process (the arm's observations and episode events; the policy or the joystick where the
@@ -55,7 +57,7 @@ _ns = iter(range(1000))
 
 
 def figure(name, value):
-    """A measured figure: printed, and appended to $MILE_FAULT_FIGURES (JSON lines) when set."""
+    """Print a measured figure; append it to $MILE_FAULT_FIGURES (JSON lines) when set."""
     print(f"FIGURE {name} = {value}")
     if os.environ.get("MILE_FAULT_FIGURES"):
         with open(os.environ["MILE_FAULT_FIGURES"], "a") as f:
@@ -66,7 +68,7 @@ def unique_ns(tag):
     return f"/fault_{tag}_{os.getpid()}_{next(_ns)}"
 
 
-# --- processes ------------------------------------------------------------------------------------
+# --- processes -----------------------------------------------------------------------------------
 class Procs:
     """Node processes started by a test; all stopped (SIGCONT, SIGINT, then SIGKILL) at the end."""
 
@@ -115,10 +117,12 @@ def wait_until(pred, timeout=20.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-# --- the probe ------------------------------------------------------------------------------------
+# --- the probe -----------------------------------------------------------------------------------
 class Probe:
-    """Plays the arm (observation, ee_pose, joint_states, episode), optionally the policy (a_r)
-    and a joystick (Joy at 50 Hz), and keeps everything the arbiter and the recorder say.
+    """Plays the arm (observation, ee_pose, joint_states, episode), optionally policy and Joy.
+
+    Optionally it plays the policy (a_r) and a joystick (Joy at 50 Hz); it keeps everything the
+    arbiter and the recorder say.
     """
 
     def __init__(self, ns, joy=False):
@@ -198,8 +202,9 @@ class Probe:
                                                                **fields)))
 
     def tick(self, a_r=None, state=(0.0, 1.0), image=None, a_r_names=ACTIONS, timeout=5.0):
-        """observation(t) (+ ee_pose, joint_states, image) and, when given, a_r(t) 3 ms later;
-        waits for the arbiter's command and flags of t -> dict.
+        """Publish observation(t) (+ ee_pose, joint_states, image); when given, a_r(t) 3 ms later.
+
+        Waits for the arbiter's command and flags of t -> dict.
         """
         self.stamp = stamp = max(self.stamp + 1, time.time_ns())
         sent = time.monotonic()
@@ -255,7 +260,7 @@ def probes():
 
 
 def assert_safe(tick, keep_gripper=None):
-    """A command the arm may execute: finite, in [-1, 1]; a hold moves nothing but the gripper."""
+    """Assert a command the arm may execute: finite, in [-1, 1]; a hold moves only the gripper."""
     c = tick["command"]
     assert c.shape == (4,) and np.all(np.isfinite(c)) and np.all(np.abs(c) <= 1.0), tick
     if tick["hold"]:
@@ -389,10 +394,12 @@ def test_s3_policy_server_stalled_or_killed_holds_after_one_stale_tick_and_resum
                "the policy server")
 
     def resumed(what, timeout=60.0):
-        """The policy drives again: a run of n_ramp + 3 consecutive policy ticks (the hand-back
-        ramp, then exactly a_r) is seen within `timeout`. On a loaded machine the server (or a
-        restarted one) may miss the deadline for a while; those ticks hold, as they should, so
-        only their safety is asserted, not their number.
+        """Wait until the policy drives again.
+
+        That is: a run of n_ramp + 3 consecutive policy ticks (the hand-back ramp, then exactly
+        a_r) is seen within `timeout`. On a loaded machine the server (or a restarted one) may
+        miss the deadline for a while; those ticks hold, as they should, so only their safety is
+        asserted, not their number.
         """
         need, run_, seen = n_ramp + 3, [], []
         end = time.monotonic() + timeout
@@ -543,10 +550,11 @@ FSIZE_LIMIT = 400_000        # bytes per file for the recorder process: episode 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    """Arbiter + recorder processes, the probe as arm/policy/joystick. Episode 0: an e-stop,
-    pressed, held through a takeover press, reset. Episode 1: the recorder's files hit their size
-    limit (RLIMIT_FSIZE: writes fail with EFBIG, as on a full disk). Episode 2: a short normal
-    one. Episode 3: the recorder is SIGKILLed in the middle.
+    """Arbiter + recorder processes, the probe as arm/policy/joystick.
+
+    Episode 0: an e-stop, pressed, held through a takeover press, reset. Episode 1: the recorder's
+    files hit their size limit (RLIMIT_FSIZE: writes fail with EFBIG, as on a full disk).
+    Episode 2: a short normal one. Episode 3: the recorder is SIGKILLed in the middle.
     """
     tmp = tmp_path_factory.mktemp("session")
     procs = Procs(tmp)
@@ -906,7 +914,7 @@ def test_fuzz_random_joy_and_a_r_over_dds_never_give_an_unsafe_command(procs, pr
         return rng.integers(0, 2, n).tolist() if r < 0.2 else [0] * n
 
     def recover(take_over):
-        """Valid Joy: release everything, press reset; then take over or hand back."""
+        """Send valid Joy: release everything, press reset; then take over or hand back."""
         for pressed in ((), ("reset",), ()):
             probe.send_joy(*MAP.joy_for(pressed=pressed))
             time.sleep(0.03)
@@ -926,7 +934,8 @@ def test_fuzz_random_joy_and_a_r_over_dds_never_give_an_unsafe_command(procs, pr
             probe.send_joy(values(int(rng.integers(0, 9))), joy_buttons())
             time.sleep(0.002)
         a_r = values(int(rng.integers(3, 6))) if rng.random() < 0.8 else None
-        names = ACTIONS if a_r is None or len(a_r) == 4 else ACTIONS[:3] + ["x", "y"][:len(a_r) - 3]
+        names = (ACTIONS if a_r is None or len(a_r) == 4
+                 else ACTIONS[:3] + ["x", "y"][:len(a_r) - 3])
         ticks.append(probe.tick(a_r=a_r, a_r_names=names))
     assert arbiter.poll() is None, "the arbiter died"
     for t in ticks:

@@ -1,7 +1,8 @@
-"""Hot swap between two processes over real DDS: the policy server runs checkpoint A; `train`
-(another process) delivers B as bytes; B is pending until the next episode start and active from
-it (a_r follows A until then, B after); corrupt, truncated and mismatched checkpoints are refused
-with a reason while the running policy stays.
+"""Hot swap between two processes over real DDS.
+
+The policy server runs checkpoint A; `train` (another process) delivers B as bytes; B is pending
+until the next episode start and active from it (a_r follows A until then, B after); corrupt,
+truncated and mismatched checkpoints are refused with a reason while the running policy stays.
 """
 import json
 import os
@@ -81,7 +82,10 @@ class Peer:
         return self.active[-1] if self.active else {}
 
     def wait_running(self, checkpoint_id, what):
-        """The last word on policy/active is always the running policy."""
+        """Wait until policy/active's last word says checkpoint_id is active.
+
+        The last word on policy/active is always the running policy.
+        """
         self.wait(lambda: self.state().get("id") == checkpoint_id
                   and self.state().get("state") == "active", 60.0, what)
 
@@ -92,8 +96,9 @@ class Peer:
         return self.a_r[-1][1]
 
     def episode_start(self, index):
-        """Publish a start event and wait until the server's reader has acknowledged it, so it is
-        taken before the next observation (the server takes episode events first).
+        """Publish a start event and wait until the server's reader has acknowledged it.
+
+        So it is taken before the next observation (the server takes episode events first).
         """
         self.wait(lambda: self.ep_pub.get_subscription_count() > 0, 30.0,
                   "the server's episode subscription")

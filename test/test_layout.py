@@ -1,5 +1,8 @@
-"""The package's layout rules: no import circles, no node importing another node, the ROS
-runtime independent of the benchmark, no test double in the package, files and functions small."""
+"""The package's layout rules: imports, test doubles, and the size of files and functions.
+
+No import circles, no node importing another node, the ROS runtime independent of the benchmark,
+no test double in the package, files and functions small.
+"""
 import ast
 from pathlib import Path
 
@@ -17,7 +20,7 @@ def modules() -> dict[str, Path]:
 
 
 def imports(path: Path, top_level_only: bool) -> set[str]:
-    """The mile_ros modules `path` imports (at module level, or anywhere)."""
+    """Return the mile_ros modules `path` imports (at module level, or anywhere)."""
     tree = ast.parse(path.read_text())
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     known, out = modules(), set()
@@ -63,7 +66,8 @@ def test_ros_runtime_does_not_depend_on_the_benchmark():
                "mile_ros.tools")
     for m, p in modules().items():
         if m.startswith(runtime):
-            bad = {i for i in imports(p, top_level_only=False) if i.startswith("mile_ros.benchmark")}
+            bad = {i for i in imports(p, top_level_only=False)
+                   if i.startswith("mile_ros.benchmark")}
             assert not bad, f"{m} imports {sorted(bad)}"
 
 

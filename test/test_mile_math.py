@@ -1,4 +1,4 @@
-"""The MILE intervention model and losses (mile_ros.learning.mile) against independent computations."""
+"""The MILE intervention model and losses (mile_ros.learning.mile) vs independent computations."""
 import math
 
 import numpy as np
@@ -48,7 +48,9 @@ def _reference_p(a, m, beta):
     """P = E_Z[P(a, m - beta Z)] by adaptive integration (independent of the quadratures)."""
     z0 = m / beta
     hi, lo = min(z0, 40.0), min(z0, 0.0) - 40.0
-    f = lambda z: math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) * special.gammainc(a, m - beta * z)
+
+    def f(z):
+        return math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) * special.gammainc(a, m - beta * z)
     pts = [p for p in (0.0, z0 - 1.0) if lo < p < hi]
     val, _ = integrate.quad(f, lo, hi, points=pts or None, limit=500, epsabs=1e-13, epsrel=1e-11)
     return val
@@ -61,11 +63,13 @@ def test_quadrature_accuracy_across_beta(beta):
     worst = 0.0
     for dim in (1, 2, 3, 4, 7):
         a = dim / 2
-        ms = [special.gammaincinv(a, q) + rng.uniform(-3, 3) * beta for q in np.linspace(0.01, 0.99, 9)]
+        ms = [special.gammaincinv(a, q) + rng.uniform(-3, 3) * beta
+              for q in np.linspace(0.01, 0.99, 9)]
         log_p, log_q = mile._log_p_both(torch.tensor(ms, dtype=DT), beta, dim)
         for i, m in enumerate(ms):
             ref = _reference_p(a, m, beta)
-            worst = max(worst, abs(log_p[i].exp().item() - ref), abs(log_q[i].exp().item() - (1 - ref)))
+            worst = max(worst, abs(log_p[i].exp().item() - ref),
+                        abs(log_q[i].exp().item() - (1 - ref)))
     assert worst < 2e-4, f"quadrature error {worst:.2e} at beta={beta}"
 
 
@@ -90,7 +94,8 @@ def test_discrete_probability_matches_enumeration():
     for k, c, beta in [(2, 0.0, 1.0), (4, 0.7, 0.5), (6, -1.2, 2.5), (3, 3.0, 0.05)]:
         pl, ml = rng.normal(0, 2, (20, k)), rng.normal(0, 2, (20, k))
         p = mile.intervention_probability_discrete(torch.tensor(pl), torch.tensor(ml), c, beta)
-        np.testing.assert_allclose(p.numpy(), _brute_force_discrete(pl, ml, c, beta), atol=1e-6, rtol=0)
+        np.testing.assert_allclose(p.numpy(), _brute_force_discrete(pl, ml, c, beta),
+                                   atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("form", ["eq3", "joint"])
@@ -99,21 +104,25 @@ def test_discrete_likelihood_normalises(form):
     k = 5
     pl, ml = torch.tensor(rng.normal(0, 2, (8, k))), torch.tensor(rng.normal(0, 2, (8, k)))
     total = torch.exp(mile.discrete_log_likelihood(pl, ml, torch.zeros(8, dtype=torch.long),
-                                                   torch.zeros(8, dtype=torch.bool), 0.3, 0.8, form))
+                                                   torch.zeros(8, dtype=torch.bool), 0.3, 0.8,
+                                                   form))
     for a in range(k):
         total = total + torch.exp(mile.discrete_log_likelihood(
             pl, ml, torch.full((8,), a), torch.ones(8, dtype=torch.bool), 0.3, 0.8, form))
     np.testing.assert_allclose(total.numpy(), 1.0, atol=1e-10)
     if form == "eq3":   # class a has probability pi(a) * p(nu=1|s)
         p = mile.intervention_probability_discrete(pl, ml, 0.3, 0.8)
-        ll = mile.discrete_log_likelihood(pl, ml, torch.full((8,), 2), torch.ones(8, dtype=torch.bool), 0.3, 0.8)
-        np.testing.assert_allclose(ll.exp().numpy(), (torch.softmax(pl, -1)[:, 2] * p).numpy(), atol=1e-12)
+        ll = mile.discrete_log_likelihood(pl, ml, torch.full((8,), 2),
+                                          torch.ones(8, dtype=torch.bool), 0.3, 0.8)
+        np.testing.assert_allclose(ll.exp().numpy(), (torch.softmax(pl, -1)[:, 2] * p).numpy(),
+                                   atol=1e-12)
 
 
 @pytest.mark.parametrize("beta, tol", [(1.5, 1e-6), (0.7, 2e-4)])
 def test_gaussian_joint_likelihood_normalises(beta, tol):
-    """Integral pi(a) Phi((Delta(a) - c)/beta) da + (1 - p) = 1 (D=1, numerical integral);
-    tol = the quadrature's accuracy in each beta branch.
+    """Check: integral pi(a) Phi((Delta(a) - c)/beta) da + (1 - p) = 1.
+
+    D=1, numerical integral; tol = the quadrature's accuracy in each beta branch.
     """
     mu, ls, mu_hat, ls_hat = (torch.tensor([[v]], dtype=DT) for v in (0.2, -0.5, -0.3, 0.1))
     c = 0.4
@@ -165,7 +174,8 @@ def test_finite_values_and_gradients_over_log_std_range(beta, dtype):
         p = mile.intervention_probability_gaussian(mu, ls, mu_hat, ls_hat, c, beta)
         assert torch.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
         for form in ("eq5", "joint"):
-            loss, parts = mile.gaussian_mile_loss(mu, ls, mu_hat, ls_hat, a_h, nu, c, beta, form=form)
+            loss, parts = mile.gaussian_mile_loss(mu, ls, mu_hat, ls_hat, a_h, nu, c, beta,
+                                                  form=form)
             grads = torch.autograd.grad(loss, [mu, ls, mu_hat, ls_hat])
             assert torch.isfinite(loss), (c, form)
             assert all(torch.isfinite(g).all() for g in grads), (c, form)
@@ -178,7 +188,8 @@ def test_gradcheck_closed_form(beta):
     c = torch.tensor(0.8, dtype=DT, requires_grad=True)
     b = torch.tensor(beta, dtype=DT, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda *xs: mile.intervention_probability_gaussian(*xs), (*inputs, c, b), eps=1e-6, atol=1e-5)
+        lambda *xs: mile.intervention_probability_gaussian(*xs), (*inputs, c, b), eps=1e-6,
+        atol=1e-5)
     a_h = torch.tensor(rng.uniform(-1, 1, (4, 3)))
     nu = torch.tensor([True, False, True, False])
     for form in ("eq5", "joint"):
@@ -216,7 +227,9 @@ def test_loss_gradients_reach_both_networks_and_j2_spares_the_mental_model():
         muh, lsh = mental(obs)
         loss, _ = mile.gaussian_mile_loss(mu, ls, muh, lsh, a_h, nu, 0.5, 1.0, lam=lam, form=form)
         loss.backward()
-        norm = lambda net: sum(float(p.grad.abs().sum()) for p in net.parameters() if p.grad is not None)
+
+        def norm(net):
+            return sum(float(p.grad.abs().sum()) for p in net.parameters() if p.grad is not None)
         return norm(policy), norm(mental)
     gp, gm = grads(0.5)
     assert gp > 0 and gm > 0                       # Eq. 5: both networks
@@ -233,7 +246,8 @@ def test_masked_rows_may_hold_nan_actions():
     a_h = torch.tensor([[0.1, 0.2], [np.nan, np.nan], [0.3, -0.2], [np.nan, 0.0]], dtype=DT)
     nu = torch.tensor([True, False, True, False])
     for form in ("eq5", "joint"):
-        loss, parts = mile.gaussian_mile_loss(*[x.requires_grad_() for x in g], a_h, nu, 0.2, form=form)
+        loss, parts = mile.gaussian_mile_loss(*[x.requires_grad_() for x in g], a_h, nu, 0.2,
+                                              form=form)
         loss.backward()
         assert torch.isfinite(loss) and all(torch.isfinite(x.grad).all() for x in g)
         assert parts["rate"] == 0.5
@@ -244,7 +258,8 @@ def test_estimate_c_hits_the_rate():
     g = _random_gaussians(rng, 50, 3)
     for beta in (0.3, 1.0):
         for rate in (0.05, 0.3, 0.8):
-            c = mile.estimate_c(rate, mu=g[0], log_std=g[1], mu_hat=g[2], log_std_hat=g[3], beta=beta)
+            c = mile.estimate_c(rate, mu=g[0], log_std=g[1], mu_hat=g[2], log_std_hat=g[3],
+                                beta=beta)
             p = mile.intervention_probability_gaussian(*g, c, beta)
             assert abs(float(p.mean()) - rate) < 1e-5
     pl, ml = torch.tensor(rng.normal(size=(40, 4))), torch.tensor(rng.normal(size=(40, 4)))
@@ -258,21 +273,26 @@ def test_bad_arguments_name_themselves():
     g = _random_gaussians(np.random.default_rng(6), 4, 2)
     a_h, nu = torch.zeros(4, 2, dtype=DT), torch.tensor([True, False, True, False])
     cases = [
-        ("log_std", lambda: mile.intervention_probability_gaussian(g[0], g[1][:, :1], g[2], g[3], 0.0)),
+        ("log_std", lambda: mile.intervention_probability_gaussian(
+            g[0], g[1][:, :1], g[2], g[3], 0.0)),
         ("mu", lambda: mile.intervention_probability_gaussian(g[0][0], g[1], g[2], g[3], 0.0)),
         ("mu_hat contains NaN", lambda: mile.intervention_probability_gaussian(
             g[0], g[1], torch.full_like(g[2], float("nan")), g[3], 0.0)),
         ("log_std_hat contains NaN or inf", lambda: mile.intervention_probability_gaussian(
             g[0], g[1], g[2], torch.full_like(g[3], float("inf")), 0.0)),
         ("beta must be > 0", lambda: mile.intervention_probability_gaussian(*g, 0.0, beta=0.0)),
-        ("beta must be > 0", lambda: mile.intervention_probability_discrete(g[0], g[2], 0.0, beta=-1.0)),
+        ("beta must be > 0", lambda: mile.intervention_probability_discrete(
+            g[0], g[2], 0.0, beta=-1.0)),
         ("c must be finite", lambda: mile.intervention_probability_gaussian(*g, float("nan"))),
-        ("c must be finite", lambda: mile.intervention_probability_discrete(g[0], g[2], float("inf"))),
+        ("c must be finite", lambda: mile.intervention_probability_discrete(
+            g[0], g[2], float("inf"))),
         ("lam must be in", lambda: mile.gaussian_mile_loss(*g, a_h, nu, 0.0, lam=1.5)),
         ("form must be", lambda: mile.gaussian_mile_loss(*g, a_h, nu, 0.0, form="eq3")),
-        ("form must be", lambda: mile.discrete_log_likelihood(g[0], g[2], torch.zeros(4).long(), nu, 0.0, form="eq5")),
+        ("form must be", lambda: mile.discrete_log_likelihood(
+            g[0], g[2], torch.zeros(4).long(), nu, 0.0, form="eq5")),
         ("nu has 3", lambda: mile.gaussian_mile_loss(*g, a_h, nu[:3], 0.0)),
-        ("a_h contains NaN", lambda: mile.gaussian_mile_loss(*g, torch.full_like(a_h, float("nan")), nu, 0.0)),
+        ("a_h contains NaN", lambda: mile.gaussian_mile_loss(
+            *g, torch.full_like(a_h, float("nan")), nu, 0.0)),
         ("a_h must be a class index", lambda: mile.discrete_log_likelihood(
             g[0], g[2], torch.tensor([0, 1, 7, 0]), nu, 0.0)),
         ("policy_logits needs at least 2", lambda: mile.intervention_probability_discrete(

@@ -1,6 +1,8 @@
-"""The policy server over real DDS: a_r(t) for every observation(t) with its stamp, frame history
-reset at episode start, non-finite outputs withheld and counted, and the hot-swap receiving side
-(pending -> active at the next episode start; refused with a reason, old policy kept).
+"""The policy server over real DDS.
+
+a_r(t) for every observation(t) with its stamp, frame history reset at episode start, non-finite
+outputs withheld and counted, and the hot-swap receiving side (pending -> active at the next
+episode start; refused with a reason, old policy kept).
 """
 import itertools
 import json
@@ -67,7 +69,8 @@ class Harness:
         values = params.resolve("policy_server", [], {"receive_dir": str(tmp_path / "received")})
         pfile = params.ros_params_file({"policy_server": values}, tmp_path / "ps.yaml")
         self.ctx = rclpy.Context()
-        rclpy.init(args=["ps", "--ros-args", "-r", f"__ns:={self.ns}", "--params-file", str(pfile)],
+        rclpy.init(args=["ps", "--ros-args", "-r", f"__ns:={self.ns}",
+                         "--params-file", str(pfile)],
                    context=self.ctx)
         self.server = PolicyServerNode(self.ctx, policy_loader=loader)
         self.ex = MultiThreadedExecutor(num_threads=2, context=self.ctx)

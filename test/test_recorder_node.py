@@ -1,6 +1,8 @@
-"""The recorder node over real DDS: a test publisher node plays two short episodes; the bags are
-read back with `rosbags` directly (not the package's reader). SIGKILL mid-episode, SIGINT,
-write failures (disk full) and an unwritable output directory.
+"""The recorder node over real DDS.
+
+A test publisher node plays two short episodes; the bags are read back with `rosbags` directly
+(not the package's reader). SIGKILL mid-episode, SIGINT, write failures (disk full) and an
+unwritable output directory.
 """
 import errno
 import json

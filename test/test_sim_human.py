@@ -1,5 +1,7 @@
-"""The simulated person's hands: the Joy messages it sends make the arbiter's real state machine
-do exactly what the person decided, with the expert's action read back as a_h.
+"""The simulated person's hands: its Joy messages make the arbiter do what the person decided.
+
+The Joy messages it sends make the arbiter's real state machine do exactly what the person
+decided, with the expert's action read back as a_h.
 """
 import numpy as np
 import pytest
@@ -26,7 +28,8 @@ def play(mode, decisions, **arbiter_overrides):
         expert = np.clip(rng.normal(scale=0.6, size=4), -1, 1)
         joys = player.tick(bool(nu), expert if nu else None)
         for i, (axes, buttons) in enumerate(joys):
-            assert len(axes) == values["axis_count"] and len(buttons) == len(values["button_layout"])
+            assert (len(axes) == values["axis_count"]
+                    and len(buttons) == len(values["button_layout"]))
             logic.on_joy(axes, buttons, now, stamp - (len(joys) - 1 - i))
         out = logic.on_observation(stamp, now) + logic.on_action_robot(stamp, np.zeros(4), now)
         assert len(out) == 1
@@ -36,8 +39,9 @@ def play(mode, decisions, **arbiter_overrides):
 
 
 @pytest.mark.parametrize("mode", ["toggle", "hold"])
-@pytest.mark.parametrize("overrides", [{}, {"deadzone": 0.1, "axis_sign": [1.0, -1.0, 1.0, -1.0]},
-                                       {"axes.dx": 3, "axes.gripper": 1, "buttons.takeover": "l1"}])
+@pytest.mark.parametrize("overrides", [
+    {}, {"deadzone": 0.1, "axis_sign": [1.0, -1.0, 1.0, -1.0]},
+    {"axes.dx": 3, "axes.gripper": 1, "buttons.takeover": "l1"}])
 def test_arbiter_follows_every_decision(mode, overrides):
     ticks, experts = play(mode, DECISIONS, **overrides)
     assert [int(t.nu) for t in ticks] == DECISIONS

@@ -1,4 +1,4 @@
-"""Simulated WidowX: PoE kinematics, IK, the MuJoCo model, the block-through-hole task and its expert."""
+"""Simulated WidowX: PoE kinematics, IK, the MuJoCo model, the block-through-hole task, expert."""
 from pathlib import Path
 
 import mujoco
@@ -111,7 +111,8 @@ def test_ik_round_trip_from_joint_space(kin):
     for _ in range(20):
         q = rng.uniform(0.5 * kin.lower, 0.5 * kin.upper)
         T = K.forward_kinematics(kin, q)
-        result = K.inverse_kinematics(kin, T[:3, 3], q + rng.normal(0, 0.05, 6), target_rot=T[:3, :3])
+        result = K.inverse_kinematics(kin, T[:3, 3], q + rng.normal(0, 0.05, 6),
+                                      target_rot=T[:3, :3])
         assert result.converged
         assert np.allclose(K.forward_kinematics(kin, result.q), T, atol=1e-3)
 
@@ -301,7 +302,9 @@ def test_expert_succeeds_on_most_seeds(env):
 
 def test_noisy_expert_still_succeeds(env):
     rng = np.random.default_rng(5)
-    noisy = lambda _o: np.clip(env.expert_action() + rng.normal(0, 0.2, 4), -1, 1)
+
+    def noisy(_o):
+        return np.clip(env.expert_action() + rng.normal(0, 0.2, 4), -1, 1)
     successes = sum(run_episode(env, noisy, seed)[1]["success"] for seed in range(100, 108))
     assert successes >= 7
 

@@ -1,7 +1,9 @@
-"""The trainer on real bags: a short simulated collection (this package's recorder) and a bag
-written directly with rosbags as `ros2 bag record` would have (absolute topic names, no custom
-metadata); the checkpoint loads in the policy server; iter* aggregation vs --only; bad inputs give
-a clear message naming the file, never a traceback; no policy server -> saved, reported.
+"""The trainer on real bags.
+
+A short simulated collection (this package's recorder) and a bag written directly with rosbags
+as `ros2 bag record` would have (absolute topic names, no custom metadata); the checkpoint loads
+in the policy server; iter* aggregation vs --only; bad inputs give a clear message naming the
+file, never a traceback; no policy server -> saved, reported.
 """
 import json
 import os
@@ -42,7 +44,10 @@ def episodes():
 
 
 def external_run(root: Path, episodes) -> Path:
-    """run/iter1..3, one `ros2 bag record`-style bag each (20, 30, 40 ticks), + an unrelated dir."""
+    """Write run/iter1..3, one `ros2 bag record`-style bag each (20, 30, 40 ticks).
+
+    Plus an unrelated dir.
+    """
     for i, n in enumerate((20, 30, 40), start=1):
         (root / f"iter{i}").mkdir(parents=True)
         write_external_bag(root / f"iter{i}" / f"rosbag2_{i}", episodes[n], episode_index=i,

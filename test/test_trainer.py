@@ -1,5 +1,6 @@
-"""The MILE / BC trainer: data handling, warm start, determinism, and recovery of a known
-simulated person (probit model with a known expert and mental model).
+"""The MILE / BC trainer: data handling, warm start, determinism, recovering a known person.
+
+The known simulated person: a probit model with a known expert and mental model.
 """
 import numpy as np
 import pytest
@@ -21,12 +22,14 @@ torch.set_num_threads(1)
 S, D = 3, 2
 OBS = ObsSpec([f"s{i}" for i in range(S)], frame_stack=4)
 ACT = ActionSpec(["dx", "dy"])
-SMALL = dict(hidden=(64, 64), batch_size=128, lr=1e-3)
+SMALL = {"hidden": (64, 64), "batch_size": 128, "lr": 1e-3}
 
 
 class Person:
-    """Expert pi_h = N(tanh(We s), 0.1^2); mental model pihat = N(tanh(Wm s), 0.3^2); the
-    robot acts from the mental model; interventions follow the probit model with cost c.
+    """A simulated person with a known expert and mental model.
+
+    Expert pi_h = N(tanh(We s), 0.1^2); mental model pihat = N(tanh(Wm s), 0.3^2); the robot acts
+    from the mental model; interventions follow the probit model with cost c.
     """
 
     def __init__(self, seed=0):
@@ -39,7 +42,9 @@ class Person:
 
     def p(self, states, c=None):
         mu_e, mu_m = np.tanh(states @ self.we.T), np.tanh(states @ self.wm.T)
-        t = lambda x: torch.tensor(x)
+
+        def t(x):
+            return torch.tensor(x)
         return mile.intervention_probability_gaussian(
             t(mu_e), t(np.full_like(mu_e, self.ls_e)), t(mu_m), t(np.full_like(mu_m, self.ls_m)),
             self.c if c is None else c).numpy()
@@ -61,7 +66,8 @@ class Person:
             mu_e, mu_m = np.tanh(s @ self.we.T), np.tanh(s @ self.wm.T)
             a_r = np.clip(mu_m + 0.3 * r.normal(size=mu_m.shape), -1, 1)
             a_h = np.clip(mu_e + 0.1 * r.normal(size=mu_e.shape), -1, 1)
-            out.append({"state": s, "a_r": a_r, "a_h": np.where(nu[:, None], a_h, np.nan), "nu": nu})
+            out.append({"state": s, "a_r": a_r, "a_h": np.where(nu[:, None], a_h, np.nan),
+                        "nu": nu})
         return out
 
 
@@ -125,7 +131,8 @@ def test_warm_start_keeps_policy_and_mental_model(data):
     for net in ("policy", "mental"):
         for a, b in zip(getattr(first, net).parameters(), getattr(again, net).parameters()):
             assert torch.allclose(a, b, atol=1e-6)
-    np.testing.assert_allclose(first.action_distribution(x)[0], again.action_distribution(x)[0], atol=1e-5)
+    np.testing.assert_allclose(first.action_distribution(x)[0], again.action_distribution(x)[0],
+                               atol=1e-5)
     assert again.normalizer is first.normalizer
     # the warm-started mental model differs from the policy, so a dropped warm start would show
     assert not np.allclose(first.mental(torch.tensor(first.normalizer(x)))[0].detach().numpy(),
@@ -160,11 +167,19 @@ def test_discrete_actions_train():
     """A discrete simulated person: expert and mental-model logits known, probit interventions."""
     r = np.random.default_rng(0)
     obs, act = ObsSpec(["x", "y"], 2), ActionSpec(["left", "stay", "right"], "discrete", 3)
-    expert_logits = lambda s: np.stack([-4 * s[:, 0] - 2, 0 * s[:, 0], 4 * s[:, 0] - 2], -1)
-    mental_logits = lambda s: np.tile([-1.0, 1.0, -1.0], (len(s), 1))
-    sample = lambda logits: (logits + r.gumbel(size=logits.shape)).argmax(-1)
-    p_of = lambda s, c: mile.intervention_probability_discrete(
-        torch.tensor(expert_logits(s)), torch.tensor(mental_logits(s)), c).numpy()
+
+    def expert_logits(s):
+        return np.stack([-4 * s[:, 0] - 2, 0 * s[:, 0], 4 * s[:, 0] - 2], -1)
+
+    def mental_logits(s):
+        return np.tile([-1.0, 1.0, -1.0], (len(s), 1))
+
+    def sample(logits):
+        return (logits + r.gumbel(size=logits.shape)).argmax(-1)
+
+    def p_of(s, c):
+        return mile.intervention_probability_discrete(
+            torch.tensor(expert_logits(s)), torch.tensor(mental_logits(s)), c).numpy()
     probe = r.normal(size=(2000, 2))
     c = mile.estimate_c(0.25, probability_fn=lambda cc: p_of(probe, cc))
     eps = []
@@ -204,7 +219,8 @@ def test_image_observations():
     eps[0]["a_h"][:5] = 0.5
     act = ActionSpec(["dx", "dy", "dz", "gripper"])
     model, _ = train_mile(eps, obs, act, MileConfig(hidden=(16,), min_updates=3, max_updates=3,
-                                                    pretrain_updates=2, batch_size=16), progress=False)
+                                                    pretrain_updates=2, batch_size=16),
+                          progress=False)
     a = model.act({"state": eps[0]["state"][0], "image": eps[0]["image"][0]})
     assert a.shape == (4,) and np.all(np.abs(a) <= 1)
     assert model.runner().step(eps[0]["state"][0], image=eps[0]["image"][0]).shape == (4,)

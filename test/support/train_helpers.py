@@ -1,6 +1,8 @@
-"""Helpers for the trainer's tests and benchmark: episodes from the simulated WidowX with a noisy
-"robot" and an expert "person", written as bags the way `ros2 bag record` would have written them
-(rosbags directly: absolute topic names, no custom metadata).
+"""Helpers for the trainer's tests and benchmark: episodes from the simulated WidowX, as bags.
+
+The episodes have a noisy "robot" and an expert "person", and are written as bags the way
+`ros2 bag record` would have written them (rosbags directly: absolute topic names, no custom
+metadata).
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ NAMESPACE = "wx250s"
 
 def simulate_episode(seed: int, max_ticks: int = 60, robot_noise: float = 0.6,
                      threshold: float = 0.5, image_size: int | None = None) -> dict:
-    """One episode: a_r = expert + noise; the person takes over while a_r is far from the
-    expert's action. Returns state, a_r, a_h (NaN where nu=0), nu, names, optional images.
+    """Simulate one episode: a_r = expert + noise.
+
+    The person takes over while a_r is far from the expert's action. Returns state, a_r, a_h
+    (NaN where nu=0), nu, names, optional images.
     """
     from mile_ros.sim.widowx import WidowXTask
 
@@ -49,8 +53,10 @@ def write_external_bag(path: Path, episode: dict, namespace: str = NAMESPACE,
                        storage: str = "sqlite3", episode_index: int = 0,
                        t0_ns: int = 1_700_000_000_000_000_000, period_ns: int = 50_000_000,
                        topics: dict | None = None) -> Path:
-    """A bag of the graph's topics as `ros2 bag record -a` would store it: absolute names,
-    the graph's message types, log time = header stamp, no custom metadata.
+    """Write a bag of the graph's topics as `ros2 bag record -a` would store it.
+
+    That is: absolute names, the graph's message types, log time = header stamp, no custom
+    metadata.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore

@@ -22,7 +22,7 @@ class VirtualJoystickError(RuntimeError):
 
 
 def sdl_library() -> ctypes.CDLL:
-    """The SDL2 shared library inside the pygame wheel (already loaded by pygame)."""
+    """Return the SDL2 shared library inside the pygame wheel (already loaded by pygame)."""
     import pygame
 
     base = os.path.dirname(pygame.__file__)
@@ -90,7 +90,7 @@ class VirtualJoystick:
         return self.handle is not None
 
     def device_index(self) -> int:
-        """Current SDL device index (indices shift as other devices come and go)."""
+        """Return the current SDL device index (indices shift as other devices come and go)."""
         for i in range(self.lib.SDL_NumJoysticks()):
             if self.lib.SDL_JoystickGetDeviceInstanceID(i) == self.instance_id:
                 return i
