@@ -59,10 +59,14 @@ def init_default_context() -> bool:
     """Initialise rclpy's default context with no --ros-args, as upstream decides (only when
     `rclpy.ok()` is false). Returns whether it was initialised here."""
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     if rclpy.ok():
         return False
-    rclpy.init(args=[sys.argv[0] if sys.argv else "mile_ros"])
+    # No rclpy signal handlers: SIGINT/SIGTERM belong to the node runtime, which stops the arm's
+    # loop before anything is shut down (rclpy's would shut the contexts down under it).
+    rclpy.init(args=[sys.argv[0] if sys.argv else "mile_ros"],
+               signal_handler_options=SignalHandlerOptions.NO)
     return True
 
 
