@@ -9,8 +9,9 @@ PACKAGE = "mile_ros"
 
 
 def node_names() -> list[str]:
-    """`NODES` of mile_ros/nodes/__init__.py, the one list of the package's nodes (read, not
-    imported: setup.py must not import the package).
+    """Return `NODES` of mile_ros/nodes/__init__.py, the one list of the package's nodes.
+
+    It is read, not imported: setup.py must not import the package.
     """
     tree = ast.parse((Path(__file__).parent / PACKAGE / "nodes" / "__init__.py").read_text())
     for stmt in tree.body:

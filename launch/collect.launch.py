@@ -1,7 +1,9 @@
-"""The collection graph: arm, arbiter, policy_server, recorder, and the person's side (the PS3
-joystick node on a real robot, the simulated person in simulation), plus the camera when asked.
+r"""The collection graph: arm, arbiter, policy_server, recorder, the person's side, a camera.
 
-    ros2 launch mile_ros collect.launch.py robot_name:=wx250s sim:=false camera:=true \\
+The person's side is the PS3 joystick node on a real robot, the simulated person in simulation;
+the camera is started when asked.
+
+    ros2 launch mile_ros collect.launch.py robot_name:=wx250s sim:=false camera:=true \
         out:=runs/lab iteration:=3
 
 Parameters: the installed config/collect.yaml (one section per node), with these overrides from
@@ -25,9 +27,13 @@ import tempfile
 
 import yaml
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction,
-                            RegisterEventHandler)
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+)
 from launch.conditions import IfCondition, UnlessCondition
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
@@ -35,6 +41,7 @@ from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
+from launch import LaunchDescription
 from mile_ros.params import SHARED
 
 PACKAGE = "mile_ros"
@@ -46,8 +53,11 @@ WHOLE_NUMBERS = ("episodes", "iteration")  # int parameters: checked before any 
 
 
 def _check_whole_numbers(context):
-    """Refuse a bad `episodes` / `iteration` before the first node starts (a node's
-    ParameterValue would refuse it only when that node is reached, after the earlier ones)."""
+    """Refuse a bad `episodes` / `iteration` before the first node starts.
+
+    A node's ParameterValue would refuse it only when that node is reached, after the earlier
+    ones.
+    """
     for name in WHOLE_NUMBERS:
         text = context.launch_configurations[name]
         try:
@@ -61,12 +71,13 @@ def _check_whole_numbers(context):
 
 
 def _on_arm_exit(event, context):
-    """The arm's exit ends the launch: it has finished its episodes (status 0), or it failed.
+    """End the launch on the arm's exit: it has finished its episodes (status 0), or it failed.
 
     A failure is raised: launch logs it as an error, shuts down with it as the reason, and
     `ros2 launch` exits 1. On humble, jazzy and rolling alike (launch_service.py, run_async) an
     exception in an action or event handler is the only thing that makes the launch exit
-    non-zero; a process's own exit status never reaches it."""
+    non-zero; a process's own exit status never reaches it.
+    """
     if event.returncode == 0:
         return [EmitEvent(event=Shutdown(reason="the arm finished its episodes"))]
     failure = f"the arm failed with exit status {event.returncode} (its output above says why)"
@@ -82,8 +93,10 @@ def _when_sim(if_true, if_false):
 
 
 def _cache_dir():
-    """The user's cache folder for this package (a per-user folder in the temp directory where
-    that cannot be written)."""
+    """Return the user's cache folder for this package.
+
+    Where that cannot be written: a per-user folder in the temp directory.
+    """
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     for folder in (os.path.join(cache, PACKAGE),
                    os.path.join(tempfile.gettempdir(), f"{PACKAGE}-{os.getuid()}")):
@@ -110,10 +123,13 @@ def _write_atomically(path, text):
 
 
 def _for_any_namespace(config):
-    """A copy of the parameter file whose sections match the nodes in any namespace (`/**/arm`
-    rather than `arm`, which would match only `/arm`); values keep the file's own YAML types.
-    One file per content in the user's cache, rewritten by every launch rather than a new temp
-    file each time (nothing deletes those: the nodes read it after this returns)."""
+    """Return a copy of the parameter file whose sections match the nodes in any namespace.
+
+    The sections are `/**/arm` rather than `arm`, which would match only `/arm`; values keep the
+    file's own YAML types. One file per content in the user's cache, rewritten by every launch
+    rather than a new temp file each time (nothing deletes those: the nodes read it after this
+    returns).
+    """
     with open(config) as f:
         sections = yaml.safe_load(f)
     for (node, name), (owner, owner_name) in SHARED.items():   # declared once, under the owner
@@ -141,7 +157,8 @@ def generate_launch_description():
 
     sim = LaunchConfiguration("sim")
     arm = node("arm", {"backend": _when_sim("sim", "interbotix"),
-                       "episodes": ParameterValue(LaunchConfiguration("episodes"), value_type=int)})
+                       "episodes": ParameterValue(LaunchConfiguration("episodes"),
+                                                  value_type=int)})
     return LaunchDescription([
         DeclareLaunchArgument("robot_name", default_value="wx250s",
                               description="namespace of every node and topic"),

@@ -1,5 +1,8 @@
-"""The arm node over real DDS: tick protocol, episode events, command checking and holding,
-start-up gating, and clear configuration errors. A peer node plays the rest of the graph."""
+"""The arm node over real DDS.
+
+Tick protocol, episode events, command checking and holding, start-up gating, and clear
+configuration errors. A peer node plays the rest of the graph.
+"""
 import itertools
 import subprocess
 import sys
@@ -10,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
+from geometry_msgs.msg import PoseStamped
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
@@ -29,6 +32,7 @@ _ns = itertools.count()
 
 class FakeBackend:
     """Counts ticks; an episode ends after `length` ticks, with success on odd episodes."""
+
     owns_episodes, has_expert, publishes_joint_states = True, True, True
     observation_names, action_names, joint_names = ["tick", "episode"], list(ACTION_NAMES), ["j0"]
 
@@ -208,7 +212,8 @@ class BackgroundArm:
                                             "startup_timeout_s": 20.0})
         pfile = params.ros_params_file({"arm": values}, tmp_path / "arm.yaml")
         self.context = rclpy.Context()
-        rclpy.init(args=["arm", "--ros-args", "-r", f"__ns:={self.ns}", "--params-file", str(pfile)],
+        rclpy.init(args=["arm", "--ros-args", "-r", f"__ns:={self.ns}",
+                         "--params-file", str(pfile)],
                    context=self.context)
         self.node = ArmNode(self.context, backend_factory=lambda p, robot: self.backend)
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -274,7 +279,10 @@ def test_simulated_widowx_backend_runs_an_episode(tmp_path):
 
 
 class RefusingBackend(FakeBackend):
-    """Refuses (counts in `ik_refusals`, like the Interbotix backend) every command of episode 0."""
+    """Refuses every command of episode 0.
+
+    The refusals are counted in `ik_refusals`, like the Interbotix backend's.
+    """
 
     def __init__(self, length=5):
         super().__init__(length)
@@ -303,6 +311,7 @@ def test_sim_end_events_have_no_refusal_field(tmp_path):
 
 class ContinuousBackend(RefusingBackend):
     """The real arm's shape: episodes are decided elsewhere (the arbiter's buttons)."""
+
     owns_episodes, has_expert, publishes_joint_states = False, False, False
 
     def __init__(self):

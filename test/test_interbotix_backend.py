@@ -1,5 +1,7 @@
-"""The Interbotix backend against a stand-in of the upstream Python API: start-up, the motion
-profile, commands (non-blocking, constant moving time, inside the limits), refusals, shutdown.
+"""The Interbotix backend against a stand-in of the upstream Python API.
+
+Start-up, the motion profile, commands (non-blocking, constant moving time, inside the limits),
+refusals, shutdown.
 
 The stand-in follows the upstream source read from Interbotix/interbotix_ros_toolboxes, branch
 `humble`: interbotix_xs_toolbox/interbotix_xs_modules/interbotix_xs_modules/xs_robot/arm.py,
@@ -253,8 +255,9 @@ class FakeArm:
             return False
         self.set_trajectory_time(moving_time, accel_time)
         self.joint_commands = list(joint_positions)
-        self.core.driver.group_commands.append(dict(cmd=list(joint_positions), blocking=blocking,
-                                                    moving_time=moving_time, accel_time=accel_time))
+        self.core.driver.group_commands.append({"cmd": list(joint_positions), "blocking": blocking,
+                                                "moving_time": moving_time,
+                                                "accel_time": accel_time})
         self.core.driver.q = np.array(joint_positions, dtype=float)  # the motors get there
         if blocking:
             self.core.get_node().get_clock().sleep_for(Duration(seconds=self.moving_time))
@@ -276,7 +279,8 @@ class FakeGripper:
 
     def _controller(self, effort, delay):
         finger = self.core.joint_states.position[self.core.joint_states.name.index("left_finger")]
-        if (effort > 0 and finger < FINGER_LIMITS[1]) or (effort < 0 and finger > FINGER_LIMITS[0]):
+        if ((effort > 0 and finger < FINGER_LIMITS[1])
+                or (effort < 0 and finger > FINGER_LIMITS[0])):
             self.core.driver.single_commands.append(effort)
             self.core.get_node().get_clock().sleep_for(Duration(seconds=delay))
 
@@ -289,6 +293,7 @@ class FakeGripper:
 
 class FakeManipulator:
     """InterbotixManipulatorXS: the upstream signature; no shutdown() method."""
+
     world = None
     instances = None   # one list per World
 
@@ -297,8 +302,8 @@ class FakeManipulator:
                  gripper_pressure_lower_limit=150, gripper_pressure_upper_limit=350,
                  topic_joint_states="joint_states", logging_level=None,
                  node_name="robot_manipulation", node=None, iterative_update_fk=True, args=None):
-        self.init_kwargs = dict(robot_model=robot_model, robot_name=robot_name, node=node,
-                                moving_time=moving_time, accel_time=accel_time, args=args)
+        self.init_kwargs = {"robot_model": robot_model, "robot_name": robot_name, "node": node,
+                            "moving_time": moving_time, "accel_time": accel_time, "args": args}
         self.core = FakeCore(self.world, robot_model, robot_name, node)
         self.arm = FakeArm(self.core, group_name, moving_time, accel_time)
         self.gripper = FakeGripper(self.core, gripper_pressure, gripper_pressure_lower_limit,
@@ -593,6 +598,7 @@ def test_missing_interbotix_module_is_a_clear_config_error(monkeypatch):
 
 
 def test_sim_backend_does_not_import_interbotix():
-    assert "interbotix_xs_modules" not in sys.modules or sys.modules["interbotix_xs_modules"] is None
+    assert ("interbotix_xs_modules" not in sys.modules
+            or sys.modules["interbotix_xs_modules"] is None)
     with pytest.raises(ConfigError, match="'backend'"):
         make_backend({**arm_params(), "backend": "gazebo"}, "wx250s")

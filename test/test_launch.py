@@ -1,6 +1,8 @@
-"""launch/collect.launch.py under a stand-in of `launch` / `launch_ros` (neither can be installed
-here): for every combination of arguments it must start exactly the nodes, with exactly the
-parameters, that `mile-ros collect` starts, and refuse a bad argument before any node starts.
+"""launch/collect.launch.py under a stand-in of `launch` / `launch_ros`.
+
+Neither can be installed here. For every combination of arguments it must start exactly the
+nodes, with exactly the parameters, that `mile-ros collect` starts, and refuse a bad argument
+before any node starts.
 
 The stand-in follows the upstream code wherever the launch file depends on it; read on the
 humble, jazzy and rolling branches of ros2/launch and ros2/launch_ros (identical on all three
@@ -39,7 +41,6 @@ import pytest
 import yaml
 
 from mile_ros import params
-
 from mile_ros.tools import collect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +156,7 @@ class ParameterValue:
 
 
 def evaluate_parameter(value, context):
-    """A value of a parameter dict, as launch_ros's evaluate_parameter_dict reads it."""
+    """Evaluate a value of a parameter dict, as launch_ros's evaluate_parameter_dict reads it."""
     if isinstance(value, ParameterValue):
         return value.evaluate(context)
     if is_substitution(value):
@@ -175,7 +176,8 @@ class DeclareLaunchArgument(Action):
     def __init__(self, name, *, default_value=None, description=None, choices=None, **kw):
         super().__init__(**kw)
         if choices is not None and len(choices) == 0:
-            raise RuntimeError("Provided choices arg is empty. Use None to ignore the choice list.")
+            raise RuntimeError("Provided choices arg is empty. "
+                               "Use None to ignore the choice list.")
         if (choices is not None and isinstance(default_value, str)
                 and default_value not in choices):
             raise RuntimeError(f'Provided default_value "{default_value}" is not in provided '
@@ -326,7 +328,7 @@ class LaunchRun:
         self.context.is_shutdown = True
 
     def process_exited(self, name, returncode):
-        """The node `name`'s process exited: run the handlers registered for it."""
+        """Report that node `name`'s process exited: run the handlers registered for it."""
         event = ProcessExited(action=self.actions[name], returncode=returncode)
         for handler in list(self.handlers):
             self._guarded(lambda h: self._visit(h.handle(event, self.context)), handler)
@@ -389,8 +391,10 @@ def flatten(prefix, value, out):
 
 
 def evaluate(description, arguments, distro="humble"):
-    """{node name: (namespace, executable, package, flat parameters)}; raises what launch would
-    have reported."""
+    """Return {node name: (namespace, executable, package, flat parameters)}.
+
+    Raises what launch would have reported.
+    """
     run = LaunchRun(description, arguments, distro)
     if run.error is not None:
         raise run.error
@@ -424,7 +428,8 @@ def test_same_nodes_and_parameters_as_mile_ros_collect(launch_file, sim, camera,
 
 
 def test_mile_ros_collect_command_lines_match_the_launch_node_names(tmp_path):
-    graph = collect.Graph(collect.graph_nodes(True, True), "lab_arm", tmp_path / "p.yaml", tmp_path)
+    graph = collect.Graph(collect.graph_nodes(True, True), "lab_arm", tmp_path / "p.yaml",
+                          tmp_path)
     for name in graph.nodes:
         cmd = graph.command(name)
         assert cmd[1:3] == ["-m", f"mile_ros.nodes.{name}"]
@@ -455,7 +460,8 @@ def test_a_failing_arm_is_reported_and_the_launch_exits_non_zero(launch_file, re
     assert run.return_code == 1
     errors = [text for level, text in run.log if level == "ERROR"]
     assert errors and f"exit status {returncode}" in errors[0] and "arm" in errors[0]
-    assert len(run.shutdown_reasons) == 1 and f"exit status {returncode}" in run.shutdown_reasons[0]
+    assert (len(run.shutdown_reasons) == 1
+            and f"exit status {returncode}" in run.shutdown_reasons[0])
     assert "finished its episodes" not in run.shutdown_reasons[0]
 
 

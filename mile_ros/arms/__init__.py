@@ -20,4 +20,5 @@ def make_backend(p: dict, robot_name: str):
         return SimArm(p)
     if p["backend"] == "interbotix":
         return InterbotixArm(p, robot_name)
-    raise ConfigError(f"arm parameter 'backend' must be 'sim' or 'interbotix', got {p['backend']!r}")
+    raise ConfigError(f"arm parameter 'backend' must be 'sim' or 'interbotix', "
+                      f"got {p['backend']!r}")

@@ -40,12 +40,14 @@ def check_arm_params(p: dict) -> None:
         if not p[name] > 0:
             raise ConfigError(f"arm parameter '{name}' must be > 0, got {p[name]}")
     if not p["startup_timeout_s"] >= 0:
-        raise ConfigError(f"arm parameter 'startup_timeout_s' must be >= 0, got {p['startup_timeout_s']}")
+        raise ConfigError(f"arm parameter 'startup_timeout_s' must be >= 0, "
+                          f"got {p['startup_timeout_s']}")
     if not p["realtime_factor"] >= 0:
         raise ConfigError(f"arm parameter 'realtime_factor' must be >= 0 (0 = lockstep), "
                           f"got {p['realtime_factor']}")
     if p["episodes"] < 0:
-        raise ConfigError(f"arm parameter 'episodes' must be >= 0 (0 = no limit), got {p['episodes']}")
+        raise ConfigError(f"arm parameter 'episodes' must be >= 0 (0 = no limit), "
+                          f"got {p['episodes']}")
 
 
 class ArmBackend(Protocol):

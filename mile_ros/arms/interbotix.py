@@ -1,4 +1,6 @@
-"""The real WidowX through interbotix_xs_modules' InterbotixManipulatorXS (imported only when selected).
+"""The real WidowX through interbotix_xs_modules' InterbotixManipulatorXS.
+
+The upstream modules are imported only when this backend is selected.
 
 Start-up (see `arms.interbotix_driver` for the upstream facts): rclpy's default context is
 initialised without this process's --ros-args, the Interbotix node gets its own name
@@ -21,10 +23,18 @@ import math
 import numpy as np
 
 from mile_ros.arms.base import ACTION_NAMES, StepOutcome
-from mile_ros.arms.interbotix_driver import (NODE_NAME, InterbotixApi, check_group_modes,
-                                             driver_namespace, init_default_context, load_api,
-                                             profile_message, profile_ms, wait_for_driver,
-                                             write_profile)
+from mile_ros.arms.interbotix_driver import (
+    NODE_NAME,
+    InterbotixApi,
+    check_group_modes,
+    driver_namespace,
+    init_default_context,
+    load_api,
+    profile_message,
+    profile_ms,
+    wait_for_driver,
+    write_profile,
+)
 
 
 def rotation_to_quaternion(r: np.ndarray) -> np.ndarray:
@@ -58,8 +68,10 @@ class InterbotixArm:
 
     The driver publishes `/<robot_name>/joint_states` itself, so this backend does not. The
     observation is the end-effector position plus the left finger's position. `api` replaces the
-    upstream modules (tests); `logger` (rclpy or `logging` style) defaults to the Interbotix node's.
+    upstream modules (tests); `logger` (rclpy or `logging` style) defaults to the Interbotix
+    node's.
     """
+
     owns_episodes = False
     has_expert = False
     publishes_joint_states = False
@@ -98,8 +110,10 @@ class InterbotixArm:
 
     # --- start-up and shutdown -------------------------------------------------------------------
     def _bring_up(self, timeout_s: float):
-        """(node, bot): our own node in a clean default context, the driver waited for, the
-        manipulator built on that node and its executor started."""
+        """Return (node, bot): our own node in a clean default context, and its manipulator.
+
+        The driver is waited for, the manipulator built on that node and its executor started.
+        """
         init_default_context()
         node = self.api.create_node(node_name=NODE_NAME, namespace="/" + self.namespace)
         try:
@@ -119,8 +133,10 @@ class InterbotixArm:
             node_name=NODE_NAME, node=node)
 
     def _start_profile(self) -> None:
-        """Write Profile_Velocity / Profile_Acceleration once (the constructor does not) and log
-        what the motors then hold."""
+        """Write Profile_Velocity / Profile_Acceleration once and log what the motors then hold.
+
+        The constructor does not write them.
+        """
         wanted = profile_ms(self.moving_time, self.accel_time)
         try:
             ok, line = profile_message(wanted, write_profile(self.bot.core, wanted))

@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 from mile_ros.params import ConfigError
 
-NODE_NAME = "arm_interbotix"       # the Interbotix node, beside the arm node in the robot namespace
+# the Interbotix node, beside the arm node in the robot namespace
+NODE_NAME = "arm_interbotix"
 DRIVER_SERVICES = ("set_operating_modes", "set_motor_pid_gains", "set_motor_registers",
                    "get_motor_registers", "get_robot_info", "torque_enable", "reboot_motors")
 PROFILE_REGISTERS = ("Profile_Velocity", "Profile_Acceleration")
@@ -34,6 +35,7 @@ POLL_S = 0.1
 @dataclass
 class InterbotixApi:
     """The upstream entry points the backend calls (tests inject stand-ins)."""
+
     manipulator_cls: Any          # interbotix_xs_modules.xs_robot.arm.InterbotixManipulatorXS
     create_node: Callable         # common_robot.robot.create_interbotix_global_node
     robot_startup: Callable       # common_robot.robot.robot_startup
@@ -44,7 +46,10 @@ def load_api() -> InterbotixApi:
     """Import the Interbotix modules the way upstream demos do (xsarm_joy's xsarm_robot.py)."""
     try:
         from interbotix_common_modules.common_robot.robot import (
-            create_interbotix_global_node, robot_shutdown, robot_startup)
+            create_interbotix_global_node,
+            robot_shutdown,
+            robot_startup,
+        )
         from interbotix_xs_modules.xs_robot.arm import InterbotixManipulatorXS
     except ImportError as e:
         raise ConfigError(
@@ -56,8 +61,10 @@ def load_api() -> InterbotixApi:
 
 
 def init_default_context() -> bool:
-    """Initialise rclpy's default context with no --ros-args, as upstream decides (only when
-    `rclpy.ok()` is false). Returns whether it was initialised here."""
+    """Initialise rclpy's default context with no --ros-args, as upstream decides.
+
+    Only when `rclpy.ok()` is false. Returns whether it was initialised here.
+    """
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
@@ -71,8 +78,11 @@ def init_default_context() -> bool:
 
 
 def driver_namespace(robot_name: str, robot_model: str) -> str:
-    """The xs_sdk's namespace: the arm node's, or `robot_model` (xsarm_control's default
-    robot_name) when the arm node runs in the root namespace."""
+    """Return the xs_sdk's namespace: the arm node's, or `robot_model` in the root namespace.
+
+    `robot_model` is xsarm_control's default robot_name; it is used when the arm node runs in
+    the root namespace.
+    """
     return robot_name.strip("/") or robot_model
 
 
@@ -83,7 +93,7 @@ def driver_command(ns: str, robot_model: str) -> str:
 
 
 def missing_driver_endpoints(node, ns: str) -> list[str]:
-    """What the core would wait for and the graph does not have yet."""
+    """Return what the core would wait for and the graph does not have yet."""
     have = {name for name, _ in node.get_service_names_and_types()}
     missing = [f"/{ns}/{s}" for s in DRIVER_SERVICES if f"/{ns}/{s}" not in have]
     if node.count_publishers(f"/{ns}/joint_states") == 0:
@@ -92,8 +102,11 @@ def missing_driver_endpoints(node, ns: str) -> list[str]:
 
 
 def wait_for_driver(node, ns: str, robot_model: str, timeout_s: float) -> None:
-    """Return once the driver's services and joint states are in the graph; a ConfigError after
-    `timeout_s` (polled through the node's clock); KeyboardInterrupt if rclpy shuts down first."""
+    """Return once the driver's services and joint states are in the graph.
+
+    Raise a ConfigError after `timeout_s` (polled through the node's clock); KeyboardInterrupt
+    if rclpy shuts down first.
+    """
     from rclpy.duration import Duration
 
     clock = node.get_clock()
@@ -116,14 +129,16 @@ def driver_missing_message(ns: str, robot_model: str, timeout_s: float, missing)
 
 
 def check_group_modes(group_info, ns: str, robot_model: str) -> None:
-    """Refuse a driver whose 'arm' group is not position-controlled with a time-based profile:
-    Profile_Velocity / Profile_Acceleration are then not times in ms."""
+    """Refuse a driver whose 'arm' group is not position-controlled with a time-based profile.
+
+    Profile_Velocity / Profile_Acceleration are then not times in ms.
+    """
     mode, profile = group_info.mode, group_info.profile_type
     if mode != "position" or profile != "time":
         raise ConfigError(
-            f"the Interbotix driver runs group 'arm' with operating_mode {mode!r} and profile_type "
-            f"{profile!r}; mile_ros needs 'position' and 'time' (driver launch argument "
-            f"mode_configs): {driver_command(ns, robot_model)}")
+            f"the Interbotix driver runs group 'arm' with operating_mode {mode!r} and "
+            f"profile_type {profile!r}; mile_ros needs 'position' and 'time' (driver launch "
+            f"argument mode_configs): {driver_command(ns, robot_model)}")
 
 
 def profile_ms(moving_time_s: float, accel_time_s: float) -> dict[str, int]:
