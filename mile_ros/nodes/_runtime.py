@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from typing import Callable
+from typing import Callable, NoReturn
 
 from mile_ros.params import ConfigError
 
@@ -107,14 +107,47 @@ def _close(name: str, node, executor, context) -> None:
         context.try_shutdown()
 
 
-def run_node(name: str, build: Callable, argv: list[str] | None = None, executor_cls=None) -> int:
+def end_process(code: int) -> NoReturn:
+    """Exit now with `code`, skipping the interpreter's teardown.
+
+    With torch and a DDS participant loaded, the teardown after a node has already closed
+    everything takes seconds on a loaded machine -- past `ros2 launch`'s 5 s SIGTERM escalation.
+    Python's and C's output buffers and the logging handlers are flushed first.
+    """
+    import ctypes
+    import logging
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
+    os._exit(code)
+
+
+def run_node(name: str, build: Callable, argv: list[str] | None = None, executor_cls=None,
+             exit_process: bool = True) -> int:
     """Build the node and run it; return the exit status.
 
     `build(context=context)` returns a node with an optional `.setup(executor)` (start-up work
     that needs the executor), an optional `.run(executor)` (its own main loop, which returns
     once `.request_stop()` was called) and an optional `.close()`. Without `.run`, the node is
-    spun by `executor_cls` (single-threaded) until SIGINT or SIGTERM.
+    spun by `executor_cls` (single-threaded) until SIGINT or SIGTERM. With `exit_process` (a
+    node's `main`), the process then ends at once with the status (`end_process`).
     """
+    code = _run(name, build, argv, executor_cls)
+    if exit_process:
+        end_process(code)
+    return code
+
+
+def _run(name: str, build: Callable, argv: list[str] | None, executor_cls) -> int:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     args = list(sys.argv if argv is None else [sys.argv[0], *argv])

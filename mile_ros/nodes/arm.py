@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 from rclpy.impl.implementation_singleton import rclpy_implementation
@@ -33,8 +33,8 @@ from rclpy.node import Node
 
 from mile_ros import interfaces as itf
 from mile_ros.arms import ACTION_NAMES, check_arm_params, make_backend
-from mile_ros.params import declare_node_parameters
 from mile_ros.nodes._runtime import say
+from mile_ros.params import declare_node_parameters
 
 RCLError = rclpy_implementation.RCLError
 
@@ -68,14 +68,30 @@ class ArmStats:
     def summary(self) -> str:
         rate = self.ticks / max(time.monotonic() - self.started, 1e-9)
         return (f"ticks={self.ticks} ({rate:.1f}/s) applied={self.applied} "
-                f"held(no command)={self.held_missing} rejected(non-finite)={self.rejected_nonfinite} "
+                f"held(no command)={self.held_missing} "
+                f"rejected(non-finite)={self.rejected_nonfinite} "
                 f"malformed={self.malformed} clipped={self.clipped} late={self.late} "
                 f"overruns={self.overruns}"
                 + ("" if self.ik_refusals is None else f" ik_refusals={self.ik_refusals}"))
 
+    def snapshot(self) -> ArmStats:
+        """Copy the counts now, timed from now: an episode's starting point for `since`."""
+        return replace(self, started=time.monotonic())
+
+    def since(self, start: ArmStats) -> ArmStats:
+        """Count only what happened after the snapshot `start`, rated over that time."""
+        counts = {f.name: getattr(self, f.name) - getattr(start, f.name) for f in fields(self)
+                  if f.name not in ("started", "ik_refusals")}
+        refusals = (None if self.ik_refusals is None
+                    else self.ik_refusals - (start.ik_refusals or 0))
+        return ArmStats(**counts, ik_refusals=refusals, started=start.started)
+
 
 def check_command(values: np.ndarray, stats: ArmStats) -> np.ndarray | None:
-    """A command safe to apply, or None (hold). Non-finite -> rejected; clamp to [-1, 1]."""
+    """Return a command safe to apply, or None (hold).
+
+    Non-finite -> rejected; clamp to [-1, 1].
+    """
     if not np.all(np.isfinite(values)):
         stats.rejected_nonfinite += 1
         return None
@@ -172,11 +188,11 @@ class ArmNode(Node):
         return getattr(self.backend, "ik_refusals", None)
 
     def _refusal_fields(self, at_start: int | None) -> dict:
-        """The end event's `ik_refusals` (this episode's), when the backend counts them."""
+        """Return the end event's `ik_refusals` (this episode's), when the backend counts them."""
         now = self._refusals()
         return {} if now is None else {"ik_refusals": now - (at_start or 0)}
 
-    # --- one tick ---------------------------------------------------------------------------------
+    # --- one tick -------------------------------------------------------------------------------
     def _next_stamp(self) -> int:
         now = self.get_clock().now().nanoseconds
         self._last_stamp = max(now, self._last_stamp + 1)
@@ -197,8 +213,10 @@ class ArmNode(Node):
         self.pose_pub.publish(pose)
 
     def _publish_expert(self, t: int) -> None:
-        """Sim: the scripted expert's action for tick t, for the simulated person only. Sent
-        before the observation; the arbiter (joy_sync) waits for the person's Joy(t)."""
+        """Sim: publish the scripted expert's action for tick t, for the simulated person only.
+
+        Sent before the observation; the arbiter (joy_sync) waits for the person's Joy(t).
+        """
         if self.expert_pub is not None:
             self.expert_pub.publish(
                 itf.vector_msg(self.action_names, self.backend.expert_action(), t))
@@ -238,7 +256,7 @@ class ArmNode(Node):
             self._stop.wait(nxt - now)
         return nxt
 
-    # --- main loops -------------------------------------------------------------------------------
+    # --- main loops -----------------------------------------------------------------------------
     def run(self, executor) -> int:
         spinner = threading.Thread(target=self._spin, args=(executor,), daemon=True)
         spinner.start()
@@ -320,6 +338,7 @@ class ArmNode(Node):
             self._publish_event(itf.episode_event("start", episode, first, seed=seed,
                                                   control_rate_hz=self.expected_rate_hz))
             self._episode, self._at_start = episode, self._refusals()
+            at_start = self.stats.snapshot()
             # A moment for the event to arrive before the first observation: the policy server
             # resets its frame history (and swaps checkpoints) on it, the recorder opens a bag.
             self._stop.wait(EVENT_LEAD_S)
@@ -330,12 +349,13 @@ class ArmNode(Node):
                 outcome = self.backend.apply(command)  # None: hold
                 if outcome.done:
                     self._episode = None
-                    self._publish_event(itf.episode_event("end", episode, t, success=outcome.success,
+                    self._publish_event(itf.episode_event("end", episode, t,
+                                                          success=outcome.success,
                                                           reason=outcome.reason,
                                                           **self._refusal_fields(self._at_start)))
                     self.stats.ik_refusals = self._refusals()
                     self.get_logger().info(f"episode {episode} ended: {outcome.reason}; "
-                                           + self.stats.summary())
+                                           + self.stats.since(at_start).summary())
                     break
                 tick_start = self._pace(tick_start)
             episode += 1
