@@ -139,6 +139,37 @@ def _eval_summary(ev: dict) -> dict:
             "mean_length": float(np.mean(ev["length"])), "n": len(ev["success"])}
 
 
+def _collect(cfg, task, policy, person, seed, it, target):
+    """Collect one iteration's episodes with the person.
+
+    `cfg.episodes` of them, or (with `target`) as many more as it takes to reach `target`
+    interventions, at most ten times as many.
+    """
+    new_eps = []
+    for j in range(cfg.episodes * (10 if target is not None else 1)):
+        ep_seed = seeds_for(seed, 2 + it, 10 * cfg.episodes)[j]
+        new_eps.append(collect_episode(task, policy, person, ep_seed,
+                                       cfg.initial.frame_stack, [seed, it, j, 5]))
+        n_int = sum(int(e["nu"].sum()) for e in new_eps)
+        if target is None and len(new_eps) >= cfg.episodes:
+            break
+        if target is not None and len(new_eps) >= cfg.episodes and n_int >= target:
+            break
+    return new_eps
+
+
+def _record(it, ev, n_new, episodes, new_eps, seconds: dict) -> dict:
+    """Build the results record of one iteration: evaluation, data counts, timings."""
+    ticks = int(sum(len(e["nu"]) for e in new_eps))
+    return {"iteration": it, "success_rate": float(np.mean(ev["success"])),
+            "mean_return": float(np.mean(ev["return"])),
+            "interventions": n_new,
+            "interventions_total": int(sum(e["nu"].sum() for e in episodes)),
+            "ticks": ticks, "episodes": len(new_eps),
+            "intervention_rate": n_new / max(1, ticks),
+            "collect_success": float(np.mean([e["success"] for e in new_eps]))} | seconds
+
+
 def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, log):
     t0 = time.time()
     torch.manual_seed(seed)
@@ -178,16 +209,7 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
             ran = True
             tc = time.time()
             target = mile_counts.get(it) if (cfg.equalize and method != "mile") else None
-            new_eps = []
-            for j in range(cfg.episodes * (10 if target is not None else 1)):
-                ep_seed = seeds_for(seed, 2 + it, 10 * cfg.episodes)[j]
-                new_eps.append(collect_episode(task, policy, person, ep_seed,
-                                               cfg.initial.frame_stack, [seed, it, j, 5]))
-                n_int = sum(int(e["nu"].sum()) for e in new_eps)
-                if target is None and len(new_eps) >= cfg.episodes:
-                    break
-                if target is not None and len(new_eps) >= cfg.episodes and n_int >= target:
-                    break
+            new_eps = _collect(cfg, task, policy, person, seed, it, target)
             episodes = episodes + new_eps
             tt = time.time()
             if method == "mile":
@@ -202,15 +224,9 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
             n_new = sum(int(e["nu"].sum()) for e in new_eps)
             if method == "mile":
                 mile_counts[it] = n_new
-            rec = {"iteration": it, "success_rate": float(np.mean(ev["success"])),
-                   "mean_return": float(np.mean(ev["return"])),
-                   "interventions": n_new,
-                   "interventions_total": int(sum(e["nu"].sum() for e in episodes)),
-                   "ticks": int(sum(len(e["nu"]) for e in new_eps)), "episodes": len(new_eps),
-                   "intervention_rate": n_new / max(1, sum(len(e["nu"]) for e in new_eps)),
-                   "collect_success": float(np.mean([e["success"] for e in new_eps])),
-                   "collect_seconds": tt - tc, "train_seconds": te - tt,
-                   "eval_seconds": time.time() - te}
+            rec = _record(it, ev, n_new, episodes, new_eps,
+                          {"collect_seconds": tt - tc, "train_seconds": te - tt,
+                           "eval_seconds": time.time() - te})
             state_path.parent.mkdir(parents=True, exist_ok=True)
             buf = io.BytesIO()
             torch.save({"iteration": it, "policy": policy, "episodes": episodes}, buf)

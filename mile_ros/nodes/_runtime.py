@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from typing import Callable, NoReturn
 
 from mile_ros.params import ConfigError
@@ -92,6 +93,28 @@ def _spin(node, executor, stopper: _Stopper) -> int:
     return 0
 
 
+ACK_WAIT_S = 1.0   # at shut-down, how long a node waits for its reliable messages to be acked
+
+
+def _drain(node, timeout_s: float = ACK_WAIT_S) -> None:
+    """Wait until every reliable subscriber has acknowledged what the node published (bounded).
+
+    The process ends right after the shut-down (`end_process`): messages still on their way,
+    such as the arm's last observations and its episode end event, would be lost with it.
+    """
+    from rclpy.duration import Duration
+
+    deadline = time.monotonic() + timeout_s
+    for publisher in list(node.publishers):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            publisher.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
+        except Exception:  # noqa: BLE001 - a publisher already destroyed: nothing to wait for
+            pass
+
+
 def _close(name: str, node, executor, context) -> None:
     """Close the node while its context is still valid, then take everything down."""
     if node is not None and hasattr(node, "close"):
@@ -99,6 +122,8 @@ def _close(name: str, node, executor, context) -> None:
             node.close()
         except Exception as e:  # noqa: BLE001 - report, still shut down
             print(f"{name}: error while closing: {e}", file=sys.stderr)
+    if node is not None and context is not None and context.ok():
+        _drain(node)
     if executor is not None:
         executor.shutdown(timeout_sec=2.0)
     if node is not None:

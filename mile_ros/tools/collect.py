@@ -146,22 +146,33 @@ class Graph:
         return "\n".join(text[-lines:])
 
     def stop(self) -> dict[str, int]:
-        """SIGINT once to every running node, in STOP_ORDER; escalate only if one hangs."""
+        """Stop every node: SIGINT to the arm, then to all the others at once.
+
+        The arm goes first (it stops moving and ends its episode); a node that hangs gets
+        SIGTERM after STOP_TIMEOUT_S and SIGKILL 5 s later.
+        """
         order = [n for n in STOP_ORDER if n in self.procs]
-        for node in order:
-            proc = self.procs[node]
-            if proc.poll() is None:
+        for wave in (order[:1], order[1:]):
+            live = [self.procs[n] for n in wave if self.procs[n].poll() is None]
+            for proc in live:
                 proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=5.0)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            for proc in live:
+                _wait_or_escalate(proc, deadline)
         return {n: p.returncode for n, p in self.procs.items()}
+
+
+def _wait_or_escalate(proc: subprocess.Popen, deadline: float) -> None:
+    """Wait for `proc` until `deadline`; then SIGTERM, and SIGKILL 5 s later."""
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class Progress:
