@@ -705,6 +705,42 @@ def test_s1_recorder_killed_earlier_bags_complete_trainer_skips_the_cut_one(sess
     assert rc == 2 and str(blocker) in err, err
 
 
+def test_s1_an_ended_episode_survives_the_recorder_killed_right_after(procs):
+    """The bag of an episode whose end event is in is sealed at once, not a reorder window later.
+
+    With the shipped reorder_window_s (3.5 s) the recorder used to close the bag only after that
+    window: killed 0.5 s after the end, the episode had no metadata.yaml.
+    """
+    ns = unique_ns("seal")
+    out = procs.tmp / "runs"
+    procs.start("arbiter", ns)
+    recorder = procs.start("recorder", ns, f"out:={out}", "record_images:=false")
+    probe = Probe(ns, joy=True)
+    try:
+        probe.wait_for_arbiter()
+        wait_until(lambda: all(probe.node.count_subscribers(t) >= 1 for t in (
+            itf.EE_POSE, itf.JOINT_STATES, itf.EPISODE)), 30, "the recorder")
+        time.sleep(0.3)
+        probe.episode("start", 0, iteration=1)
+        time.sleep(0.05)
+        ticks = probe.ticks(12, a_r=(0.2, -0.1, 0.3, 0.6))
+        probe.episode("end", 0, success=True, reason="success")
+        t_end, sealed = time.monotonic(), None
+        while time.monotonic() - t_end < 0.5:                  # killed 0.5 s after the end
+            if sealed is None and any(e["event"] == "episode_recorded" for e in probe.recorder):
+                sealed = time.monotonic() - t_end
+            time.sleep(0.005)
+        recorder.send_signal(signal.SIGKILL)
+        figure("recorder_seal_after_end_s", None if sealed is None else round(sealed, 3))
+        assert recorder.wait(10) == -signal.SIGKILL
+    finally:
+        probe.close()
+    (bag,) = sorted((out / "iter1").glob("episode_0000_*"))
+    assert bags.bag_state(bag) == "complete", list(bag.iterdir())
+    episode = bags.read_episode(bag)
+    assert episode.complete and len(episode) == len(ticks) == 12
+
+
 # === s5: bad bag files given to train ============================================================
 def test_s5_bad_bags_stop_train_naming_file_and_problem_or_are_skipped(session, tmp_path, capfd):
     import shutil

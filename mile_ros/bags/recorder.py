@@ -15,7 +15,6 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -31,15 +30,20 @@ from mile_ros.bags.codec import (
     header_stamp_ns,
     topic_types,
 )
+from mile_ros.bags.episode import _TICK_BITS, _Episode, episode_metadata
 from mile_ros.bags.index import _bags_in, bag_state
 from mile_ros.bags.writer import EpisodeBagWriter, check_writable, episode_bag_name
 from mile_ros.interfaces import (
+    ACTION_HUMAN,
     ACTION_ROBOT,
     ACTIVE,
+    COMMAND,
+    EE_POSE,
     EPISODE,
     FLAG_NAMES,
     IMAGE,
     INTERVENTION,
+    JOINT_STATES,
     OBSERVATION,
     STEP_TOPICS,
     parse_episode_event,
@@ -49,39 +53,12 @@ from mile_ros.params import ConfigError
 from mile_ros.runs import iteration_dir
 
 SIDECAR_LOG = "recorder_log.jsonl"
+# topics published once per control tick, stamped with the tick
+TICK_TOPICS = (OBSERVATION, ACTION_ROBOT, INTERVENTION, COMMAND, EE_POSE, JOINT_STATES)
 
 log = logging.getLogger("mile_ros.bags")     # one logger for the whole of mile_ros.bags
 
 
-@dataclass
-class _Episode:
-    """State of one episode being recorded (writer thread only)."""
-
-    index: int
-    path: Path
-    start_event: dict
-    start_stamp: int | None
-    writer: EpisodeBagWriter | None = None
-    end_event: dict | None = None
-    end_stamp: int | None = None
-    end_reason: str | None = None
-    close_at: float = 0.0                               # earliest close (monotonic)
-    close_by: float = 0.0                               # latest close, whatever still arrives
-    topics_seen: set = field(default_factory=set)
-    max_lag_s: dict = field(default_factory=dict)       # topic -> max (arrival - header stamp)
-    failed: str | None = None
-    errors: list = field(default_factory=list)
-    tick_bits: dict = field(default_factory=dict)      # stamp -> bits obs=1, a_r=2, nu=4
-    flags: dict = field(default_factory=dict)          # stamp -> (nu, hold, estop)
-    state_names: list | None = None
-    action_names: list | None = None
-    checkpoint_ids: list = field(default_factory=list)
-    dropped: Counter = field(default_factory=Counter)
-    opened_utc: str = ""
-    end_checkpoint: str | None = None
-
-
-_TICK_BITS = {OBSERVATION: 1, ACTION_ROBOT: 2, INTERVENTION: 4}
 
 
 class EpisodeRecorder:
@@ -91,9 +68,13 @@ class EpisodeRecorder:
     blocks, and drops with a count when `max_queue_bytes` are waiting). A writer thread:
     - opens a bag on an `episode` start event; a message belongs to the episode whose
       [start stamp, end stamp] holds its header stamp. Messages are routed `reorder_window_s`
-      after they arrive, and a bag is closed after its end event only once every topic has moved
-      past the end stamp or gone quiet for `close_grace_s` (at most `max_close_wait_s`): DDS keeps
-      no order across topics, and under load images may lag the episode events by a second;
+      after they arrive (an episode event published before them on another topic may arrive
+      after them), except those an episode's end event has already claimed: from the end event
+      on, messages stamped up to its end stamp are routed at once, and the bag is sealed
+      (metadata written, fsynced) as soon as every topic has reached the end stamp or gone quiet
+      for `close_grace_s` (at most `max_close_wait_s`), so an episode that has ended survives a
+      crash of the recorder a tick later. DDS keeps no order across topics, and under load
+      images may lag the episode events by a second;
     - flushes the open bag every `flush_period_s`: a crash loses at most the last
       `reorder_window_s + flush_period_s` of the episode in progress, never an earlier episode;
     - on a write failure (disk full, ...) marks the episode failed-to-record, reports it through
@@ -147,6 +128,7 @@ class EpisodeRecorder:
         self._routed: Counter = Counter()       # per topic: routed by the writer thread
         self._last_submit: dict[str, float] = {}
         self._watermark: dict[str, int] = {}     # per topic: latest header stamp routed
+        self._arrived: dict[str, int] = {}       # per topic: latest header stamp taken from DDS
         self._lock = threading.Lock()
         self._current: _Episode | None = None
         self._closing: list[_Episode] = []
@@ -228,8 +210,10 @@ class EpisodeRecorder:
                 self._guarded(self._stop, item[1])
                 return
             if item is not None:
-                if item[0] == "msg" and item[1] != EPISODE:
+                if item[0] == "msg" and item[1] != EPISODE and not self._claimed(item):
                     self._pending.append((time.monotonic(), item))   # routed a little later
+                elif item[0] == "msg" and item[1] != EPISODE:
+                    self._guarded(self._route_item, item)
                 else:
                     self._guarded(self._handle_now, item)
             self._guarded(self._route_pending)
@@ -265,13 +249,38 @@ class EpisodeRecorder:
         """
         due = time.monotonic() - self.reorder_window_s
         while self._pending and (everything or self._pending[0][0] <= due):
-            _, item = self._pending.popleft()
-            try:
-                self._release(item)
-                self._route(*item[1:])
-            finally:
-                self._routed[item[1]] += 1
-                self._done_items += 1
+            self._route_item(self._pending.popleft()[1])
+
+    def _route_item(self, item) -> None:
+        try:
+            self._release(item)
+            self._route(*item[1:])
+        finally:
+            self._routed[item[1]] += 1
+            self._done_items += 1
+
+    def _stamp_of(self, item) -> int | None:
+        """Return the header stamp of a held message (None for types without a header)."""
+        topic, raw = item[1], item[2]
+        return header_stamp_ns(raw) if self.topics.get(topic) in HEADER_TYPES else None
+
+    def _claimed(self, item) -> bool:
+        """Whether an ended episode waits for this message (stamped up to its end stamp)."""
+        stamp = self._stamp_of(item)
+        if stamp is not None and stamp > self._arrived.get(item[1], -1):
+            self._arrived[item[1]] = stamp
+        return stamp is not None and any(stamp <= e.end_stamp for e in self._closing)
+
+    def _route_claimed(self, end_stamp: int) -> None:
+        """Route at once every held message stamped up to `end_stamp` (its episode has ended)."""
+        keep = deque()
+        for arrival, item in self._pending:
+            stamp = self._stamp_of(item)
+            if stamp is not None and stamp <= end_stamp:
+                self._route_item(item)
+            else:
+                keep.append((arrival, item))
+        self._pending = keep
 
     def _timers(self) -> None:
         now = time.monotonic()
@@ -297,6 +306,8 @@ class EpisodeRecorder:
             return False
         if now >= ep.close_by:
             return True
+        if ep.sealed_early:
+            return all(self._sealed_topic_done(ep, topic, now) for topic in ep.topics_seen)
         for topic in ep.topics_seen:
             past_end = self._watermark.get(topic, -1) > ep.end_stamp
             quiet = (self._routed[topic] >= self._submitted[topic]
@@ -304,6 +315,29 @@ class EpisodeRecorder:
             if not (past_end or quiet):
                 return False
         return True
+
+    def _sealed_topic_done(self, ep: _Episode, topic: str, now: float) -> bool:
+        """Whether an ended episode has everything of `topic` up to its end stamp.
+
+        Per topic, messages arrive in stamp order. A topic stamped with the control ticks is
+        complete once it has reached the episode's last tick (or its end stamp), at least one
+        control period after the end event (the last tick's messages travel on other topics);
+        a_h once every tick whose flags say nu=1 has one; any other topic once it has reached
+        the end stamp or been quiet for `close_grace_s` since the end was taken.
+        """
+        if now - ep.ended_at < 1.0 / self.control_rate_hz:
+            return False
+        arrived = self._arrived.get(topic, -1)
+        if arrived >= ep.end_stamp:
+            return True
+        if topic == ACTION_HUMAN:
+            return self._sealed_topic_done(ep, INTERVENTION, now) and all(
+                s in ep.human_stamps for s, f in ep.flags.items()
+                if f[0] and ep.start_stamp is not None and ep.start_stamp <= s <= ep.end_stamp)
+        if topic in TICK_TOPICS:
+            last_tick = max((s for s in ep.tick_bits if s <= ep.end_stamp), default=None)
+            return last_tick is not None and arrived >= last_tick
+        return now - max(self._last_submit.get(topic, 0.0), ep.ended_at) >= self.close_grace_s
 
     def _open_episodes(self) -> list[_Episode]:
         return self._closing + ([self._current] if self._current else [])
@@ -416,8 +450,12 @@ class EpisodeRecorder:
         if stamp is None:
             stamp = max(ep.tick_bits) if ep.tick_bits else (ep.start_stamp or 0)
         ep.end_stamp = stamp
-        ep.close_at = time.monotonic() + self.reorder_window_s
+        ep.sealed_early = event is not None      # an end event: the episode's stamps are known
+        ep.ended_at = time.monotonic()
+        ep.close_at = time.monotonic() + (0.0 if ep.sealed_early else self.reorder_window_s)
         ep.close_by = ep.close_at + self.max_close_wait_s
+        if ep.sealed_early:
+            self._route_claimed(stamp)
         if self.checkpoint_id and self.checkpoint_id not in ep.checkpoint_ids:
             ep.checkpoint_ids.append(self.checkpoint_id)
         ep.end_checkpoint = self.checkpoint_id
@@ -449,6 +487,8 @@ class EpisodeRecorder:
             self.dropped["record_failed"] += 1
             return
         self.written[topic] += 1
+        if topic == ACTION_HUMAN and stamp is not None:
+            ep.human_stamps.add(stamp)
         if msg is not None:
             self._observe(ep, topic, msg, stamp)
 
@@ -479,7 +519,7 @@ class EpisodeRecorder:
     def _finish(self, ep: _Episode) -> None:
         self._closed.append((ep.start_stamp if ep.start_stamp is not None else -math.inf,
                              ep.end_stamp))
-        meta = self._metadata(ep)
+        meta = episode_metadata(ep, self)
         if not ep.failed:
             try:
                 ep.writer.close(meta)
@@ -499,55 +539,6 @@ class EpisodeRecorder:
         else:
             self.log.info(f"recorder: episode {ep.index} recorded: {text}")
         self._emit(summary)
-
-    def _metadata(self, ep: _Episode) -> dict:
-        lo = ep.start_stamp if ep.start_stamp is not None else -math.inf
-        hi = ep.end_stamp if ep.end_stamp is not None else math.inf
-        bits = {s: b for s, b in ep.tick_bits.items() if lo <= s <= hi}
-        ticks = sorted(s for s, b in bits.items() if b == 7)
-        obs = sorted(s for s, b in bits.items() if b & 1)
-        flags = [ep.flags[s] for s in ticks]
-        nu = [f[0] for f in flags]
-        flag_stamps = sorted(s for s in ep.flags if lo <= s <= hi)
-        estops = [s for i, s in enumerate(flag_stamps)
-                  if ep.flags[s][2] and (i == 0 or not ep.flags[flag_stamps[i - 1]][2])]
-        event_rate = ep.start_event.get("control_rate_hz")
-        rate = float(event_rate) if isinstance(event_rate, (int, float)) and event_rate > 0 \
-            else self.control_rate_hz
-        achieved = (len(obs) - 1) / ((obs[-1] - obs[0]) * 1e-9) if len(obs) > 1 and \
-            obs[-1] > obs[0] else 0.0
-        end = ep.end_event or {}
-        success = end.get("success")
-        return {
-            "iteration": self.iteration, "episode": ep.index, "robot_name": self.robot_name,
-            "success": success if isinstance(success, bool) else None,
-            "end_reason": ep.end_reason, "start_stamp_ns": ep.start_stamp,
-            "end_stamp_ns": ep.end_stamp, "seed": ep.start_event.get("seed"),
-            "ticks": len(ticks), "observations": len(obs),
-            "incomplete_ticks": len(bits) - len(ticks),
-            "stray_ticks_outside_stamps": len(ep.tick_bits) - len(bits),
-            "intervention_count": int(sum(nu)),
-            "intervention_rate": float(np.mean(nu)) if nu else 0.0,
-            "takeover_count": int(sum(1 for i, v in enumerate(nu)
-                                      if v and (i == 0 or not nu[i - 1]))),
-            "hold_ticks": int(sum(f[1] for f in flags)),
-            "estop_events": estops, "estop_count": len(estops),
-            "policy_checkpoint_id": ep.end_checkpoint or self.checkpoint_id,
-            "policy_checkpoint_ids": ep.checkpoint_ids,
-            "control_rate_hz": rate, "achieved_rate_hz": round(achieved, 3),
-            "min_rate_fraction": self.min_rate_fraction,
-            "low_rate": bool(len(obs) > 1 and achieved < self.min_rate_fraction * rate),
-            "state_names": ep.state_names or [], "action_names": ep.action_names or [],
-            "flag_names": list(FLAG_NAMES),
-            "message_counts": dict(ep.writer.counts) if ep.writer else {},
-            "record_errors": ep.errors + ([ep.failed] if ep.failed else []),
-            "dropped_messages": sum(ep.dropped.values()),
-            "max_arrival_lag_s": {k: round(v, 4) for k, v in sorted(ep.max_lag_s.items())},
-            "record_images": self.record_images, "storage": self.storage,
-            "start_event": ep.start_event, "end_event": ep.end_event,
-            "opened_utc": ep.opened_utc,
-            "closed_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
 
     def _stop(self, reason: str) -> None:
         if self._current is not None:
