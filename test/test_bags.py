@@ -271,6 +271,19 @@ def test_incomplete_bag_is_recovered_then_skipped_with_a_warning(tmp_path, stora
     assert len(eps) == 2 and report["ticks"] == 12 + 20
 
 
+def test_an_empty_metadata_file_is_an_incomplete_bag_not_an_unreadable_one(tmp_path):
+    """A power cut after metadata.yaml's rename can leave it empty: the bag was never sealed."""
+    good = write_ours(tmp_path / "iter1" / "episode_0000", images=False)
+    cut = write_ours(tmp_path / "iter1" / "episode_0001", images=False, n=12)
+    (cut / "metadata.yaml").write_bytes(b"")
+    assert bags.bag_state(cut) == "incomplete" and bags.bag_state(good) == "complete"
+    ep = read_episode(cut)
+    assert not ep.complete and len(ep) == 12
+    eps, report = load_episodes(tmp_path / "iter1")
+    assert [e.path for e in eps] == [good]
+    assert report["skipped"][0][0] == str(cut) and "incomplete" in report["skipped"][0][1]
+
+
 def test_mcap_cut_mid_record_still_recovers_earlier_chunks(tmp_path):
     path = write_ours(tmp_path / "e", images=False, n=12)
     w = EpisodeBagWriter(tmp_path / "f", record_images=False)
@@ -568,3 +581,14 @@ def test_out_ending_in_iter_is_used_as_is(tmp_path):
     rec = EpisodeRecorder(tmp_path / "demo" / "iter5", 1, fsync=False)
     rec.close()
     assert rec.dir == tmp_path / "demo" / "iter5" and rec.iteration == 5
+
+
+def test_a_rosbags_that_cannot_flush_is_refused_at_start_up(tmp_path, monkeypatch):
+    """Flushing reaches into rosbags' storage: another layout must stop the recorder at once."""
+    from rosbags.rosbag2.storage_mcap import McapWriter
+
+    monkeypatch.delattr(McapWriter, "close_chunk")
+    with pytest.raises(ConfigError, match=r"'storage'.*rosbags .*>=0\.11,<0\.12") as e:
+        EpisodeRecorder(tmp_path / "runs", 1, storage="mcap")
+    assert "crash would lose the whole episode" in str(e.value)
+    assert not list((tmp_path / "runs").rglob("*.mcap"))      # the probe left nothing behind

@@ -88,13 +88,18 @@ def _storage_files(path: Path) -> list[Path]:
 
 
 def bag_state(path: Path) -> str:
-    """'complete' (metadata.yaml present), 'incomplete' (storage files only) or 'not_a_bag'."""
+    """Return 'complete', 'incomplete' or 'not_a_bag'.
+
+    Complete: metadata.yaml present and not empty. Incomplete: storage files only, or an empty
+    metadata.yaml (a power cut after its rename): its recording stopped before it was sealed.
+    """
     path = Path(path)
     if path.is_file():
         return "complete" if path.suffix in STORAGE_SUFFIXES else "not_a_bag"
     if not path.is_dir():
         return "not_a_bag"
-    if (path / "metadata.yaml").is_file():
+    meta = path / "metadata.yaml"
+    if meta.is_file() and meta.stat().st_size > 0:   # empty: cut by a power loss after rename
         return "complete"
     if any(p.is_dir() for p in path.iterdir()):      # a directory of bags, not a bag
         return "not_a_bag"

@@ -32,7 +32,12 @@ from mile_ros.bags.codec import (
 )
 from mile_ros.bags.episode import _TICK_BITS, _Episode, episode_metadata
 from mile_ros.bags.index import _bags_in, bag_state
-from mile_ros.bags.writer import EpisodeBagWriter, check_writable, episode_bag_name
+from mile_ros.bags.writer import (
+    EpisodeBagWriter,
+    check_flush_support,
+    check_writable,
+    episode_bag_name,
+)
 from mile_ros.interfaces import (
     ACTION_HUMAN,
     ACTION_ROBOT,
@@ -106,6 +111,8 @@ class EpisodeRecorder:
             raise ConfigError(f"parameter 'reorder_window_s' must be >= 0, got {reorder_window_s}")
         self.dir, self.iteration = iteration_dir(out, iteration)
         check_writable(self.dir)
+        if writer_factory is EpisodeBagWriter:
+            check_flush_support(storage)       # before anything is recorded
         self.storage, self.record_images, self.namespace = storage, record_images, namespace
         self.robot_name = robot_name
         self.control_rate_hz, self.min_rate_fraction = float(control_rate_hz), min_rate_fraction

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +22,7 @@ from mile_ros.bags.codec import (
     FORMAT_KEY,
     FORMAT_VERSION,
     STORAGES,
+    BagError,
     _qos,
     _to_cdr,
     bag_topic,
@@ -77,19 +79,28 @@ class EpisodeBagWriter:
         self._writer.write(self._connections[topic], int(stamp_ns), data)
         self.counts[topic] += 1
 
+    def can_flush(self) -> bool:
+        """Whether this rosbags version's open storage is the one `flush()` knows how to push."""
+        storage = self._writer.storage
+        mcap = all(hasattr(storage, a) for a in ("close_chunk", "chunk", "bio"))
+        return mcap if self.storage == "mcap" else hasattr(storage, "conn")
+
     def flush(self) -> None:
         """Make everything written so far readable after a crash.
 
-        Reaches into rosbags' storage.
+        Reaches into rosbags' storage (the supported rosbags range is pinned in setup.py);
+        `check_flush_support` refuses a version it does not fit at start-up.
         """
         storage = self._writer.storage
         if storage is None:
             return
-        if hasattr(storage, "close_chunk") and hasattr(storage, "chunk"):   # MCAP
+        if not self.can_flush():
+            raise BagError(self.path, flush_unsupported(self.storage))
+        if self.storage == "mcap":
             if storage.chunk.msgs:
                 storage.close_chunk()
             storage.bio.flush()
-        elif hasattr(storage, "conn"):                                       # sqlite3
+        else:
             storage.conn.commit()
 
     def close(self, metadata: dict | None = None) -> Path:
@@ -138,3 +149,29 @@ def check_writable(directory: Path, param: str = "out") -> None:
 def episode_bag_name(episode: int, when: datetime | None = None) -> str:
     when = when or datetime.now(timezone.utc)
     return f"episode_{int(episode):04d}_{when.strftime('%Y%m%dT%H%M%S')}Z"
+
+
+def flush_unsupported(storage: str) -> str:
+    """Say why this rosbags cannot be used to record, with the supported range."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        have = version("rosbags")
+    except PackageNotFoundError:
+        have = "unknown"
+    return (f"rosbags {have} cannot flush an open {storage} bag the way mile_ros does (supported: "
+            f"rosbags >=0.11,<0.12): a crash would lose the whole episode in progress; install "
+            f"a supported rosbags")
+
+
+def check_flush_support(storage: str) -> None:
+    """Refuse to start recording (ConfigError) with a rosbags whose open bags cannot be flushed."""
+    with tempfile.TemporaryDirectory(prefix="mile_ros_flush_probe_") as d:
+        writer = EpisodeBagWriter(Path(d) / "probe", storage=storage, record_images=False,
+                                  fsync=False)
+        try:
+            if not writer.can_flush():
+                raise ConfigError(f"recorder parameter 'storage' ({storage}): "
+                                  + flush_unsupported(storage))
+        finally:
+            writer.abort()
