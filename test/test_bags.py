@@ -213,6 +213,8 @@ def test_a_ros2_bag_record_of_a_whole_session_splits_into_episodes(tmp_path):
     assert [e.metadata["episode"] for e in episodes] == [0, 1, 2]
     assert [e.metadata["success"] for e in episodes] == [True, False, True]
     assert episodes[2].stamps[0] == T0 + 2 * 10**9
+    for e in episodes:    # only its own tail: the arm's one message after its end, not the others'
+        assert "1 observations outside the episode's stamps" in " ".join(e.issues), e.issues
     with pytest.raises(BagError, match="holds 3 episodes"):
         read_episode(path)
     eps, report = load_episodes(tmp_path / "iter1")

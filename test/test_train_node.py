@@ -220,3 +220,21 @@ def test_argument_errors_and_no_policy_server(tmp_path, episodes, capsys):
     assert status == train.EXIT_NO_ANSWER, err
     assert "no policy server answered on /nobody_here/policy/active within 1.5 s" in err
     assert (out / "latest").is_file()
+
+
+def test_a_shared_domain_bag_is_trained_on_the_robot_named_by_robot_name(tmp_path, episodes):
+    """A `ros2 bag record -a` of two robots on one domain: --robot-name picks the robot."""
+    from mile_ros import bags
+
+    bag = write_external_bag(tmp_path / "lab" / "iter1" / "rosbag2_0", episodes[20],
+                             namespace="r1", others={"r2": episodes[30]})
+    r = cli("train", "--bags", bag.parent, "--out", tmp_path / "ck", *FAST)
+    assert r.returncode == 2 and "--robot-name" in r.stderr and "/r2/" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    (got,), _ = bags.load_episodes(bag.parent, robot="r2")
+    np.testing.assert_allclose(got.state, episodes[30]["state"])
+    r = cli("train", "--bags", bag.parent, "--out", tmp_path / "ck", "--robot-name", "r2", *FAST)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "data: 1 episodes, 30 ticks" in r.stderr
+    (got,), _ = bags.load_episodes(bag.parent, robot="r1")
+    assert len(got) == 20

@@ -173,8 +173,12 @@ def _open_messages(path: Path) -> tuple[bool, dict, list[tuple[str, str]], Itera
 
 
 def _match_topics(path: Path, conns: list[tuple[str, str]], namespace: str | None,
-                  complete: bool = True) -> dict:
-    """Relative topic -> absolute topic name in the bag, checking types."""
+                  complete: bool = True, robot: str | None = None) -> dict:
+    """Relative topic -> absolute topic name in the bag, checking types.
+
+    `namespace`: only that namespace's topics. `robot`: when several namespaces' topics look
+    like one (a `ros2 bag record -a` of a shared domain), that robot's.
+    """
     wanted = {**STEP_TOPICS, IMAGE: IMAGE_TYPE}
     found: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for topic, msgtype in sorted(set(conns)):
@@ -189,8 +193,13 @@ def _match_topics(path: Path, conns: list[tuple[str, str]], namespace: str | Non
     mapping = {}
     for rel, hits in found.items():
         names = sorted({t for t, _ in hits})
+        if len(names) > 1 and robot and bag_topic(robot, rel) in names:
+            names = [bag_topic(robot, rel)]
+            hits = [h for h in hits if h[0] == names[0]]
         if len(names) > 1:
-            raise BagError(path, f"several topics look like '{rel}': {names}; pass namespace=")
+            raise BagError(path, f"several topics look like '{rel}': {names} (several robots on "
+                                 f"one domain); choose one with `train --robot-name NAME` "
+                                 f"(robot=NAME in load_episodes)")
         bad = [ty for _, ty in hits if ty != wanted[rel]]
         if bad:
             raise BagError(path, f"topic {names[0]} has type {bad[0]}, expected {wanted[rel]}")
@@ -242,12 +251,12 @@ class _Parsed:
     issues: list
 
 
-def _parse_bag(path: Path, action_names, images: bool, namespace) -> _Parsed:
+def _parse_bag(path: Path, action_names, images: bool, namespace, robot=None) -> _Parsed:
     path = Path(path)
     if not path.exists():
         raise BagError(path, "does not exist")
     complete, custom, conns, messages, note = _open_messages(path)
-    mapping = _match_topics(path, conns, namespace, complete)
+    mapping = _match_topics(path, conns, namespace, complete, robot)
     role = {v: k for k, v in mapping.items()}
     wanted = {OBSERVATION, ACTION_ROBOT, ACTION_HUMAN, INTERVENTION, EE_POSE, EPISODE}
     if images:
@@ -359,7 +368,8 @@ def _intervals(parsed: _Parsed) -> list[tuple[float, float, list[dict]]]:
 
 def read_bag_episodes(path: os.PathLike | str, action_names: Sequence[str] | None = None, *,
                       images: bool = True, image_size: tuple[int, int] | None = None,
-                      namespace: str | None = None) -> list[EpisodeData]:
+                      namespace: str | None = None, robot: str | None = None,
+                      ) -> list[EpisodeData]:
     """Read the episodes in one bag.
 
     One for this package's bags, one per episode start event in a `ros2 bag record` of a whole
@@ -373,12 +383,15 @@ def read_bag_episodes(path: os.PathLike | str, action_names: Sequence[str] | Non
     naming the bag.
     """
     path = Path(path)
-    parsed = _parse_bag(path, action_names, images, namespace)
+    parsed = _parse_bag(path, action_names, images, namespace, robot)
     intervals = _intervals(parsed)
     episodes, empty = [], 0
     for i, (lo, hi, events) in enumerate(intervals):
+        # this episode's share of the bag: from its start to the next episode's start
+        own = (-math.inf if i == 0 else lo,
+               intervals[i + 1][0] if i + 1 < len(intervals) else math.inf)
         try:
-            ep = _assemble(path, parsed, lo, hi, image_size)
+            ep = _assemble(path, parsed, lo, hi, image_size, own)
         except BagError:
             if len(intervals) == 1:
                 raise
@@ -397,10 +410,10 @@ def read_bag_episodes(path: os.PathLike | str, action_names: Sequence[str] | Non
 
 def read_episode(path: os.PathLike | str, action_names: Sequence[str] | None = None, *,
                  images: bool = True, image_size: tuple[int, int] | None = None,
-                 namespace: str | None = None) -> EpisodeData:
+                 namespace: str | None = None, robot: str | None = None) -> EpisodeData:
     """Read a one-episode bag (see `read_bag_episodes` for what is read and how)."""
     episodes = read_bag_episodes(path, action_names, images=images, image_size=image_size,
-                                 namespace=namespace)
+                                 namespace=namespace, robot=robot)
     if len(episodes) > 1:
         raise BagError(path, f"holds {len(episodes)} episodes (several episode start events); "
                              "read it with read_bag_episodes() or load_episodes()")
@@ -408,8 +421,13 @@ def read_episode(path: os.PathLike | str, action_names: Sequence[str] | None = N
 
 
 def _assemble(path: Path, parsed: _Parsed, lo: float, hi: float,
-              image_size: tuple[int, int] | None) -> EpisodeData:
-    """Return the ticks with stamps in [lo, hi], aligned."""
+              image_size: tuple[int, int] | None,
+              own: tuple[float, float] = (-math.inf, math.inf)) -> EpisodeData:
+    """Return the ticks with stamps in [lo, hi], aligned.
+
+    `own`: the part of the bag that is this episode's (in a bag of several episodes, up to the
+    next one's start); observations there but outside [lo, hi] are reported.
+    """
     per, complete, names = parsed.per, parsed.complete, parsed.action_names
     issues = list(parsed.issues)
 
@@ -418,7 +436,7 @@ def _assemble(path: Path, parsed: _Parsed, lo: float, hi: float,
 
     obs, ar, iv, ah = (inside(per[OBSERVATION]), inside(per[ACTION_ROBOT]),
                        inside(per[INTERVENTION]), inside(per[ACTION_HUMAN]))
-    outside = len(per[OBSERVATION]) - len(obs)
+    outside = sum(1 for s in per[OBSERVATION] if own[0] <= s < own[1] and not lo <= s <= hi)
     if outside and math.isfinite(hi - lo):
         issues.append(f"{outside} observations outside the episode's stamps (ignored)")
     common = sorted(set(obs) & set(ar) & set(iv))
@@ -503,8 +521,8 @@ def _episode_metadata(path: Path, complete: bool, custom: dict, events: list[dic
 def load_episodes(dirs, only: bool = False, skip_bad: bool = False, *,
                   include_incomplete: bool = False, action_names: Sequence[str] | None = None,
                   images: bool = True, image_size: tuple[int, int] | None = None,
-                  namespace: str | None = None, progress: bool = False,
-                  ) -> tuple[list[EpisodeData], dict]:
+                  namespace: str | None = None, robot: str | None = None,
+                  progress: bool = False) -> tuple[list[EpisodeData], dict]:
     """Every episode under `dirs` (and the earlier iter* beside them unless `only`).
 
     Returns (episodes, report): report has `bags_found`, `episodes`, `ticks`, `interventions`,
@@ -512,6 +530,7 @@ def load_episodes(dirs, only: bool = False, skip_bad: bool = False, *,
     A bad bag or a directory without bags raises BagError naming it; `skip_bad=True` skips it with
     a warning instead. Incomplete bags (recording stopped mid-episode) are always skipped with a
     warning unless `include_incomplete=True`. All episodes must share state and action names.
+    `robot`: in a bag holding several robots' topics (one domain), read that robot's.
     """
     bags, problems = _find(dirs, include_earlier_iters=not only)
     report: dict[str, Any] = {"dirs": [str(d) for d in ([dirs] if isinstance(
@@ -535,7 +554,8 @@ def load_episodes(dirs, only: bool = False, skip_bad: bool = False, *,
     for p in iterator:
         try:
             bag_episodes = read_bag_episodes(p, action_names, images=images,
-                                             image_size=image_size, namespace=namespace)
+                                             image_size=image_size, namespace=namespace,
+                                             robot=robot)
         except BagError as e:
             if e.problem.startswith("incomplete bag (recording stopped"):
                 log.warning(f"skipping {p}: incomplete bag (recording stopped mid-episode), "

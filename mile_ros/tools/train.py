@@ -76,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-deliver", action="store_true", help="do not send it over ROS")
     ap.add_argument("--wait-ack", type=float, default=30.0, metavar="SECONDS",
                     help="wait this long for the policy server's answer (default 30)")
-    ap.add_argument("--robot-name", default="wx250s", help="ROS namespace of the policy server")
+    ap.add_argument("--robot-name", default="wx250s",
+                    help="the robot: the ROS namespace of its policy server, and whose topics "
+                         "to train on in a bag that holds several robots' (ros2 bag record -a "
+                         "on a shared domain)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs-scale", type=float, default=1.0,
                     help="multiply the training budget (epochs for the data size) by this")
@@ -144,7 +147,7 @@ def _say(msg: str) -> None:
 
 
 def load_data(bags, only=False, skip_bad=False, include_incomplete=False, image_size=None,
-              progress=True, say=_say):
+              progress=True, say=_say, robot=None):
     """(EpisodeData list, report) with the bag report printed; BagError on bad input."""
     from mile_ros.bags import load_episodes
 
@@ -152,7 +155,7 @@ def load_data(bags, only=False, skip_bad=False, include_incomplete=False, image_
     episodes, report = load_episodes(bags, only=only, skip_bad=skip_bad,
                                      include_incomplete=include_incomplete,
                                      images=image_size is not None, image_size=size,
-                                     progress=progress)
+                                     progress=progress, robot=robot)
     for path, reason in report["skipped"]:
         say(f"WARNING: skipped {path}: {reason}")
     for path, issues in report["issues"].items():
@@ -193,7 +196,7 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
                  image_size: int | None = None, only: bool = False, skip_bad: bool = False,
                  include_incomplete: bool = False, seed: int = 0, epochs_scale: float = 1.0,
                  c: float | None = None, settings: dict | None = None, progress: bool = True,
-                 say=_say) -> TrainResult:
+                 say=_say, robot: str | None = None) -> TrainResult:
     """Turn bags into a trained, saved checkpoint (no ROS).
 
     Raises BagError / TrainInputError / CheckpointError / ObservationError (all ValueError) naming
@@ -211,7 +214,8 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
     bags = [str(b) for b in bags]
     out = Path(out) if out else default_out(bags)
     size = (image_size or obs.DEFAULT_IMAGE_SIZE) if image else None
-    episodes, report = load_data(bags, only, skip_bad, include_incomplete, size, progress, say)
+    episodes, report = load_data(bags, only, skip_bad, include_incomplete, size, progress, say,
+                                 robot)
     t_load = time.perf_counter() - t0
 
     obs_spec = obs.obs_spec(episodes[0].state_names, size)
@@ -378,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_training(args.bags, args.out, args.init, args.image, args.image_size,
                               args.only, args.skip_bad, args.include_incomplete, args.seed,
                               args.epochs_scale, args.c, settings,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, robot=args.robot_name.strip("/"))
     except KeyboardInterrupt:
         _say("interrupted; nothing was written")
         return EXIT_INTERRUPTED

@@ -52,11 +52,12 @@ def simulate_episode(seed: int, max_ticks: int = 60, robot_noise: float = 0.6,
 def write_external_bag(path: Path, episode: dict, namespace: str = NAMESPACE,
                        storage: str = "sqlite3", episode_index: int = 0,
                        t0_ns: int = 1_700_000_000_000_000_000, period_ns: int = 50_000_000,
-                       topics: dict | None = None) -> Path:
+                       topics: dict | None = None, others: dict | None = None) -> Path:
     """Write a bag of the graph's topics as `ros2 bag record -a` would store it.
 
     That is: absolute names, the graph's message types, log time = header stamp, no custom
-    metadata.
+    metadata. `others` ({namespace: episode}) adds other robots' episodes to the same bag, as a
+    `ros2 bag record -a` of a shared domain holds them.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
@@ -92,8 +93,10 @@ def write_external_bag(path: Path, episode: dict, namespace: str = NAMESPACE,
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     writer = Writer(path, version=8, storage_plugin=plugin)
     writer.open()
-    conns = {rel: writer.add_connection(f"/{namespace}/{rel}", typename, typestore=ts)
-             for rel, typename in names.items()}
+    robots = {namespace: episode, **(others or {})}
+    all_conns = {robot: {rel: writer.add_connection(f"/{robot}/{rel}", typename, typestore=ts)
+                         for rel, typename in names.items()} for robot in robots}
+    conns = {}
 
     def put(rel, msg, ns):
         if rel not in conns:
@@ -104,6 +107,17 @@ def write_external_bag(path: Path, episode: dict, namespace: str = NAMESPACE,
                                             buttons=np.zeros(17, np.int32)))
         writer.write(conns[rel], ns, ts.serialize_cdr(msg, names[rel]))
 
+
+    for robot, episode in robots.items():
+        conns = all_conns[robot]
+        _write_episode(episode, put, episode_index, t0_ns, period_ns, vector, header, String,
+                       Image, PoseStamped, Pose, Point, Quat)
+    writer.close()
+    return path
+
+
+def _write_episode(episode, put, episode_index, t0_ns, period_ns, vector, header, String, Image,
+                   PoseStamped, Pose, Point, Quat):
     import json
 
     T_ = len(episode["nu"])
@@ -133,5 +147,3 @@ def write_external_bag(path: Path, episode: dict, namespace: str = NAMESPACE,
     put("episode", String(data=json.dumps({"event": "end", "episode": episode_index,
                                            "success": False, "reason": "timeout",
                                            "stamp_ns": end})), end)
-    writer.close()
-    return path
