@@ -399,3 +399,16 @@ def test_node_process_refuses_bad_configuration_with_one_clear_line(arg, needle)
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_episode_line_counts_only_that_episode():
+    """'episode N ended' gives the episode's own ticks and rate, not the totals since start-up."""
+    stats = ArmStats(ticks=80, applied=79, held_missing=1, ik_refusals=2)
+    stats.started -= 8.0
+    start = stats.snapshot()
+    stats.ticks, stats.applied, stats.ik_refusals = 230, 228, 5
+    start.started -= 7.5                                # the episode ran 7.5 s
+    episode = stats.since(start)
+    assert (episode.ticks, episode.applied, episode.held_missing) == (150, 149, 0)
+    assert episode.ik_refusals == 3
+    assert "ticks=150 (20.0/s)" in episode.summary()

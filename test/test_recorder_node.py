@@ -66,7 +66,8 @@ class TickPublisher:
         self.node = Node("tick_publisher", namespace=namespace)
         self.pubs = {t: self.node.create_publisher(
             String if ty == "std_msgs/msg/String" else PoseStamped if "Pose" in ty else JointState,
-            t, 100) for t, ty in itf.STEP_TOPICS.items()}
+            t, itf.episode_qos() if t == itf.EPISODE else 100)       # as the arm offers it
+            for t, ty in itf.STEP_TOPICS.items()}
         if images:
             self.pubs[itf.IMAGE] = self.node.create_publisher(Image, itf.IMAGE, 30)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -178,6 +179,13 @@ def check_ticks(path, published, images=True):
     return {k: json.loads(v) for k, v in custom.items()}
 
 
+def offered_qos(path) -> dict:
+    """{topic: its first offered QoS profile} from a bag's metadata.yaml (a YAML string, v8)."""
+    info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    return {t["topic_metadata"]["name"]: yaml.safe_load(
+        t["topic_metadata"]["offered_qos_profiles"])[0] for t in info["topics_with_message_count"]}
+
+
 def test_two_episodes_then_sigkill_then_sigint(executor, tmp_path):
     ns = "/rec_node_test"
     out = tmp_path / "runs"
@@ -207,6 +215,11 @@ def test_two_episodes_then_sigkill_then_sigint(executor, tmp_path):
         assert meta["state_names"] == STATE and meta["action_names"] == ACTION
         assert meta["control_rate_hz"] == 20.0 and meta["achieved_rate_hz"] > 0
         assert isinstance(meta["low_rate"], bool) and meta["record_errors"] == []
+    # each topic recorded with its publisher's QoS: `episode` transient local, as offered
+    offered = offered_qos(paths[0])
+    assert offered[f"{ns}/{itf.EPISODE}"]["durability"] == int(DurabilityPolicy.TRANSIENT_LOCAL)
+    assert offered[f"{ns}/{itf.OBSERVATION}"]["durability"] == int(DurabilityPolicy.VOLATILE)
+    assert offered[f"{ns}/{itf.OBSERVATION}"]["reliability"] == int(ReliabilityPolicy.RELIABLE)
     # the killed episode: no metadata.yaml, detected, partly recoverable, skipped by the trainer
     assert not (paths[2] / "metadata.yaml").exists()
     assert bags.bag_state(paths[2]) == "incomplete"

@@ -78,8 +78,13 @@ def header_stamp_ns(raw: bytes | memoryview) -> int | None:
     return sec * 1_000_000_000 + nsec
 
 
-def _qos():
-    """Return the publishers' QoS as recorded in metadata (reliable, volatile, keep last 10)."""
+def _qos(offered: dict | None = None):
+    """Return a topic's offered QoS as recorded in the bag's metadata.
+
+    `offered`: the publisher's {history, depth, reliability, durability} (ROS's enum values, as
+    the recorder reads them from the graph); without it, reliable, volatile, keep last 10 (what
+    the graph's publishers use for every topic but the transient-local ones).
+    """
     from rosbags.interfaces import (
         Qos,
         QosDurability,
@@ -90,8 +95,11 @@ def _qos():
     )
 
     zero = QosTime(0, 0)
-    return Qos(QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.VOLATILE, zero,
-               zero, QosLiveliness.AUTOMATIC, zero, False)
+    o = offered or {}
+    return Qos(QosHistory(o.get("history", QosHistory.KEEP_LAST)), int(o.get("depth", 10)),
+               QosReliability(o.get("reliability", QosReliability.RELIABLE)),
+               QosDurability(o.get("durability", QosDurability.VOLATILE)), zero, zero,
+               QosLiveliness.AUTOMATIC, zero, False)
 
 
 def _to_cdr(msg: Any, typename: str) -> bytes | memoryview:

@@ -127,6 +127,7 @@ class EpisodeRecorder:
         self.dropped: Counter = Counter()       # per reason
         self.episodes: list[dict] = []          # summaries of finished episodes (closed/failed)
         self.checkpoint_id: str | None = None
+        self.publisher_qos: dict[str, dict] = {}   # topic -> its publisher's QoS (the node's)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queued_bytes = 0
         self._queued_items = self._done_items = 0
@@ -442,7 +443,8 @@ class EpisodeRecorder:
         try:
             ep.writer = self.writer_factory(path, storage=self.storage,
                                             record_images=self.record_images,
-                                            namespace=self.namespace, fsync=self.fsync)
+                                            namespace=self.namespace, fsync=self.fsync,
+                                            qos=dict(self.publisher_qos))
         except Exception as e:  # noqa: BLE001
             self._fail(ep, e)
         self.log.info(f"recorder: episode {index} -> {path}")

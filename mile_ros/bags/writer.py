@@ -48,7 +48,7 @@ class EpisodeBagWriter:
     """
 
     def __init__(self, path: os.PathLike | str, storage: str = "mcap", record_images: bool = True,
-                 namespace: str = "", fsync: bool = True):
+                 namespace: str = "", fsync: bool = True, qos: dict | None = None):
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         if storage not in STORAGES:
@@ -65,7 +65,8 @@ class EpisodeBagWriter:
         self._writer.open()
         self._connections = {
             t: self._writer.add_connection(bag_topic(namespace, t), typename,
-                                           typestore=typestore(), offered_qos_profiles=[_qos()])
+                                           typestore=typestore(),
+                                           offered_qos_profiles=[_qos((qos or {}).get(t))])
             for t, typename in self.topics.items()}
 
     def write(self, topic: str, msg: Any, stamp_ns: int, clean: bool = True) -> None:

@@ -41,6 +41,9 @@ def message_class(typename: str):
     return getattr(importlib.import_module(f"{package}.msg"), name)
 
 
+QOS_REFRESH_S = 1.0   # how often the publishers' QoS is read from the graph
+
+
 class RecorderNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("recorder", automatically_declare_parameters_from_overrides=True,
@@ -66,10 +69,27 @@ class RecorderNode(Node):
         self._subs.append(self.create_subscription(
             String, POLICY_ACTIVE, lambda m: self.recorder.policy_active(m.data),
             active_reader_qos()))
+        self._topics = list(topic_types(p["record_images"]))
+        self._learn_publisher_qos()
+        self.create_timer(QOS_REFRESH_S, self._learn_publisher_qos)
         self.get_logger().info(
             f"recording {len(self._subs) - 1} topics under {self.get_namespace()} into "
             f"{self.recorder.dir} ({p['storage']}, "
             f"images {'on' if p['record_images'] else 'off'})")
+
+    def _learn_publisher_qos(self) -> None:
+        """Keep each recorded topic's publisher QoS, which the bags' metadata records.
+
+        `ros2 bag play` republishes a topic with the QoS its bag says, e.g. `episode` as the arm
+        offers it (transient local), not the recorder's own reader QoS.
+        """
+        for topic in self._topics:
+            infos = self.get_publishers_info_by_topic(self.resolve_topic_name(topic))
+            if infos:
+                q = infos[0].qos_profile
+                self.recorder.publisher_qos[topic] = {
+                    "history": int(q.history), "depth": int(q.depth),
+                    "reliability": int(q.reliability), "durability": int(q.durability)}
 
     def _publish_status(self, event: dict) -> None:
         if rclpy.ok(context=self.context):
