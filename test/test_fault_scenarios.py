@@ -708,13 +708,14 @@ def test_s1_recorder_killed_earlier_bags_complete_trainer_skips_the_cut_one(sess
 def test_s1_an_ended_episode_survives_the_recorder_killed_right_after(procs):
     """The bag of an episode whose end event is in is sealed at once, not a reorder window later.
 
-    With the shipped reorder_window_s (3.5 s) the recorder used to close the bag only after that
-    window: killed 0.5 s after the end, the episode had no metadata.yaml.
+    With reorder_window_s 3.5 (the default until the window went to 0) the recorder used to close
+    the bag only after that window: killed 0.5 s after the end, the episode had no metadata.yaml.
     """
     ns = unique_ns("seal")
     out = procs.tmp / "runs"
     procs.start("arbiter", ns)
-    recorder = procs.start("recorder", ns, f"out:={out}", "record_images:=false")
+    recorder = procs.start("recorder", ns, f"out:={out}", "record_images:=false",
+                           "reorder_window_s:=3.5")
     probe = Probe(ns, joy=True)
     try:
         probe.wait_for_arbiter()
@@ -739,6 +740,35 @@ def test_s1_an_ended_episode_survives_the_recorder_killed_right_after(procs):
     assert bags.bag_state(bag) == "complete", list(bag.iterdir())
     episode = bags.read_episode(bag)
     assert episode.complete and len(episode) == len(ticks) == 12
+
+
+def test_s1_a_recorder_killed_mid_episode_loses_at_most_a_flush_period(procs):
+    """With the shipped parameters a crash mid-episode loses at most `flush_period_s` (1 s)."""
+    ns = unique_ns("midcut")
+    out = procs.tmp / "runs"
+    procs.start("arbiter", ns)
+    recorder = procs.start("recorder", ns, f"out:={out}", "record_images:=false")
+    probe = Probe(ns, joy=True)
+    try:
+        probe.wait_for_arbiter()
+        wait_until(lambda: all(probe.node.count_subscribers(t) >= 1 for t in (
+            itf.EE_POSE, itf.JOINT_STATES, itf.EPISODE)), 30, "the recorder")
+        time.sleep(0.3)
+        probe.episode("start", 0, iteration=1)
+        time.sleep(0.05)
+        t0 = time.monotonic()
+        ticks = probe.ticks(50, a_r=(0.2, -0.1, 0.3, 0.6))      # 2.5 s at 20 Hz
+        took = time.monotonic() - t0
+        recorder.send_signal(signal.SIGKILL)
+        assert recorder.wait(10) == -signal.SIGKILL
+    finally:
+        probe.close()
+    (bag,) = sorted((out / "iter1").glob("episode_0000_*"))
+    assert bags.bag_state(bag) == "incomplete"
+    kept = len(bags.read_episode(bag))
+    lost_s = (len(ticks) - kept) * took / len(ticks)
+    figure("recorder_mid_episode_loss_s", round(lost_s, 3))
+    assert lost_s <= 1.0 + 0.5, (kept, len(ticks), took)    # + DDS delivery under load
 
 
 # === s5: bad bag files given to train ============================================================

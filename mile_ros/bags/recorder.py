@@ -81,7 +81,8 @@ class EpisodeRecorder:
       crash of the recorder a tick later. DDS keeps no order across topics, and under load
       images may lag the episode events by a second;
     - flushes the open bag every `flush_period_s`: a crash loses at most the last
-      `reorder_window_s + flush_period_s` of the episode in progress, never an earlier episode;
+      `reorder_window_s + flush_period_s` of the episode in progress (the shipped window is 0),
+      never an earlier episode;
     - on a write failure (disk full, ...) marks the episode failed-to-record, reports it through
       `on_event` and the log, drops the rest of that episode and goes on with the next one.
     `close(reason)` closes the open episode with that end reason and stops the thread.
@@ -94,7 +95,7 @@ class EpisodeRecorder:
                  record_images: bool = True, control_rate_hz: float = 20.0,
                  min_rate_fraction: float = 0.9, robot_name: str = "", namespace: str = "",
                  flush_period_s: float = 1.0, close_grace_s: float = 0.5,
-                 reorder_window_s: float = 3.5, max_close_wait_s: float = 10.0,
+                 reorder_window_s: float = 0.0, max_close_wait_s: float = 10.0,
                  max_queue_bytes: int = 1 << 30, fsync: bool = True,
                  on_event: Callable[[dict], None] | None = None, logger=None,
                  writer_factory: Callable[..., EpisodeBagWriter] = EpisodeBagWriter):
