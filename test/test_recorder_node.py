@@ -315,3 +315,33 @@ def test_unwritable_out_and_bad_parameters_are_clear_startup_errors(tmp_path):
         for part in expect:
             assert part in r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_ctrl_c_mid_episode_closes_the_bag_and_logs_cleanly(executor, tmp_path):
+    """SIGINT stops the spinning first and closes the node while its context is still valid.
+
+    The recorder's last lines (the episode it closes) used to go to a context that Ctrl-C had
+    already shut down: "Failed to publish log message to rosout".
+    """
+    ns, out, log = "/rec_node_sigint", tmp_path / "runs", tmp_path / "rec.log"
+    pub = TickPublisher(executor, ns)
+    rec = start_recorder(out, ns, log)
+    try:
+        pub.wait_for_recorder()
+        pub.play(0, end=False)                      # an episode open when Ctrl-C comes
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        rec.send_signal(signal.SIGINT)
+        assert rec.wait(10) == 0
+        took = time.monotonic() - t0
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+    text = log.read_text()
+    for problem in ("Failed to publish log message", "Traceback", "RCLError",
+                    "context is not valid"):
+        assert problem not in text, text[-3000:]
+    assert "episode 0 recorded" in text and took < 5.0, (took, text[-2000:])
+    (bag,) = sorted((out / "iter1").glob("episode_0000_*"))
+    assert bags.bag_state(bag) == "complete"
+    assert bags.read_episode(bag).metadata["end_reason"] == "shutdown"
