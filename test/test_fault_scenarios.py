@@ -705,6 +705,16 @@ def test_s1_recorder_killed_earlier_bags_complete_trainer_skips_the_cut_one(sess
     assert rc == 2 and str(blocker) in err, err
 
 
+def start_episode_zero(probe):
+    """Wait for the arbiter and the recorder processes, then start episode 0."""
+    probe.wait_for_arbiter()
+    wait_until(lambda: all(probe.node.count_subscribers(t) >= 1 for t in (
+        itf.EE_POSE, itf.JOINT_STATES, itf.EPISODE)), 30, "the recorder")
+    time.sleep(0.3)
+    probe.episode("start", 0, iteration=1)
+    time.sleep(0.05)
+
+
 def test_s1_an_ended_episode_survives_the_recorder_killed_right_after(procs):
     """The bag of an episode whose end event is in is sealed at once, not a reorder window later.
 
@@ -718,12 +728,7 @@ def test_s1_an_ended_episode_survives_the_recorder_killed_right_after(procs):
                            "reorder_window_s:=3.5")
     probe = Probe(ns, joy=True)
     try:
-        probe.wait_for_arbiter()
-        wait_until(lambda: all(probe.node.count_subscribers(t) >= 1 for t in (
-            itf.EE_POSE, itf.JOINT_STATES, itf.EPISODE)), 30, "the recorder")
-        time.sleep(0.3)
-        probe.episode("start", 0, iteration=1)
-        time.sleep(0.05)
+        start_episode_zero(probe)
         ticks = probe.ticks(12, a_r=(0.2, -0.1, 0.3, 0.6))
         probe.episode("end", 0, success=True, reason="success")
         t_end, sealed = time.monotonic(), None
@@ -750,12 +755,7 @@ def test_s1_a_recorder_killed_mid_episode_loses_at_most_a_flush_period(procs):
     recorder = procs.start("recorder", ns, f"out:={out}", "record_images:=false")
     probe = Probe(ns, joy=True)
     try:
-        probe.wait_for_arbiter()
-        wait_until(lambda: all(probe.node.count_subscribers(t) >= 1 for t in (
-            itf.EE_POSE, itf.JOINT_STATES, itf.EPISODE)), 30, "the recorder")
-        time.sleep(0.3)
-        probe.episode("start", 0, iteration=1)
-        time.sleep(0.05)
+        start_episode_zero(probe)
         t0 = time.monotonic()
         ticks = probe.ticks(50, a_r=(0.2, -0.1, 0.3, 0.6))      # 2.5 s at 20 Hz
         took = time.monotonic() - t0

@@ -92,16 +92,9 @@ def initial_policy(seed: int, deterministic: bool = True) -> LoadedPolicy:
 
     Built by mile_ros.sim.initial, cached per seed.
     """
-    from mile_ros.sim.initial import InitialConfig, build_initial_policy
-    from mile_ros.sim.tasks import make_task
+    from mile_ros.sim.initial import widowx_initial_policy
 
-    cfg = InitialConfig()
-    task = make_task(INITIAL_TASK, seed=seed, options=cfg.task)
-    try:
-        policy, _info = build_initial_policy(INITIAL_TASK, seed, cfg, task=task)
-        state_names, action_names = list(task.state_names), list(task.action_names)
-    finally:
-        task.close()
+    policy, state_names, action_names, cfg = widowx_initial_policy(seed)
     rng = np.random.default_rng(seed)
 
     def act(stacked):

@@ -201,3 +201,17 @@ def build_person(task_name: str, seed: int, initial: BenchPolicy, cfg: InitialCo
     person = SimulatedPerson(t.expert, mental, info["c"], info["beta"], seed=seed,
                              state_dim=t.obs_dim)
     return person, info
+
+
+def widowx_initial_policy(seed: int):
+    """Build (or load from the cache) the simulated WidowX task's initial policy for `seed`.
+
+    Returns (policy, state names, action names, the InitialConfig it was built with).
+    """
+    cfg = InitialConfig()
+    task = make_task("widowx", seed=seed, options=cfg.task)
+    try:
+        policy, _info = build_initial_policy("widowx", seed, cfg, task=task)
+        return policy, list(task.state_names), list(task.action_names), cfg
+    finally:
+        task.close()

@@ -41,7 +41,6 @@ TRAINING = {"lr": 1e-3, "holdout": 0.0, "epochs": 200.0, "max_updates": 3000}
 EVAL_SEED_BASE = 9_000_000        # evaluation episodes; collection seeds stay far below
 COLLECT_NODES = ["recorder", "arbiter", "sim_human", "arm"]
 SERVER = "policy_server"
-INITIAL_TASK = "widowx"
 
 
 @dataclass
@@ -490,16 +489,9 @@ def initial_model(seed: int):
 
     from mile_ros.learning import ActionSpec, MileModel, Normalizer, ObsSpec
     from mile_ros.learning.networks import GaussianPolicy
-    from mile_ros.sim.initial import InitialConfig, build_initial_policy
-    from mile_ros.sim.tasks import make_task
+    from mile_ros.sim.initial import widowx_initial_policy
 
-    cfg = InitialConfig()
-    task = make_task(INITIAL_TASK, seed=seed, options=cfg.task)
-    try:
-        bench, _ = build_initial_policy(INITIAL_TASK, seed, cfg, task=task)
-        names, actions = list(task.state_names), list(task.action_names)
-    finally:
-        task.close()
+    bench, names, actions, cfg = widowx_initial_policy(seed)
     S, k, A = len(names), cfg.frame_stack, len(actions)
     norm = Normalizer(bench.obs_mean[:S].double().numpy(), bench.obs_std[:S].double().numpy())
     net = GaussianPolicy(S * k, A, bench.hidden)
