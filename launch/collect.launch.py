@@ -7,7 +7,7 @@ the camera is started when asked.
         out:=runs/lab iteration:=3
 
 Parameters: the installed config/collect.yaml (one section per node), with these overrides from
-the arguments -- the same nodes and parameters as `mile-ros collect` (mile_ros/collect.py):
+the arguments -- the same nodes and parameters as `mile-ros collect` (mile_ros/tools/collect.py):
   arm.backend      sim | interbotix (from `sim`)       arm.episodes       `episodes`
   recorder.out     `out`                               recorder.iteration `iteration`
   camera.source    sim | opencv (from `sim`)           arbiter.joy_sync   `sim`
