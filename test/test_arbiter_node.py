@@ -107,6 +107,11 @@ class Graph:
         self.wait(lambda: any(s == stamp for s, *_ in self.got["command"]))
         command = [v for s, v, _ in self.got["command"] if s == stamp]
         flags = [v for s, v, _ in self.got["intervention"] if s == stamp]
+        if flags and flags[0][0]:     # nu=1: a_h(t) comes on its own topic, in no fixed order
+            try:
+                self.wait(lambda: any(s == stamp for s, *_ in self.got["action_human"]), 2.0)
+            except AssertionError:
+                pass                  # missing a_h: the caller's assertion reports it
         human = [v for s, v, _ in self.got["action_human"] if s == stamp]
         assert len(command) == 1 and len(flags) == 1 and len(human) <= 1
         return command[0], flags[0], (human[0] if human else None)
