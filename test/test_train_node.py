@@ -203,6 +203,8 @@ def test_bad_inputs_name_the_file_and_the_problem(tmp_path, episodes, capsys):
 def test_argument_errors_and_no_policy_server(tmp_path, episodes, capsys):
     assert train.main(["--bags", str(tmp_path), "--wait-ack", "-1"]) == 2
     assert "--wait-ack" in capsys.readouterr().err
+    assert train.main(["--bags", str(tmp_path), "--threads", "-1"]) == 2
+    assert "--threads must be >= 0" in capsys.readouterr().err
     assert train.main(["--bags", str(tmp_path), "--init", str(tmp_path / "none_here"),
                        "--no-deliver"]) == 2
     # --init names a missing checkpoint: checked after the data is read

@@ -41,6 +41,9 @@ from mile_ros.policy.delivery import (  # noqa: F401
 from mile_ros.runs import checkpoints_dir, iteration_name, iteration_of
 
 EXIT_INPUT, EXIT_INTERRUPTED = 2, 130
+# Measured on 2 cores (bench/results/threads.json): 2 threads train the state policy 14% faster on
+# an idle machine, but 2.6x slower beside one busy process (the ROS graph, another run).
+TRAIN_THREADS = 1
 PROG = "train"
 
 
@@ -80,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the robot: the ROS namespace of its policy server, and whose topics "
                          "to train on in a bag that holds several robots' (ros2 bag record -a "
                          "on a shared domain)")
+    ap.add_argument("--threads", type=int, default=TRAIN_THREADS,
+                    help="torch intra-op threads (0: one per core); default 1, measured fastest "
+                         "beside any other busy process (bench/bench_threads.py)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs-scale", type=float, default=1.0,
                     help="multiply the training budget (epochs for the data size) by this")
@@ -103,6 +109,8 @@ def split_ros_args(argv: list[str]) -> tuple[list[str], list[str]]:
 def check_args(args) -> None:
     if not args.wait_ack >= 0 or not math.isfinite(args.wait_ack):
         raise TrainInputError(f"--wait-ack must be a number of seconds >= 0, got {args.wait_ack}")
+    if args.threads < 0:
+        raise TrainInputError(f"--threads must be >= 0 (0: one per core), got {args.threads}")
     if not args.epochs_scale > 0 or not math.isfinite(args.epochs_scale):
         raise TrainInputError(f"--epochs-scale must be > 0, got {args.epochs_scale}")
     if args.image_size is not None and not 32 <= args.image_size <= 128:
@@ -376,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from mile_ros.learning import MileConfig
 
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+        torch.set_num_threads(args.threads or os.cpu_count() or 1)
         settings = parse_settings(args.set)
         scaled_config(MileConfig, args.seed, args.epochs_scale, args.c, settings)  # check early
         result = run_training(args.bags, args.out, args.init, args.image, args.image_size,
