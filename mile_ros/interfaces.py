@@ -124,11 +124,23 @@ REFUSED = "refused"    # checkpoint `id` failed a check (`reason`); the running 
 POLICY_STATES = (ACTIVE, PENDING, REFUSED)
 
 
-def policy_answer(policy_id: str, state: str, reason: str = "") -> str:
-    """Return the JSON text of one POLICY_ACTIVE message."""
+def policy_answer(policy_id: str, state: str, reason: str = "", offer: str | None = None) -> str:
+    """Return the JSON text of one POLICY_ACTIVE message.
+
+    `offer`: for a pending/refused answer, `offer_digest` of the bytes it answers, so that a
+    sender tells its own answer from an older one about the same checkpoint id.
+    """
     if state not in POLICY_STATES:
         raise ValueError(f"policy state must be one of {POLICY_STATES}, got {state!r}")
-    return json.dumps({"id": policy_id, "state": state, "reason": reason})
+    answer = {"id": policy_id, "state": state, "reason": reason}
+    return json.dumps(answer if offer is None else {**answer, "offer": offer})
+
+
+def offer_digest(data: bytes) -> str:
+    """Name the checkpoint bytes offered on CHECKPOINT (a sha256 prefix)."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def parse_policy_answer(text: str) -> dict | None:

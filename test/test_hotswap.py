@@ -213,3 +213,27 @@ def other_robot_checkpoint(tmp: Path) -> Path:
     assert train.main(["--bags", str(tmp / "other" / "iter1"), "--no-deliver", *FAST]) == 0
     root = tmp / "other" / "checkpoints"
     return root / (root / "latest").read_text().strip()
+
+
+def test_an_older_answer_about_the_same_id_is_not_taken_for_the_new_offers():
+    """Take only the answer to these bytes, not an older one about the same checkpoint id.
+
+    policy/active's history can arrive after the sender settled (a loaded machine): a "pending"
+    about the same id but other bytes must not answer this offer.
+    """
+    sender = delivery.CheckpointSender(f"{NS}_stale")
+    try:
+        sender._settled = True
+        data = b"new bytes of checkpoint X"
+
+        def publish(_msg):     # the server's history arrives late, then its answer to these bytes
+            now = time.monotonic()
+            sender.answers.append((now, {"id": "X", "state": "pending", "reason": "earlier",
+                                         "offer": itf.offer_digest(b"older bytes of X")}))
+            sender.answers.append((now, {"id": "X", "state": "refused", "reason": "hash mismatch",
+                                         "offer": itf.offer_digest(data)}))
+        sender.pub.publish = publish
+        answer = sender.send(data, "X", 5.0)
+        assert answer.state == "refused" and answer.reason == "hash mismatch", answer
+    finally:
+        sender.close()

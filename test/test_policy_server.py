@@ -234,7 +234,8 @@ def test_hot_swap_at_the_next_episode_start_and_refusals(tmp_path):
             np.testing.assert_allclose(h.tick([0.5, 0.25])[1:3], [0.5, 0.25])   # still the stub
 
         answer = offer(good_bytes)
-        assert answer == {"id": good_id, "state": "pending", "reason": answer["reason"]}
+        assert answer == {"id": good_id, "state": "pending", "reason": answer["reason"],
+                          "offer": itf.offer_digest(good_bytes)}
         late = []   # a late joiner keeping one message (like the recorder) learns the running id
         h.peer.create_subscription(String, itf.POLICY_ACTIVE,
                                    lambda m: late.append(json.loads(m.data)), LATCHED)

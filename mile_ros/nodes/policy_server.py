@@ -96,8 +96,9 @@ class PolicyServerNode(Node):
             return load_policy_dir(self.p["checkpoint"], self.deterministic)
         return initial_policy(self.p["initial_seed"], self.deterministic)
 
-    def _announce(self, policy_id: str, state: str, reason: str) -> None:
-        self.active_pub.publish(self._String(data=itf.policy_answer(policy_id, state, reason)))
+    def _announce(self, policy_id: str, state: str, reason: str, offer: str | None = None) -> None:
+        self.active_pub.publish(self._String(
+            data=itf.policy_answer(policy_id, state, reason, offer)))
 
     # --- control path ---------------------------------------------------------------------------
     def _on_episode(self, msg) -> None:
@@ -168,7 +169,7 @@ class PolicyServerNode(Node):
     def _on_checkpoint(self, msg) -> None:
         data = bytes(msg.data)
         t0 = time.monotonic()
-        policy_id = _id_in_archive(data)
+        policy_id, offer = _id_in_archive(data), itf.offer_digest(data)
         try:
             from mile_ros.learning.checkpoint import checkpoint_from_bytes
 
@@ -180,7 +181,7 @@ class PolicyServerNode(Node):
             check_compatible(new, current, self.observation_names)
         except Exception as e:  # noqa: BLE001 - anything wrong with it means: refuse it
             reason = f"{type(e).__name__}: {e}"
-            self._announce(policy_id, itf.REFUSED, reason)
+            self._announce(policy_id, itf.REFUSED, reason, offer)
             self.get_logger().error(f"refused checkpoint {policy_id} ({len(data)} bytes): "
                                     f"{reason}; policy {self.policy.id} keeps running")
             self._reannounce_active()
@@ -188,7 +189,7 @@ class PolicyServerNode(Node):
         with self._lock:
             self.pending = new
         self._announce(new.id, itf.PENDING, f"validated in {time.monotonic() - t0:.2f} s; "
-                                          "active from the next episode start")
+                                          "active from the next episode start", offer)
         self.get_logger().info(f"checkpoint {new.id} pending until the next episode start")
         self._reannounce_active()
 

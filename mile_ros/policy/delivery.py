@@ -91,14 +91,20 @@ class CheckpointSender:
         t_pub = time.monotonic()
         self.pub.publish(msg)
         unreadable_id = f"<{len(data)} bytes>"    # how the server names an unreadable archive
+        offer = itf.offer_digest(data)
         seen = baseline
         while True:
             for when, a in self.answers[seen:]:
                 state, aid = a.get("state"), a.get("id")
-                # "active" messages re-announce the running policy; the answer is pending/refused
+                # "active" messages re-announce the running policy; the answer is pending/refused.
+                # A server that names the offer answered these bytes; an older answer about the
+                # same id (its history, arriving late under load) names other bytes.
+                if "offer" in a and a["offer"] != offer:
+                    continue
                 if aid == checkpoint_id and state == itf.PENDING:
                     return Answer(state, a.get("reason", ""), when - t_pub, self.active_id())
-                if state == itf.REFUSED and aid in (checkpoint_id, unreadable_id):
+                ours = aid in (checkpoint_id, unreadable_id) or "offer" in a
+                if state == itf.REFUSED and ours:
                     return Answer(itf.REFUSED, a.get("reason", ""), when - t_pub, self.active_id())
             seen = len(self.answers)
             left = t0 + wait_s - time.monotonic()
