@@ -31,7 +31,7 @@ COMMAND = "command"                    # sensor_msgs/JointState   executed actio
 ARBITER_STATUS = "arbiter/status"      # std_msgs/String          human-readable state and reasons
 EPISODE = "episode"                    # std_msgs/String          JSON episode events (below)
 CHECKPOINT = "policy/checkpoint"       # std_msgs/UInt8MultiArray a checkpoint as bytes (tar)
-POLICY_ACTIVE = "policy/active"        # std_msgs/String          JSON {id, state, reason}
+POLICY_ACTIVE = "policy/active"        # std_msgs/String          JSON {id, state, reason[, offer]}
 SIM_EXPERT_ACTION = "sim/expert_action"  # sensor_msgs/JointState  the simulated arm's expert,
                                          #                         tick t
 RECORDER_STATUS = "recorder/status"    # std_msgs/String          JSON recorder events

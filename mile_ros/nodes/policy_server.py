@@ -7,8 +7,9 @@
 - Hot swap: a checkpoint arriving as bytes on `policy/checkpoint` is unpacked, loaded and checked
   on a worker thread (never on the control path), announced on `policy/active` as "pending", and
   made active at the next episode start event; a checkpoint that fails any check is "refused" with
-  the reason and the running policy stays. `policy/active` (JSON {id, state, reason}) is transient
-  local, so the recorder and the trainer see the active id whenever they join.
+  the reason and the running policy stays. `policy/active` (JSON {id, state, reason}, and for
+  pending/refused `offer`, a digest of the bytes answered) is transient local, so the recorder
+  and the trainer see the active id whenever they join.
 
 Policies: `checkpoint` names a checkpoint directory (mile_ros.learning.checkpoint), or a
 directory with a `latest` pointer; "" = the simulated WidowX task's initial policy (BC on a few
