@@ -61,7 +61,8 @@ class RecorderNode(Node):
         reliable, images = control_qos(), image_qos()
         self._subs = [
             self.create_subscription(message_class(typename), topic,
-                                     partial(self.recorder.submit, topic),
+                                     self._on_episode if topic == EPISODE
+                                     else partial(self.recorder.submit, topic),
                                      images if topic == IMAGE else reliable, raw=True)
             # episode events first: within one executor cycle they are then taken first
             for topic, typename in sorted(topic_types(p["record_images"]).items(),
@@ -76,6 +77,16 @@ class RecorderNode(Node):
             f"recording {len(self._subs) - 1} topics under {self.get_namespace()} into "
             f"{self.recorder.dir} ({p['storage']}, "
             f"images {'on' if p['record_images'] else 'off'})")
+
+    def _on_episode(self, raw: bytes) -> None:
+        """Submit an episode event, first learning any publisher QoS not yet known.
+
+        A bag takes the QoS known when it opens (at the start event); the periodic refresh can
+        lag a just-started publisher by up to QOS_REFRESH_S.
+        """
+        if len(self.recorder.publisher_qos) < len(self._topics):
+            self._learn_publisher_qos()
+        self.recorder.submit(EPISODE, raw)
 
     def _learn_publisher_qos(self) -> None:
         """Keep each recorded topic's publisher QoS, which the bags' metadata records.
