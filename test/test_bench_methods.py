@@ -12,15 +12,15 @@ from mile_ros.benchmark.baselines import (
     rlif_transitions,
     sirius_weights,
 )
-from mile_ros.benchmark.mile_adapter import train_mile_on
-from mile_ros.benchmark.protocols import METHODS, BenchConfig, run_bench
+from mile_ros.benchmark.protocols import METHODS, BenchConfig, run_bench, train_mile_method
 from mile_ros.benchmark.results import load_results
+from mile_ros.learning import MileConfig
 from mile_ros.learning.specs import stack_frames
 from mile_ros.sim.initial import (
     InitialConfig,
     build_initial_policy,
     build_person,
-    demos_for,
+    expert_demos,
     seeds_for,
 )
 from mile_ros.sim.person import collect_episode
@@ -28,7 +28,12 @@ from mile_ros.sim.tasks import evaluate_policy, make_task
 
 torch.set_num_threads(1)
 SMALL = InitialConfig(n_demos=1, hidden=(32, 32), mental_rollouts=5, closed_loop_episodes=3)
-FAST = BaselineConfig(max_steps=400, rlif_steps=300, rlif_hidden=(32, 32))
+FAST = BaselineConfig(rlif_steps=300, rlif_hidden=(32, 32))
+TRAIN = {"max_updates": 400, "min_updates": 100}
+
+
+def bench_cfg(**kw):
+    return BenchConfig(**{"task": "toy/reach", "methods": ["mile"], "train": TRAIN, **kw})
 EVAL = range(500, 540)
 
 
@@ -39,7 +44,7 @@ def toy(tmp_path_factory):
     initial, _ = build_initial_policy("toy/reach", 0, SMALL, cache, task=task)
     person, info = build_person("toy/reach", 0, initial, SMALL, cache, task=task)
     episodes = [collect_episode(task, initial, person, s, 4, [s]) for s in seeds_for(0, 3, 10)]
-    demos = demos_for("toy/reach", 0, SMALL, task)
+    demos = expert_demos("toy/reach", 0, 2, SMALL, task)
     before = np.mean(evaluate_policy("toy/reach", initial.act, EVAL)["return"])
     return task, initial, person, info, episodes, demos, before
 
@@ -49,9 +54,10 @@ def test_method_improves_toy_task(toy, method):
     task, initial, _, _, episodes, demos, before = toy
     assert sum(e["nu"].sum() for e in episodes) > 10  # the person did intervene
     if method == "mile":
-        policy = train_mile_on(initial, episodes, task, {"max_steps": 400}, seed=1)
+        policy = train_mile_method(bench_cfg(), None, initial, episodes, seed=1)
     else:
-        policy = BASELINES[method](initial, episodes, demos, FAST, seed=1)
+        policy = BASELINES[method](initial, episodes, [], FAST,
+                                   MileConfig.with_settings(TRAIN, seed=1))
     after = np.mean(evaluate_policy("toy/reach", policy.act, EVAL)["return"])
     # return = -(summed distance to the goal); the initial policy wanders, the expert goes straight
     assert after > before + 0.25 * abs(before), (method, before, after)
@@ -73,13 +79,14 @@ def test_discrete_methods_train(tmp_path):
     initial, _ = build_initial_policy("toy/grid", 0, SMALL, tmp_path, task=task)
     person, _ = build_person("toy/grid", 0, initial, SMALL, tmp_path, task=task)
     episodes = [collect_episode(task, initial, person, s, 4, [s]) for s in seeds_for(0, 3, 4)]
-    demos = demos_for("toy/grid", 0, SMALL, task)
+    demos = expert_demos("toy/grid", 0, 1, SMALL, task)
     obs = stack_frames(episodes[0]["state"], 4)
+    short = {"max_updates": 50, "min_updates": 20}
     for method in METHODS:
-        fast = ({"max_steps": 50} if method == "mile"
-                else BaselineConfig(max_steps=50, rlif_steps=50))
-        pol = (train_mile_on(initial, episodes, task, fast, 0) if method == "mile"
-               else BASELINES[method](initial, episodes, demos, fast, 0))
+        pol = (train_mile_method(bench_cfg(train=short), None, initial, episodes, 0)
+               if method == "mile"
+               else BASELINES[method](initial, episodes, demos, BaselineConfig(rlif_steps=50),
+                                      MileConfig.with_settings(short, seed=0)))
         a = pol.act(obs)
         assert a.shape == (len(obs),) and ((0 <= a) & (a < 4)).all(), method
 
@@ -94,14 +101,18 @@ def test_sirius_and_rlif_rules():
     assert w[3:][nu].sum() == pytest.approx(w[~np.r_[np.zeros(3, bool), nu]].sum())
     ep = {"state": np.zeros((8, 2)), "executed": np.zeros((8, 2)), "nu": nu}
     _, _, r, _, d = rlif_transitions([ep], [], 4)
-    assert list(r) == [0, 0, 0, -1, 0, 0, 0, -1] and d[-1] == 1  # -1 where an intervention starts
+    # -1 on the robot's transition before each takeover, not on the person's onset tick
+    assert list(r) == [0, 0, -1, 0, 0, 0, -1, 0] and d[-1] == 1
+    first = {"state": np.zeros((3, 2)), "executed": np.zeros((3, 2)),
+             "nu": np.array([1, 1, 0], bool)}
+    assert list(rlif_transitions([first], [], 4)[2]) == [0, 0, 0]  # no robot transition before
 
 
 def test_protocol_runs_resumes_and_equalises(tmp_path):
     out = tmp_path / "r.json"
     cfg = {"task": "toy/reach", "methods": ["mile", "hg-dagger"], "iterations": 2, "episodes": 2,
            "seeds": [0], "n_eval": 10, "initial": SMALL, "baseline": FAST,
-           "mile": {"max_steps": 100}, "n_envs": 5}
+           "train": {"max_updates": 100, "min_updates": 50}, "n_envs": 5}
     run_bench(BenchConfig(**cfg), out, progress=False, cache_dir=tmp_path / "c")
     data = load_results(out)
     mile, hg = data["methods"]["mile"]["0"], data["methods"]["hg-dagger"]["0"]
@@ -130,16 +141,44 @@ def test_mile_warm_start_option(toy):
     warm_start=False (default, like the baselines) trains from the initial policy whatever the
     previous model was; warm_start=True continues from the previous model (policy and mental).
     """
-    from mile_ros.benchmark.protocols import MileMethod
-    task, initial, _, _, episodes, demos, _ = toy
-    prev = train_mile_on(initial, episodes[:3], task, {"max_steps": 60}, seed=2, demos=demos)
-    x = torch.as_tensor(np.concatenate([stack_frames(e["state"], 4) for e in episodes[3:6]]),
-                        dtype=torch.float32)
+    task, initial, _, _, episodes, _, _ = toy
+    short = {"max_updates": 60, "min_updates": 20}
+    prev = train_mile_method(bench_cfg(train=short), None, initial, episodes[:3], seed=2)
+    x = np.concatenate([stack_frames(e["state"], 4) for e in episodes[3:6]])
 
-    def fit(m, p):
-        return m.train(p, initial, episodes, demos, task, seed=5).policy(x)[0]
-    cold = MileMethod({"max_steps": 60})
-    assert torch.equal(fit(cold, prev), fit(cold, None))      # the previous model is not used
-    warm = MileMethod({"max_steps": 60, "warm_start": True})
-    assert torch.equal(fit(warm, None), fit(cold, None))      # first iteration: the initial policy
-    assert not torch.allclose(fit(warm, prev), fit(cold, None))
+    def fit(cfg, p):
+        return train_mile_method(cfg, p, initial, episodes, seed=5).action_distribution(x)[0]
+    cold, warm = bench_cfg(train=short), bench_cfg(train=short, warm_start=True)
+    assert np.array_equal(fit(cold, prev), fit(cold, None))    # the previous model is not used
+    assert np.array_equal(fit(warm, None), fit(cold, None))    # first iteration: the initial one
+    assert not np.allclose(fit(warm, prev), fit(cold, None))
+
+
+def test_demos_go_to_the_baselines_only(tmp_path, monkeypatch):
+    """`demos` N gives every baseline exactly N expert demonstrations and MILE none."""
+    import mile_ros.benchmark.protocols as protocols
+
+    seen = {}
+
+    def spy(name):
+        def train(initial, episodes, demos, cfg, training):
+            seen[name] = len(demos)
+            return initial
+        return train
+    monkeypatch.setattr(protocols, "BASELINES", {k: spy(k) for k in BASELINES})
+    real_mile = protocols.train_mile
+
+    def mile_spy(episodes, *a, **kw):
+        seen["mile_ticks"] = sum(len(e["state"]) for e in episodes)
+        seen["mile_collected"] = sum(len(e["state"]) for e in episodes if "executed" in e)
+        return real_mile(episodes, *a, **kw)
+    monkeypatch.setattr(protocols, "train_mile", mile_spy)
+    for n in (0, 3):
+        cfg = BenchConfig(task="toy/reach", methods=METHODS, iterations=1, episodes=1, seeds=[0],
+                          n_eval=2, initial=SMALL, baseline=FAST, demos=n,
+                          train={"max_updates": 30, "min_updates": 10}, n_envs=2)
+        run_bench(cfg, tmp_path / f"d{n}.json", progress=False, cache_dir=tmp_path / "c")
+        assert {seen[k] for k in BASELINES} == {n}
+        assert seen["mile_ticks"] == seen["mile_collected"] > 0   # MILE: collected ticks only
+    demos = expert_demos("toy/reach", 0, 3, SMALL)
+    assert len(demos) == 3 and all(len(d["state"]) == len(d["action"]) > 0 for d in demos)

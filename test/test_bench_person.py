@@ -131,15 +131,14 @@ def test_lunar_lander_expert_argmax_is_the_heuristic():
     assert agree >= 495  # only exact ties may differ
 
 
-def test_person_and_benchmark_mile_agree_with_core():
+def test_person_agrees_with_the_learners_closed_forms():
     """Check that the person and the core's closed forms compute the same p(nu=1|s).
 
     The person: numpy, 128-point chi-square grid; the core's closed forms: mile_ros.learning.mile,
-    which the benchmark's MILE calls on its networks' outputs.
+    which train_mile (the benchmark's MILE and the robot's) calls on its networks' outputs.
     """
     torch = pytest.importorskip("torch")
     core = pytest.importorskip("mile_ros.learning.mile")
-    from mile_ros.benchmark.mile_adapter import log_intervention_probability
 
     rng = np.random.default_rng(6)
     mu, mu_h = np.tanh(rng.normal(size=(50, 4))), np.tanh(rng.normal(size=(50, 4)))
@@ -150,58 +149,39 @@ def test_person_and_benchmark_mile_agree_with_core():
     person = probit_gaussian(gaussian_kc(mu, ls, mu_h, ls_h), 4, c)
     assert np.abs(person - want).max() < 2e-3
 
-    class Fixed(torch.nn.Module):
-        def __init__(self, out, kind):
-            super().__init__()
-            self.out, self.kind = out, kind
-
-        def forward(self, obs):
-            return self.out
-    bench = log_intervention_probability(Fixed((torch.tensor(mu), torch.tensor(ls)), "continuous"),
-                                         Fixed((torch.tensor(mu_h), torch.tensor(ls_h)),
-                                               "continuous"), None, c)[0]
-    assert np.abs(bench.exp().numpy() - want).max() < 1e-9
-
     pl, ml = rng.normal(size=(50, 4)), rng.normal(size=(50, 4))
     want_d = core.intervention_probability_discrete(torch.as_tensor(pl), torch.as_tensor(ml),
                                                     0.4).numpy()
     stats = ProbitStats([ExpertInfo(action=0, logits=x) for x in pl], ml)
     assert np.abs(stats.p(0.4) - want_d).max() < 1e-9
-    bench_d = log_intervention_probability(Fixed(torch.as_tensor(pl), "discrete"),
-                                           Fixed(torch.as_tensor(ml), "discrete"), None, 0.4)[0]
-    assert np.abs(bench_d.exp().numpy() - want_d).max() < 1e-9
 
 
-@pytest.mark.parametrize("c_true", [2.0, 40.0])
-def test_mile_c_fit_recovers_the_persons_cost(c_true):
-    """Check that MILE's maximum-likelihood c (c_fit="mle") recovers the c of the nu labels.
+@pytest.mark.parametrize("target", [0.1, 0.3])
+def test_calibration_with_a_scale_that_grows_with_c(target):
+    """Scale = max(beta, ratio * c): the calibrated person hits the rate and is not a threshold."""
+    from mile_ros.sim.person import person_scale
 
-    With pi and pihat fixed at the person's own, the maximum-likelihood c of MILE recovers the c
-    that generated the nu labels, from a start far off; the rate-matching rule cannot, because it
-    assumes nothing about how far pi and pihat are apart.
-    """
-    torch = pytest.importorskip("torch")
-    from mile_ros.benchmark.mile_adapter import fit_c_mle
+    rng = np.random.default_rng(4)
+    obs = rng.normal(size=(300, 8))
+    infos = [ExpertInfo(action=np.tanh(o[4:8]), mean=np.tanh(o[4:8]),
+                        log_std=np.full(4, np.log(0.1))) for o in obs]
+    stats = ProbitStats(infos, FixedMental("continuous", 4).action_distribution(obs))
+    c = calibrate_c(stats, target, beta=1.0, beta_ratio=0.5)
+    scale = person_scale(c, 1.0, 0.5)
+    assert scale == pytest.approx(0.5 * abs(c)) and scale > 1.0
+    p = stats.p(c, scale)
+    assert p.mean() == pytest.approx(target, abs=1e-3)
+    hard = stats.p(calibrate_c(stats, target, beta=1.0), 1.0)
+    soft_share = np.mean((p > 0.01) & (p < 0.99))
+    assert soft_share > np.mean((hard > 0.01) & (hard < 0.99)) + 0.2, soft_share
 
-    rng = np.random.default_rng(3)
-    n = 4000
-    mu = torch.as_tensor(np.tanh(rng.normal(size=(n, 4))))
-    mu_h = torch.as_tensor(np.clip(mu.numpy() + rng.normal(scale=0.8, size=(n, 4))
-                                   * (rng.random((n, 1)) < 0.5), -1, 1))
-    ls, ls_h = (torch.full((n, 4), np.log(0.1), dtype=torch.float64),
-                torch.full((n, 4), np.log(0.05), dtype=torch.float64))
-    p = probit_gaussian(gaussian_kc(mu.numpy(), ls.numpy(), mu_h.numpy(), ls_h.numpy()), 4, c_true)
-    nu = torch.as_tensor(rng.random(n) < p)
-    assert 0.05 < float(nu.double().mean()) < 0.95
 
-    class Fixed(torch.nn.Module):
-        kind = "continuous"
-
-        def __init__(self, out):
-            super().__init__()
-            self.out = out
-
-        def forward(self, obs):
-            return self.out
-    c_hat = fit_c_mle(Fixed((mu, ls)), Fixed((mu_h, ls_h)), None, nu, 1.0, c0=0.3 * c_true)
-    assert c_hat == pytest.approx(c_true, rel=0.1)
+def test_person_samples_its_action_from_the_experts_gaussian():
+    mental = FixedMental("continuous", 4)
+    e = ExpertInfo(action=np.full(4, 0.2), mean=np.full(4, 0.2), log_std=np.full(4, np.log(0.1)))
+    person = SimulatedPerson(None, mental, c=-1e3, seed=1, sample_actions=True)
+    acts = np.array([person.decide(np.zeros(8), e)[1] for _ in range(2000)])
+    assert np.abs(acts.mean(0) - 0.2).max() < 0.01
+    assert np.abs(acts.std(0) - 0.1).max() < 0.01
+    exact = SimulatedPerson(None, mental, c=-1e3, seed=1)
+    assert np.array_equal(exact.decide(np.zeros(8), e)[1], e.action)

@@ -96,11 +96,15 @@ def test_method_names():
 @pytest.mark.parametrize("args, words", [
     (["--task", "metaworld/nope"], ["unknown task 'metaworld/nope'", "metaworld/drawer-open"]),
     (["--task", "lunarlander", "--methods", "mile,bc"], ["unknown method(s) bc", "hg-dagger"]),
-    (["--task", "lunarlander", "--mile", "lamda=0.3"], ["unknown MILE option(s) lamda", "lam"]),
-    (["--task", "lunarlander", "--mile", "warm_start=maybe"],
-     ["warm_start must be bool", "'maybe'"]),
-    (["--task", "lunarlander", "--mile", "max_steps=1.5"], ["max_steps must be int"]),
-    (["--task", "lunarlander", "--mile", "c_fit=exact"], ["c_fit must be one of rate, mle"]),
+    (["--task", "lunarlander", "--mile", "lamda=0.3"], ["--mile 'lamda=0.3'", "lam,"]),
+    (["--task", "lunarlander", "--mile", "train_mental=maybe"],
+     ["MileConfig.train_mental must be True or False", "'maybe'"]),
+    (["--task", "lunarlander", "--mile", "max_updates=1.5"],
+     ["MileConfig.max_updates must be an integer"]),
+    (["--task", "lunarlander", "--mile", "c_update=exact"],
+     ["MileConfig.c_update must be 'learn', 'rate' or 'fixed'"]),
+    (["--task", "lunarlander", "--train", "seed=3"], ["--train 'seed=3'"]),
+    (["--task", "lunarlander", "--demos", "-1"], ["--demos must be >= 0"]),
 ])
 def test_cli_bad_names(tmp_path, capsys, args, words):
     rc = cli.main(args + ["--out", str(tmp_path / "r.json"), "--quiet"])
@@ -141,10 +145,17 @@ def test_report_table_and_plot(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
-def test_mile_options_from_the_command_line_are_typed():
-    """`--mile warm_start=False` must mean False (a non-empty string would be truthy)."""
-    from mile_ros.benchmark.mile_adapter import MileBenchConfig
-    cfg = MileBenchConfig.from_overrides(cli._overrides(["warm_start=False", "lam=1", "c=null",
-                                                         "max_steps=400"]))
-    assert cfg.warm_start is False and cfg.lam == 1.0 and cfg.c is None and cfg.max_steps == 400
-    assert MileBenchConfig.from_overrides(cli._overrides(["warm_start=true"])).warm_start is True
+def test_mile_settings_from_the_command_line_are_typed():
+    """`--mile train_mental=False` must mean False (a non-empty string would be truthy)."""
+    from mile_ros.benchmark.protocols import BenchConfig
+    from mile_ros.learning.config import parse_settings
+
+    mile = parse_settings(["train_mental=False", "lam=1", "c=null", "max_updates=400",
+                           "min_updates=100", "beta_update=learn"], "--mile")
+    cfg = BenchConfig(task="toy/reach", methods=["mile"], mile=mile).mile_config(3)
+    assert cfg.train_mental is False and cfg.lam == 1.0 and cfg.c is None
+    assert cfg.max_updates == 400 and cfg.beta_update == "learn" and cfg.seed == 3
+    with pytest.raises(ValueError, match="--mile 'warm_start=true'"):
+        parse_settings(["warm_start=true"], "--mile")
+    with pytest.raises(ValueError, match="--mile: MileConfig.lam"):
+        BenchConfig(task="toy/reach", methods=["mile"], mile={"lam": 3}).mile_config(0)

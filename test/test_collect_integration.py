@@ -105,7 +105,7 @@ def test_two_lockstep_episodes_recorded_completely(tmp_path, bench_cache):
     assert len(bags) == 2, output
 
     arm = params.resolve("arm")
-    all_nu = []
+    all_nu, deviations = [], []
     for index, bag in enumerate(bags):
         meta = custom_metadata(bag)
         topics = read_bag(bag)
@@ -119,12 +119,13 @@ def test_two_lockstep_episodes_recorded_completely(tmp_path, bench_cache):
         assert sorted(a_h) == [t for t in ticks if nu[t]]      # a_h exactly when nu = 1
         state_names = list(obs[ticks[0]].name)
         for t in a_h:
-            # the person acted through Joy; the arbiter read the scripted expert's action back
+            # the person acted through Joy with a sample of the scripted expert's Gaussian
+            # (sigma 0.1); the arbiter read that action back
             s = named(obs[t], state_names)
             expert = expert_action_from_observation(s, arm["max_ee_step_m"],
                                                     arm["workspace_min_m"][2])
-            np.testing.assert_allclose(named(a_h[t], ["dx", "dy", "dz", "gripper"]),
-                                       np.clip(expert, -1, 1), atol=1e-5)
+            deviations.append(named(a_h[t], ["dx", "dy", "dz", "gripper"])
+                              - np.clip(expert, -1, 1))
             np.testing.assert_allclose(command[t].position, a_h[t].position)
         events = [json.loads(m.data) for m in topics["episode"].values()]
         assert [e["event"] for e in events] == ["start", "end"]
@@ -136,6 +137,8 @@ def test_two_lockstep_episodes_recorded_completely(tmp_path, bench_cache):
         assert meta["state_names"] == state_names and meta["seed"] == 3 + index
         all_nu += list(nu.values())
     assert any(all_nu) and not all(all_nu)                   # both nu values occur
+    dev = np.abs(np.asarray(deviations))
+    assert dev.max() < 0.5 and dev.mean() > 0.01, dev      # sampled: near the mean, not at it
     print(f"collect: 2 episodes x 40 lockstep ticks in {elapsed:.1f} s (incl. start-up)")
 
 

@@ -1,11 +1,15 @@
-"""Baselines, each from its paper's rule, trained on the same data and initial policy as MILE.
+"""Baselines, each from its paper's rule, on the robot trainer's networks and training loop.
 
 Data: `episodes` is every episode collected so far by this method (all iterations), each a
 dict {"state": [T,S], "a_r", "a_h" (NaN / -1 where nu=0), "nu": bool[T], "executed": the
-action applied}; `demos` are the initial policy's own demonstrations {"state", "action"}.
-Every weighted-BC baseline re-fits, at every iteration, a copy of the initial policy on the
-aggregated data set (warm start from the initial weights, training length proportional to the
-data).
+action applied}; `demos` are expert demonstrations {"state", "action"} -- none in the paper's
+Figs. 3-4 (every method learns from interventions alone), N of them in its Fig. 5 ablation
+(`mile-ros bench --demos N`).
+
+Every weighted-BC baseline (BC-int, HG-DAgger, IWR, Sirius, and RLIF's policy extraction) is
+`mile_ros.learning.train_bc` -- the loop, budget and early stopping of the robot's trainer --
+started, at every iteration, from the initial policy and fitted on the aggregated data set with
+its per-tick weights (minibatches drawn in proportion to the weight).
 """
 from __future__ import annotations
 
@@ -16,16 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from mile_ros.learning.specs import FRAME_STACK, stack_frames
-from mile_ros.learning.weighted_bc import BenchPolicy, bc_steps, fit_weighted
+from mile_ros.learning import MileConfig, MileModel, stack_frames, train_bc
 
 
 @dataclass
 class BaselineConfig:
-    frame_stack: int = FRAME_STACK
-    epochs: float = 30.0               # passes over the data per re-fit (clipped, see bc_steps)
-    max_steps: int = 2000
-    lr: float = 3e-4                  # same as MILE's
     sirius_window: int = 5             # ticks before an intervention that Sirius discards
     rlif_gamma: float = 0.95
     rlif_expectile: float = 0.7
@@ -34,51 +33,48 @@ class BaselineConfig:
     rlif_hidden: tuple = (128, 128)
 
 
-def _stack(episodes, k):
-    return np.concatenate([stack_frames(e["state"], k) for e in episodes]) if episodes else None
+def _demo_episodes(demos) -> list[dict]:
+    """Demonstrations as episodes: the expert's action as a_r, no intervention."""
+    return [{"state": d["state"], "a_r": d["action"], "nu": np.zeros(len(d["state"]), bool),
+             "executed": d["action"]} for d in demos]
 
 
-def _cat(episodes, key):
-    return np.concatenate([np.asarray(e[key]) for e in episodes])
+def _with_weight(ep: dict, weight) -> dict:
+    return {"state": ep["state"], "a_r": ep["executed"], "nu": np.zeros(len(ep["state"]), bool),
+            "weight": np.asarray(weight, dtype=np.float64)}
 
 
-def _refit(initial: BenchPolicy, obs, act, w, cfg: BaselineConfig, seed: int) -> BenchPolicy:
-    pol = initial.clone()
-    n_eff = int(np.count_nonzero(w))
-    fit_weighted(pol, obs, act, w, steps=bc_steps(n_eff, cfg.epochs, hi=cfg.max_steps),
-                 lr=cfg.lr, seed=seed)
-    return pol
+def _refit(initial: MileModel, eps: list[dict], training: MileConfig) -> MileModel:
+    """Weighted BC of the episodes' executed actions, from the initial policy."""
+    eps = [e for e in eps if np.asarray(e.get("weight", 1.0)).sum() > 0]
+    if not eps:
+        return initial
+    return train_bc(eps, initial.obs_spec, initial.action_spec, training, target="a_r",
+                    init=initial, progress=False, sampling="weight")
 
 
-def train_bc_intervention(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
+def train_bc_intervention(initial, episodes, demos, cfg: BaselineConfig, training: MileConfig):
     """BC on intervention ticks only.
 
     Behaviour cloning of the person's action a_h on the ticks where the person took over (nu=1),
-    aggregated over all iterations; the robot's own ticks and the demonstrations are not used.
+    aggregated over all iterations; the robot's own ticks and any demonstrations are not used.
     Fine-tunes the initial policy.
     """
-    obs, nu = _stack(episodes, cfg.frame_stack), _cat(episodes, "nu")
-    if not nu.any():
-        return initial.clone()
-    return _refit(initial, obs[nu], _cat(episodes, "a_h")[nu], np.ones(nu.sum()), cfg, seed)
+    return _refit(initial, [_with_weight(e, e["nu"]) for e in episodes], training)
 
 
-def train_hg_dagger(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
+def train_hg_dagger(initial, episodes, demos, cfg: BaselineConfig, training: MileConfig):
     """HG-DAgger (Kelly et al., 2019).
 
     The expert gates control; only the states where the expert took over are labelled (with the
-    expert's action) and aggregated with the initial demonstration set D0; the policy is
-    re-trained by BC on the aggregate D0 u D_int each iteration.
+    expert's action) and aggregated with the demonstration set D0 (empty in Figs. 3-4); the
+    policy is re-trained by BC on the aggregate D0 u D_int each iteration.
     """
-    obs_d, act_d = _stack(demos, cfg.frame_stack), _cat(demos, "action")
-    if episodes:
-        nu = _cat(episodes, "nu")
-        obs_d = np.concatenate([obs_d, _stack(episodes, cfg.frame_stack)[nu]])
-        act_d = np.concatenate([act_d, _cat(episodes, "a_h")[nu].astype(act_d.dtype)])
-    return _refit(initial, obs_d, act_d, np.ones(len(obs_d)), cfg, seed)
+    eps = [_with_weight(d, np.ones(len(d["state"]))) for d in _demo_episodes(demos)]
+    return _refit(initial, eps + [_with_weight(e, e["nu"]) for e in episodes], training)
 
 
-def train_iwr(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
+def train_iwr(initial, episodes, demos, cfg: BaselineConfig, training: MileConfig):
     """IWR, intervention-weighted regression (Mandlekar et al., 2020).
 
     BC on every executed tick (robot ticks labelled with the robot's action, intervention ticks
@@ -86,15 +82,15 @@ def train_iwr(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
     non-intervention ticks each carry half of the total weight -- the scarce interventions count
     as much as everything else.
     """
-    obs = np.concatenate([_stack(demos, cfg.frame_stack), _stack(episodes, cfg.frame_stack)])
-    act = np.concatenate([_cat(demos, "action"),
-                          _cat(episodes, "executed").astype(_cat(demos, "action").dtype)])
-    is_int = np.concatenate([np.zeros(sum(len(d["state"]) for d in demos), bool),
-                             _cat(episodes, "nu")])
-    w = np.where(is_int, 0.5 / max(is_int.sum(), 1), 0.5 / max((~is_int).sum(), 1))
-    if not is_int.any():
-        w = np.ones(len(obs))
-    return _refit(initial, obs, act, w, cfg, seed)
+    eps = _demo_episodes(demos) + list(episodes)
+    is_int = [np.asarray(e["nu"], bool) for e in eps]
+    n_int = sum(int(m.sum()) for m in is_int)
+    n_rest = sum(int((~m).sum()) for m in is_int)
+    if n_int == 0:
+        return _refit(initial, [_with_weight(e, np.ones(len(m))) for e, m in zip(eps, is_int)],
+                      training)
+    return _refit(initial, [_with_weight(e, np.where(m, 0.5 / n_int, 0.5 / max(n_rest, 1)))
+                            for e, m in zip(eps, is_int)], training)
 
 
 def sirius_weights(nu_per_episode: list[np.ndarray], window: int, n_demo: int) -> np.ndarray:
@@ -119,7 +115,7 @@ def sirius_weights(nu_per_episode: list[np.ndarray], window: int, n_demo: int) -
     return w
 
 
-def train_sirius(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
+def train_sirius(initial, episodes, demos, cfg: BaselineConfig, training: MileConfig):
     """Sirius (Liu et al., 2022): weighted BC over all deployment data with four classes.
 
     Demonstrations and autonomous robot ticks weight 1, the robot ticks in a short window before
@@ -127,12 +123,13 @@ def train_sirius(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
     ticks up-weighted so that the intervention class carries as much weight as all others.
     (Sirius's memory management only matters for data larger than here and is omitted.)
     """
-    obs = np.concatenate([_stack(demos, cfg.frame_stack), _stack(episodes, cfg.frame_stack)])
-    act = np.concatenate([_cat(demos, "action"),
-                          _cat(episodes, "executed").astype(_cat(demos, "action").dtype)])
+    demo_eps = _demo_episodes(demos)
+    eps = demo_eps + list(episodes)
     w = sirius_weights([np.asarray(e["nu"], bool) for e in episodes], cfg.sirius_window,
-                       sum(len(d["state"]) for d in demos))
-    return _refit(initial, obs, act, w, cfg, seed)
+                       sum(len(d["state"]) for d in demo_eps))
+    cuts = np.cumsum([len(e["state"]) for e in eps])[:-1]
+    return _refit(initial, [_with_weight(e, we) for e, we in zip(eps, np.split(w, cuts))],
+                  training)
 
 
 def _mlp(i, o, hidden):
@@ -143,65 +140,83 @@ def _mlp(i, o, hidden):
     return nn.Sequential(*layers, nn.Linear(d, o))
 
 
-def rlif_transitions(episodes, demos, k: int):
-    """(s, a, r, s', done) over demos and collected episodes.
+def rlif_rewards(nu: np.ndarray) -> np.ndarray:
+    """RLIF's reward: -1 on the robot's transition that provoked a takeover, 0 elsewhere.
 
-    r = -1 on the tick where an intervention starts (nu goes 0 -> 1), else 0; the action is the
-    executed one.
+    A takeover starting at tick t (nu[t-1]=0, nu[t]=1) penalises the transition of tick t-1,
+    whose action was the robot's; the onset tick's own action is the person's and is not
+    penalised. A takeover from an episode's first tick has no robot transition before it.
     """
+    nu = np.asarray(nu, bool)
+    r = np.zeros(len(nu), np.float32)
+    onsets = np.flatnonzero(nu & ~np.r_[True, nu[:-1]])
+    r[onsets - 1] = -1.0
+    return r
+
+
+def rlif_transitions(episodes, demos, k: int):
+    """(s, a, r, s', done) over demos and collected episodes (the executed actions)."""
     S, A, R, S2, D = [], [], [], [], []
-    for e, is_demo in [(d, True) for d in demos] + [(e, False) for e in episodes]:
+    for e in _demo_episodes(demos) + list(episodes):
         st = stack_frames(e["state"], k)
         T = len(st)
-        a = np.asarray(e["action"] if is_demo else e["executed"])
-        nu = np.zeros(T, bool) if is_demo else np.asarray(e["nu"], bool)
-        r = -(nu & ~np.r_[False, nu[:-1]]).astype(np.float32)
-        S.append(st), A.append(a), R.append(r), S2.append(np.r_[st[1:], st[-1:]])
+        S.append(st), A.append(np.asarray(e["executed"])), R.append(rlif_rewards(e["nu"]))
+        S2.append(np.r_[st[1:], st[-1:]])
         d = np.zeros(T, np.float32)
         d[-1] = 1.0
         D.append(d)
     return [np.concatenate(x) for x in (S, A, R, S2, D)]
 
 
-def train_rlif(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
+def train_rlif(initial, episodes, demos, cfg: BaselineConfig, training: MileConfig):
     """RLIF (Luo et al., 2023): off-policy RL whose only reward is the intervention itself.
 
-    The reward is -1 on the tick where the person starts intervening, 0 elsewhere; all executed
-    transitions (robot and person) plus the demonstrations form the replay data, and no task
-    reward is used. Kept small and CPU-cheap with implicit Q-learning (twin Q, expectile V,
-    discount 0.95) and advantage-weighted extraction of the policy, warm-started from the initial
-    policy.
+    The reward is -1 on the robot transition before each takeover (`rlif_rewards`), 0
+    elsewhere; all executed transitions (robot and person) plus any demonstrations form the
+    replay data, and no task reward is used. Kept small and CPU-cheap with implicit Q-learning
+    (twin Q, expectile V, discount 0.95) and advantage-weighted extraction of the policy
+    (weighted BC from the initial policy).
     """
-    torch.manual_seed(seed)
-    s, a, r, s2, d = rlif_transitions(episodes, demos, cfg.frame_stack)
-    def norm(x):
-        return (torch.as_tensor(x, dtype=torch.float32) - initial.obs_mean) / initial.obs_std
-
-    S, S2 = norm(s), norm(s2)
+    torch.manual_seed(training.seed)
+    k = initial.obs_spec.frame_stack
+    s, a, r, s2, d = rlif_transitions(episodes, demos, k)
+    S = torch.from_numpy(initial.normalizer(s))
+    S2 = torch.from_numpy(initial.normalizer(s2))
     R, D = torch.as_tensor(r), torch.as_tensor(d)
-    discrete = initial.kind == "discrete"
-    if discrete:
-        A = torch.as_tensor(a, dtype=torch.int64)
-        q_in, q_out = S.shape[1], initial.act_dim
-    else:
-        A = torch.as_tensor(a, dtype=torch.float32)
-        q_in, q_out = S.shape[1] + A.shape[1], 1
+    discrete = not initial.action_spec.continuous
+    A = torch.as_tensor(a, dtype=torch.int64 if discrete else torch.float32)
+    q_in, q_out = (S.shape[1], initial.action_spec.n) if discrete else (S.shape[1] + A.shape[1], 1)
     qs = nn.ModuleList([_mlp(q_in, q_out, cfg.rlif_hidden) for _ in range(2)])
-    q_targ = copy.deepcopy(qs)
     v = _mlp(S.shape[1], 1, cfg.rlif_hidden)
+    _fit_iql(qs, v, (S, A, R, S2, D), cfg, discrete, training.seed)
+    with torch.no_grad():
+        adv = torch.min(_q_of(qs[0], S, A, discrete), _q_of(qs[1], S, A, discrete)) \
+            - v(S).squeeze(1)
+        w = torch.exp(cfg.rlif_awr_beta * adv).clamp(max=100.0).numpy()
+    eps = _demo_episodes(demos) + list(episodes)
+    cuts = np.cumsum([len(e["state"]) for e in eps])[:-1]
+    return _refit(initial, [_with_weight(e, we) for e, we in zip(eps, np.split(w, cuts))],
+                  training)
+
+
+def _q_of(net, s_, a_, discrete):
+    return (net(s_).gather(1, a_.view(-1, 1)).squeeze(1) if discrete
+            else net(torch.cat([s_, a_], 1)).squeeze(1))
+
+
+def _fit_iql(qs, v, data, cfg: BaselineConfig, discrete: bool, seed: int) -> None:
+    """Implicit Q-learning: expectile V, twin Q towards r + gamma V(s'), Polyak targets."""
+    S, A, R, S2, D = data
+    q_targ = copy.deepcopy(qs)
     opt_q = torch.optim.Adam(qs.parameters(), lr=3e-4)
     opt_v = torch.optim.Adam(v.parameters(), lr=3e-4)
-
-    def q_of(net, s_, a_):
-        return (net(s_).gather(1, a_.view(-1, 1)).squeeze(1) if discrete
-                else net(torch.cat([s_, a_], 1)).squeeze(1))
-
     g = torch.Generator().manual_seed(seed)
     n = len(S)
     for _ in range(cfg.rlif_steps):
         i = torch.randint(n, (min(256, n),), generator=g)
         with torch.no_grad():
-            qt = torch.min(q_of(q_targ[0], S[i], A[i]), q_of(q_targ[1], S[i], A[i]))
+            qt = torch.min(_q_of(q_targ[0], S[i], A[i], discrete),
+                           _q_of(q_targ[1], S[i], A[i], discrete))
         diff = qt - v(S[i]).squeeze(1)
         wexp = torch.where(diff > 0, cfg.rlif_expectile, 1 - cfg.rlif_expectile)
         opt_v.zero_grad()
@@ -209,17 +224,13 @@ def train_rlif(initial, episodes, demos, cfg: BaselineConfig, seed: int = 0):
         opt_v.step()
         with torch.no_grad():
             target = R[i] + cfg.rlif_gamma * (1 - D[i]) * v(S2[i]).squeeze(1)
-        loss_q = sum(((q_of(q, S[i], A[i]) - target) ** 2).mean() for q in qs)
+        loss_q = sum(((_q_of(q, S[i], A[i], discrete) - target) ** 2).mean() for q in qs)
         opt_q.zero_grad()
         loss_q.backward()
         opt_q.step()
         with torch.no_grad():
             for p, pt in zip(qs.parameters(), q_targ.parameters()):
                 pt.mul_(0.995).add_(0.005 * p)
-    with torch.no_grad():
-        adv = torch.min(q_of(qs[0], S, A), q_of(qs[1], S, A)) - v(S).squeeze(1)
-        w = torch.exp(cfg.rlif_awr_beta * adv).clamp(max=100.0).numpy()
-    return _refit(initial, s, a, w, cfg, seed)
 
 
 BASELINES = {

@@ -10,13 +10,13 @@ Re-running the same command resumes an interrupted run (see protocols.py).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 
 from mile_ros.benchmark.protocols import METHODS, BenchConfig, parse_methods, run_bench
 from mile_ros.benchmark.results import ResultsError, summary_table
+from mile_ros.learning.config import parse_settings
 from mile_ros.sim.initial import InitialConfig
 from mile_ros.sim.tasks import TaskOptions, UnknownNameError, canonical_task_name
 
@@ -47,24 +47,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="k: episodes per iteration (default 15)")
     p.add_argument("--seeds", type=_seeds, default=[0, 1, 2],
                    help="training seeds: a count or a comma list")
-    p.add_argument("--eval-episodes", type=int, default=50,
-                   help="fixed evaluation seeds (default 50)")
+    p.add_argument("--eval-episodes", type=int, default=100,
+                   help="fixed evaluation episodes at iteration 0, every 5th and the last "
+                        "(default 100)")
+    p.add_argument("--eval-episodes-other", type=int, default=50,
+                   help="evaluation episodes at the other iterations (default 50)")
+    p.add_argument("--demos", type=int, default=0, metavar="N",
+                   help="expert demonstrations for the baselines (the paper's Fig. 5 ablation; "
+                        "MILE gets none). Default 0: interventions only (Figs. 3-4)")
+    p.add_argument("--warm-start", action="store_true",
+                   help="MILE starts each iteration from its previous model (the paper) "
+                        "instead of the initial policy")
     p.add_argument("--no-equalize", action="store_true",
                    help="baselines collect exactly k episodes instead of matching MILE's "
                         "intervention count")
     p.add_argument("--target-rate", type=float, default=0.25,
                    help="person: target intervention rate in closed loop (default 0.25)")
     p.add_argument("--c", type=float, default=None, help="person: fixed c instead of calibrating")
-    p.add_argument("--beta", type=float, default=1.0, help="person: probit scale (default 1)")
+    p.add_argument("--beta", type=float, default=1.0,
+                   help="person: smallest probit scale (default 1)")
+    p.add_argument("--beta-ratio", type=float, default=0.5,
+                   help="person: probit scale = max(beta, ratio * c) (default 0.5; 0: beta)")
+    p.add_argument("--deterministic-person", action="store_true",
+                   help="person: act with the expert's mean instead of a sample")
     p.add_argument("--n-demos", type=int, default=None,
                    help="demonstrations for the initial policy")
     p.add_argument("--expert-sigma", type=float, default=0.1, help="Gaussian experts' fixed sigma")
     p.add_argument("--expert-temperature", type=float, default=0.05,
                    help="LunarLander expert temperature")
     p.add_argument("--max-steps", type=int, default=None,
-                   help="episode cap (default: 200 Meta-World, 1000 LunarLander)")
-    p.add_argument("--mile", action="append", default=[], metavar="KEY=VALUE",
-                   help="MILE option override, e.g. --mile lam=0.5 --mile c=1.0 (repeatable)")
+                   help="episode cap (default: 500 Meta-World, 1000 LunarLander)")
+    p.add_argument("--train", action="append", default=[], metavar="NAME=VALUE",
+                   help="MileConfig setting for every method's training loop, e.g. "
+                        "--train max_updates=2000 (repeatable)")
+    p.add_argument("--mile", action="append", default=[], metavar="NAME=VALUE",
+                   help="MileConfig setting for MILE only, e.g. --mile beta=10 "
+                        "--mile mental_anchor=0 (repeatable)")
     p.add_argument("--out", required=True,
                    help="results JSON (resumed when it exists with the same config)")
     p.add_argument("--no-resume", action="store_true", help="start over even when --out exists")
@@ -73,19 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial policy / person cache (default ~/.cache/mile_ros/bench)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
-
-
-def _overrides(items) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--mile: expected KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
 
 
 def main(argv=None) -> int:
@@ -97,19 +102,25 @@ def main(argv=None) -> int:
         task = canonical_task_name(args.task)
         methods = parse_methods(args.methods)
         for name, v in (("--iterations", args.iterations), ("--episodes", args.episodes),
-                        ("--eval-episodes", args.eval_episodes)):
+                        ("--eval-episodes", args.eval_episodes),
+                        ("--eval-episodes-other", args.eval_episodes_other)):
             if v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
+        if args.demos < 0:
+            raise ValueError(f"--demos must be >= 0, got {args.demos}")
         cfg = BenchConfig(
             task=task, methods=methods, iterations=args.iterations, episodes=args.episodes,
-            seeds=args.seeds, n_eval=args.eval_episodes, equalize=not args.no_equalize,
+            seeds=args.seeds, n_eval=args.eval_episodes, n_eval_other=args.eval_episodes_other,
+            equalize=not args.no_equalize, demos=args.demos, warm_start=args.warm_start,
             initial=InitialConfig(n_demos=args.n_demos, target_rate=args.target_rate,
-                                  beta=args.beta, c=args.c,
+                                  beta=args.beta, beta_ratio=args.beta_ratio, c=args.c,
+                                  sample_actions=not args.deterministic_person,
                                   task=TaskOptions(args.max_steps, args.expert_sigma,
                                                    args.expert_temperature)),
-            mile=_overrides(args.mile))
-        from mile_ros.benchmark.mile_adapter import MileBenchConfig
-        MileBenchConfig.from_overrides(cfg.mile)  # bad keys fail now, not after an hour
+            train=parse_settings(args.train, "--train", exclude=("seed",)),
+            mile=parse_settings(args.mile, "--mile", exclude=("seed",)))
+        cfg.mile_config(0)     # bad settings fail now, not after an hour
+        cfg.training_config(0)
         t0 = time.time()
         results = run_bench(cfg, args.out, resume=not args.no_resume, progress=not args.quiet,
                             cache_dir=args.cache_dir)
@@ -126,7 +137,8 @@ def main(argv=None) -> int:
         print(f"  seed {s}: initial success {info['success_rate']:.3f}; "
               f"person c={p['c']:.3f}, intervention "
               f"rate {p['open_loop_rate']:.3f} open loop"
-              + (f", {cl:.3f} closed loop" if cl is not None else ""))
+              + (f", {cl:.3f} closed loop (success {p['closed_loop_success']:.2f})"
+                 if cl is not None else ""))
     print(summary_table(d))
     if args.plot:
         from mile_ros.benchmark.plots import plot_curves

@@ -10,6 +10,10 @@ executed action is a_h when nu=1), train on everything it has collected, evaluat
 evaluation seeds. Episode seeds and the person's random stream depend only on (training seed,
 iteration, episode index), so every method meets the same situations.
 
+No method gets the initial policy's demonstrations or any other expert data besides the
+interventions (the paper's Figs. 3-4), unless `demos` N > 0 (its Fig. 5 ablation): then the
+baselines get N expert demonstrations and MILE none.
+
 Equal intervention counts (protocol (a), `equalize=True`): MILE collects its k episodes first;
 every baseline collects at least k episodes and keeps collecting (up to 10k) until it holds at
 least as many intervention ticks as MILE did in that iteration.
@@ -30,13 +34,13 @@ import torch
 
 from mile_ros._io import atomic_write
 from mile_ros.benchmark.baselines import BASELINES, BaselineConfig
-from mile_ros.benchmark.mile_adapter import MileBenchConfig, train_mile_on
 from mile_ros.benchmark.results import Results
+from mile_ros.learning import MileConfig, train_mile
 from mile_ros.sim.initial import (
     InitialConfig,
     build_initial_policy,
     build_person,
-    demos_for,
+    expert_demos,
     seeds_for,
 )
 from mile_ros.sim.person import collect_episode
@@ -64,35 +68,49 @@ class BenchConfig:
     iterations: int = 1
     episodes: int = 15
     seeds: list = field(default_factory=lambda: [0, 1, 2])
-    n_eval: int = 50
+    n_eval: int = 100          # evaluation episodes at iteration 0, the last one and every 5th
+    n_eval_other: int = 50     # ... and at the other iterations (to bound the cost)
     equalize: bool = True
+    demos: int = 0             # expert demonstrations for the baselines (Fig. 5); MILE none
+    warm_start: bool = False   # MILE starts from its previous model (the paper) or, like the
+                               # baselines, from the initial policy
     initial: InitialConfig = field(default_factory=InitialConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
-    mile: dict = field(default_factory=dict)   # overrides of mile_adapter.MileBenchConfig
+    train: dict = field(default_factory=dict)  # MileConfig settings for every method's loop
+    mile: dict = field(default_factory=dict)   # MileConfig settings for MILE only (on top)
     n_envs: int = 10
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["initial"]["hidden"] = list(d["initial"]["hidden"])
         d["baseline"]["rlif_hidden"] = list(d["baseline"]["rlif_hidden"])
-        d["mile_resolved"] = MileBenchConfig.from_overrides(self.mile).to_json()
+        d["mile_resolved"] = self.mile_config(0).to_dict()
         return d
 
+    def training_config(self, seed: int) -> MileConfig:
+        """Return the training loop's settings of every method (MileConfig, `train` applied)."""
+        return MileConfig.with_settings(self.train, "--train", seed=int(seed))
 
-class MileMethod:
-    """MILE (mile_adapter: the core loss on the benchmark's networks).
+    def mile_config(self, seed: int) -> MileConfig:
+        """Return MILE's settings: MileConfig's defaults (the trainer's), `train`, `mile`."""
+        return MileConfig.with_settings({**self.train, **self.mile}, "--mile", seed=int(seed))
 
-    Started each iteration from the previous model (policy and mental model) when warm_start is
-    set, else from the initial policy; the first iteration always starts from the initial policy.
+    def n_eval_at(self, iteration: int) -> int:
+        full = iteration in (0, self.iterations) or iteration % 5 == 0
+        return self.n_eval if full else min(self.n_eval, self.n_eval_other)
+
+
+def train_mile_method(cfg: BenchConfig, prev, initial, episodes, seed: int):
+    """One MILE iteration: `train_mile` (the robot trainer's) on everything collected so far.
+
+    Started from the previous model (policy and mental model) when cfg.warm_start, else from the
+    initial policy (both networks: the person's presumed mental model); the first iteration
+    always starts from the initial policy. No demonstrations.
     """
-
-    def __init__(self, overrides: dict):
-        self.overrides = dict(overrides)
-        self.warm_start = MileBenchConfig.from_overrides(self.overrides).warm_start
-
-    def train(self, prev, initial, episodes, demos, task, seed):
-        start = prev if (prev is not None and self.warm_start) else initial
-        return train_mile_on(start, episodes, task, self.overrides, seed, demos)
+    start = prev if (prev is not None and cfg.warm_start) else initial
+    model, _ = train_mile(episodes, initial.obs_spec, initial.action_spec, cfg.mile_config(seed),
+                          init=start, progress=False)
+    return model
 
 
 def _act_fn(policy):
@@ -178,14 +196,14 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
     key = str(seed)
     ran = key not in results.data["initial"]  # a resumed, finished seed keeps its wall time
     if key not in results.data["initial"]:
-        ev = evaluate_policy(cfg.task, _act_fn(initial), eval_seeds, pool=pool,
-                             frame_stack=cfg.initial.frame_stack)
+        ev = evaluate_policy(cfg.task, _act_fn(initial), eval_seeds[:cfg.n_eval_at(0)],
+                             pool=pool, frame_stack=cfg.initial.frame_stack)
         results.data["initial"][key] = (init_info | _eval_summary(ev)
                                         | {"seconds": time.time() - t0})
         results.data["person"][key] = person_info
         results.save()
     init_rate = results.data["initial"][key]["success_rate"]
-    demos = demos_for(cfg.task, seed, cfg.initial, task=task)
+    demos = expert_demos(cfg.task, seed, cfg.demos, cfg.initial, task=task)   # [] unless Fig. 5
     mile_counts: dict[int, int] = {}
     for method in cfg.methods:
         if not any(r["iteration"] == 0 for r in results.records(method, seed)):
@@ -204,7 +222,6 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
         if method == "mile":
             mile_counts = {r["iteration"]: r["interventions"]
                            for r in results.records("mile", seed) if r["iteration"] > 0}
-        trainer = MileMethod(cfg.mile) if method == "mile" else None
         for it in range(start, cfg.iterations + 1):
             ran = True
             tc = time.time()
@@ -213,14 +230,14 @@ def _run_seed(cfg, seed, task, pool, eval_seeds, results, work, bar, cache_dir, 
             episodes = episodes + new_eps
             tt = time.time()
             if method == "mile":
-                policy = trainer.train(policy if it > 1 else None, initial, episodes, demos, task,
-                                       seed * 1000 + it)
+                policy = train_mile_method(cfg, policy if it > 1 else None, initial, episodes,
+                                           seed * 1000 + it)
             else:
                 policy = BASELINES[method](initial, episodes, demos, cfg.baseline,
-                                           seed * 1000 + it)
+                                           cfg.training_config(seed * 1000 + it))
             te = time.time()
-            ev = evaluate_policy(cfg.task, _act_fn(policy), eval_seeds, pool=pool,
-                                 frame_stack=cfg.initial.frame_stack)
+            ev = evaluate_policy(cfg.task, _act_fn(policy), eval_seeds[:cfg.n_eval_at(it)],
+                                 pool=pool, frame_stack=cfg.initial.frame_stack)
             n_new = sum(int(e["nu"].sum()) for e in new_eps)
             if method == "mile":
                 mile_counts[it] = n_new

@@ -9,7 +9,6 @@
   are the two algorithms over it.
 - `checkpoint`: atomic, verified checkpoint directories and their bytes form for ROS.
 - `observations`: the recorded episode -> training arrays (state or image + end-effector).
-- `weighted_bc`: the benchmark's and the initial policy's network with weighted BC.
 """
 from mile_ros.learning.bc import train_bc
 from mile_ros.learning.config import MileConfig

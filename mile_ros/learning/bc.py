@@ -24,9 +24,10 @@ from mile_ros.learning.specs import ActionSpec, Normalizer, ObsSpec
 
 
 def _bc_loss(net, tensors, target, action_spec, weight):
-    def loss_fn(idx):
+    def loss_fn(idx, presampled=False):
         obs = tensors.obs_at(idx)
-        y, w = target[idx], weight[idx]
+        y = target[idx]
+        w = torch.ones(len(idx)) if presampled else weight[idx]
         if action_spec.continuous:
             mu, ls = net(obs)
             nll = -mile.gaussian_log_prob(mu, ls, y)
@@ -46,23 +47,29 @@ def _bc_targets(data, target, action_spec):
         y = np.where(mask, data["a_h"], data["a_r"])
     else:
         y = data[target]
-    valid = _finite_actions(y, action_spec) & (nu if target == "a_h" else True)
+    valid = (_finite_actions(y, action_spec) & (nu if target == "a_h" else True)
+             & (data["weight"] > 0))
     if not valid.any():
-        raise ValueError(f"no ticks with a valid {target} action to clone")
+        raise ValueError(f"no ticks with a valid {target} action and a weight > 0 to clone")
     return y, valid
 
 
 def train_bc(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
              config: MileConfig | None = None, *, target: str = "a_r",
-             init: MileModel | None = None, progress: bool = True) -> MileModel:
+             init: MileModel | None = None, progress: bool = True,
+             sampling: str = "uniform") -> MileModel:
     """Fit the policy to `target` actions by behaviour cloning.
 
     `target`: "a_r" robot, "a_h" interventions only, "executed" = a_h where nu else a_r; the fit
-    is weighted by an optional per-tick "weight". Accepts a list of episode dicts or one dict.
+    is weighted by an optional per-tick "weight" (`sampling="uniform"`: uniform minibatches, each
+    tick's loss times its weight; "weight": minibatches drawn in proportion to the weight). Ticks
+    of weight 0 are left out, as if absent. Accepts a list of episode dicts or one dict.
     The mental model of the result is a copy of the policy; c is None unless config.c is set.
     Metrics in `model.metrics`.
     """
     config = copy.deepcopy(config or MileConfig()).validate(action_spec)
+    if sampling not in ("uniform", "weight"):
+        raise ValueError(f"sampling must be 'uniform' or 'weight', got {sampling!r}")
     seed_everything(config.seed)
     t0 = time.perf_counter()
     data = prepare_episodes(episodes, obs_spec, action_spec)
@@ -78,7 +85,8 @@ def train_bc(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
     gen = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     loss_fn = _bc_loss(net, tensors, tensors.a_r, action_spec, tensors.weight)
-    metrics = _select_and_fit(loss_fn, [net], data, config, gen, rng, progress, f"BC ({target})")
+    metrics = _select_and_fit(loss_fn, [net], data, config, gen, rng, progress, f"BC ({target})",
+                              sample_weight=data["weight"] if sampling == "weight" else None)
     metrics.update(time_s=time.perf_counter() - t0, target=target)
     model = MileModel(net, copy.deepcopy(net), obs_spec, action_spec, normalizer,
                       config.c, config.beta, config)

@@ -14,7 +14,8 @@ class MileConfig:
     c: float | None = None          # intervention cost; None = estimate from the data
     c_update: str = "learn"         # with c=None: "learn" | "rate" | "fixed"
                                     # (mile_training docstring)
-    beta: float = 1.0               # probit scale
+    beta: float = 1.0               # probit scale (the initial value with beta_update="learn")
+    beta_update: str = "fixed"      # "fixed" | "learn" (log beta learned with c, at c_lr)
     lam: float = 0.5                # Eq. 5 weight of the BCE term
     form: str | None = None         # continuous "eq5"|"joint", discrete "eq3"|"joint";
                                     # None = eq5/eq3
@@ -46,12 +47,22 @@ class MileConfig:
     def validate(self, action_spec: ActionSpec | None = None) -> "MileConfig":
         def bad(name, why):
             raise ValueError(f"MileConfig.{name} {why}, got {getattr(self, name)!r}")
+        for name in ("train_mental", "refit"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "must be True or False")
+        for name in ("batch_size", "min_updates", "max_updates", "patience", "holdout_block",
+                     "pretrain_updates", "seed") + (("eval_every",) if self.eval_every else ()):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
+                bad(name, "must be an integer")
         if self.c is not None and not (isinstance(self.c, (int, float)) and math.isfinite(self.c)):
             bad("c", "must be a finite number or None")
         if self.c_update not in ("learn", "rate", "fixed"):
             bad("c_update", "must be 'learn', 'rate' or 'fixed'")
-        if not (math.isfinite(self.beta) and self.beta > 0):
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta)
+                and self.beta > 0):
             bad("beta", "must be > 0")
+        if self.beta_update not in ("fixed", "learn"):
+            bad("beta_update", "must be 'fixed' or 'learn'")
         if not 0.0 <= self.lam <= 1.0:
             bad("lam", "must be in [0, 1]")
         allowed = (None, "eq5", "joint") if action_spec is None or action_spec.continuous \
@@ -84,6 +95,42 @@ class MileConfig:
         return d
 
     @classmethod
+    def with_settings(cls, settings: dict, where: str = "settings", **fixed) -> "MileConfig":
+        """Build and validate a config from {name: value}; a bad name or value names `where`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(settings) - known)
+        if bad:
+            raise ValueError(f"{where}: unknown MileConfig field(s) {', '.join(bad)}; "
+                             f"valid: {', '.join(sorted(known))}")
+        try:
+            return cls(**{**settings, **fixed}).validate()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e}") from None
+
+    @classmethod
     def from_dict(cls, d: dict) -> "MileConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def parse_settings(items, option: str = "--set", exclude=()) -> dict:
+    """`NAME=VALUE` items -> {name: value}, values read as YAML (1e-3, true, null, [256, 256]).
+
+    A malformed item, or a NAME that is not a MileConfig field (or is in `exclude`), raises a
+    ValueError naming `option`.
+    """
+    import yaml
+
+    known = {f.name for f in dataclasses.fields(MileConfig)} - set(exclude)
+    out = {}
+    for item in items:
+        name, sep, text = str(item).partition("=")
+        name = name.strip()
+        if not sep or name not in known:
+            raise ValueError(f"{option} {item!r}: expected NAME=VALUE with NAME one of "
+                             f"{', '.join(sorted(known))}")
+        try:
+            out[name] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ValueError(f"{option} {item!r}: cannot read the value {text!r}") from None
+    return out

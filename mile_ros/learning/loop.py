@@ -166,27 +166,42 @@ def _budget(n_train, config) -> int:
 
 # ----------------------------------------------------------------------------- training loop
 class _Loop:
-    """Adam over the given modules (and optional c), minibatches by index.
+    """Adam over the given modules (and the probit's learned c, beta), minibatches by index.
 
     Periodic held-out evaluation with patience. Returns the history and the best update count.
     """
 
-    def __init__(self, loss_fn, modules, config, gen, c_param=None):
+    def __init__(self, loss_fn, modules, config, gen, cost_params=(), sample_weight=None):
         self.loss_fn, self.modules, self.config, self.gen = loss_fn, modules, config, gen
+        self.sample_weight = sample_weight   # per tick: batches drawn in proportion to it
         groups = [{"params": [p for m in modules for p in m.parameters()], "lr": config.lr,
                    "weight_decay": config.weight_decay}]
-        if c_param is not None:
-            groups.append({"params": [c_param], "lr": config.c_lr, "weight_decay": 0.0})
+        if cost_params:
+            groups.append({"params": list(cost_params), "lr": config.c_lr, "weight_decay": 0.0})
         self.params = [p for g in groups for p in g["params"]]
         self.opt = torch.optim.Adam(groups)
 
     def _batches(self, idx):
+        if self.sample_weight is not None:
+            yield from self._weighted_batches(idx)
         while True:
             perm = idx[torch.randperm(len(idx), generator=self.gen).numpy()]
             for s in range(0, len(perm), self.config.batch_size):
                 chunk = perm[s:s + self.config.batch_size]
                 if len(chunk) >= min(len(perm), 8):
                     yield torch.from_numpy(chunk)
+
+    def _weighted_batches(self, idx):
+        """Minibatches drawn with probability proportional to the tick's weight.
+
+        The loss of such a batch is then its plain mean (`presampled=True`): an unbiased,
+        lower-variance form of the weighted loss when a few ticks carry much of the weight.
+        """
+        w = torch.as_tensor(np.asarray(self.sample_weight)[idx], dtype=torch.float64)
+        size = min(self.config.batch_size, max(len(idx), 32))
+        while True:
+            pick = torch.multinomial(w, size, replacement=True, generator=self.gen)
+            yield torch.from_numpy(idx[pick.numpy()])
 
     def evaluate(self, idx) -> float:
         for m in self.modules:
@@ -208,8 +223,9 @@ class _Loop:
         batches = self._batches(train_idx)
         for m in self.modules:
             m.train()
+        kw = {"presampled": True} if self.sample_weight is not None else {}
         for u in range(1, updates + 1):
-            loss, parts = self.loss_fn(next(batches))
+            loss, parts = self.loss_fn(next(batches), **kw)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
@@ -241,18 +257,33 @@ class _Loop:
 
 
 class _Cost:
-    """The intervention cost during training: a learned 0-d parameter or a plain number."""
+    """The probit's c and beta during training: each a learned 0-d parameter or a plain number.
 
-    def __init__(self, value: float, learn: bool):
+    beta is learned as log beta (it must stay > 0).
+    """
+
+    def __init__(self, value: float, learn: bool, beta: float = 1.0, learn_beta: bool = False):
         self.param = torch.nn.Parameter(torch.tensor(float(value), dtype=torch.float64)) \
             if learn else None
-        self.value = float(value)
+        self.log_beta = torch.nn.Parameter(torch.tensor(math.log(beta), dtype=torch.float64)) \
+            if learn_beta else None
+        self.value, self.beta_value = float(value), float(beta)
 
     def __call__(self):
         return self.param if self.param is not None else self.value
 
+    def beta(self):
+        return self.log_beta.exp() if self.log_beta is not None else self.beta_value
+
+    @property
+    def params(self) -> list:
+        return [p for p in (self.param, self.log_beta) if p is not None]
+
     def get(self) -> float:
         return float(self.param.detach()) if self.param is not None else self.value
+
+    def get_beta(self) -> float:
+        return float(self.beta().detach()) if self.log_beta is not None else self.beta_value
 
     def set(self, value: float) -> None:
         if self.param is not None:
@@ -260,28 +291,37 @@ class _Cost:
                 self.param.fill_(value)
         self.value = float(value)
 
+    def state(self) -> tuple[float, float]:
+        return self.get(), self.get_beta()
+
+    def load(self, state) -> None:
+        self.set(state[0])
+        if self.log_beta is not None:
+            with torch.no_grad():
+                self.log_beta.fill_(math.log(state[1]))
+
 
 def _state_of(modules, cost):
-    return [copy.deepcopy(m.state_dict()) for m in modules], None if cost is None else cost.get()
+    return [copy.deepcopy(m.state_dict()) for m in modules], None if cost is None else cost.state()
 
 
 def _load_state(modules, cost, state):
     for m, sd in zip(modules, state[0]):
         m.load_state_dict(sd)
     if cost is not None:
-        cost.set(state[1])
+        cost.load(state[1])
 
 
 def _select_and_fit(make_loss, modules, data, config, gen, rng, progress, desc,
-                    cost=None, on_eval=None):
+                    cost=None, on_eval=None, sample_weight=None):
     """Pick the update count on held-out blocks, then refit on everything (see module doc)."""
     train_idx, val_idx = _split(data, config, rng)
     n_all = data["nu"].shape[0]
     budget = _budget(len(train_idx), config)
     eval_every = config.eval_every or max(1, budget // 40)
-    c_param = None if cost is None else cost.param
+    c_param = () if cost is None else cost.params
     start = _state_of(modules, cost)
-    loop = _Loop(make_loss, modules, config, gen, c_param)
+    loop = _Loop(make_loss, modules, config, gen, c_param, sample_weight)
     metrics = {"n_ticks": n_all, "budget_updates": budget, "eval_every": eval_every}
     with tqdm(total=budget, desc=desc, disable=not progress, leave=False) as bar:
         if val_idx is None:
@@ -302,7 +342,7 @@ def _select_and_fit(make_loss, modules, data, config, gen, rng, progress, desc,
         bar.reset(total=refit)
         bar.set_description(desc + " (refit on all)")
         _load_state(modules, cost, start)
-        loop = _Loop(make_loss, modules, config, gen, c_param)
+        loop = _Loop(make_loss, modules, config, gen, c_param, sample_weight)
         res2 = loop.run(np.arange(n_all), refit, None, eval_every, on_eval, bar)
         metrics.update(early_stopping="holdout to choose updates, then refit on all data",
                        updates=refit, refit_history=res2["history"])

@@ -65,11 +65,11 @@ def _mile_loss(policy, mental, tensors, c, config, action_spec, form):
         if action_spec.continuous:
             mu, ls = policy(obs)
             loss, parts = mile.gaussian_mile_loss(mu, ls, m_out[0], m_out[1], tensors.a_h[idx],
-                                                  tensors.nu[idx], c(), config.beta, config.lam,
+                                                  tensors.nu[idx], c(), c.beta(), config.lam,
                                                   form)
         else:
             loss, parts = mile.discrete_mile_loss(policy(obs), m_out, tensors.a_h[idx],
-                                                  tensors.nu[idx], c(), config.beta, form)
+                                                  tensors.nu[idx], c(), c.beta(), form)
         if config.mental_anchor > 0 and config.train_mental and bool(tensors.has_a_r.any()):
             # the person's mental model is a belief about the robot, whose actions a_r we see
             a_r, ok = tensors.a_r[idx], tensors.has_a_r[idx]
@@ -147,12 +147,14 @@ def train_mile(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
         c0 = _rate_c(policy, mental, tensors, rate_smoothed, config.beta, action_spec)
         mode = {"learn": "rate-matched, then learned", "rate": "rate-matched at every evaluation",
                 "fixed": "rate-matched once"}[config.c_update]
-    cost = _Cost(c0, learn=config.c is None and config.c_update == "learn")
+    learn_beta = config.beta_update == "learn"
+    cost = _Cost(c0, learn=config.c is None and config.c_update == "learn",
+                 beta=config.beta, learn_beta=learn_beta)
     on_eval = None
     if config.c is None and config.c_update == "rate":
         def on_eval():
-            cost.set(_rate_c(policy, mental, tensors, rate_smoothed, config.beta, action_spec,
-                             c_hint=cost.get()))
+            cost.set(_rate_c(policy, mental, tensors, rate_smoothed, cost.get_beta(),
+                             action_spec, c_hint=cost.get()))
 
     modules = [policy, mental] if config.train_mental else [policy]
     gen = torch.Generator().manual_seed(config.seed)
@@ -160,12 +162,13 @@ def train_mile(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
     loss_fn = _mile_loss(policy, mental, tensors, cost, config, action_spec, form)
     fit_metrics = _select_and_fit(loss_fn, modules, data, config, gen, rng, progress, "MILE",
                                   cost, on_eval)
-    c_final = cost.get()
-    p = _mean_probability(policy, mental, tensors, c_final, config.beta, action_spec)
+    c_final, beta_final = cost.get(), cost.get_beta()
+    p = _mean_probability(policy, mental, tensors, c_final, beta_final, action_spec)
     metrics.update(fit_metrics)
-    metrics.update(c=c_final, c_initial=c0, c_mode=mode, beta=config.beta,
+    metrics.update(c=c_final, c_initial=c0, c_mode=mode, beta=beta_final,
+                   beta_mode="learned" if learn_beta else "given (fixed)",
                    rate_predicted=float(p.mean()), time_s=time.perf_counter() - t0)
-    model = MileModel(policy, mental, obs_spec, action_spec, normalizer, c_final, config.beta,
+    model = MileModel(policy, mental, obs_spec, action_spec, normalizer, c_final, beta_final,
                       config)
     model.metrics = metrics
     return model, metrics

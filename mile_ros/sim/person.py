@@ -6,9 +6,17 @@ pihat = the person's mental model of the robot)
     p(nu=1|s) = E_{a~pi}[ Phi( (E_{a'~pihat}[log pi(a|s) - log pi(a'|s)] - c) / beta ) ]
 
 computed in closed form (Gaussian: a chi-square expectation on a fixed quantile grid; discrete: a
-sum over actions). nu ~ Bernoulli(p); when nu=1 the person's action is the expert's own action
-(the scripted action / heuristic choice, not shrunk). The person never sees the robot's action.
-The mental model is fixed: a BC policy fitted to rollouts of the initial policy.
+sum over actions). nu ~ Bernoulli(p). When nu=1 the person's action is a sample of the expert's
+Gaussian N(mu(s), sigma^2) (`sample_actions`, the benchmark's default: a person is not a
+deterministic label, and an exact label drives a learner's sigma to its floor) or its mean;
+discrete: the heuristic's own choice. The person never sees the robot's action. The mental
+model is fixed: a BC policy fitted to rollouts of the initial policy.
+
+The probit scale: `beta_ratio` > 0 makes it grow with the cost, beta_eff = max(beta,
+beta_ratio * |c|) (`person_scale`). With sigma = 0.1 the log-likelihood gap is in the hundreds
+where the robot is wrong, so a fixed beta = 1 makes the decision a hard threshold (p below 0.01
+or above 0.99 on 91-97% of ticks); with beta_ratio = 0.5, p = Phi(gap / c - 2) -- 2% where the
+gap is 0, 50% at gap = 2c.
 
 This module is numpy-only on purpose: it is the "ground truth" person, independent of the
 learner's code (mile_ros.learning.mile computes the same quantities differentiably for training).
@@ -105,11 +113,18 @@ class SimulatedPerson:
     """
 
     def __init__(self, expert, mental_model, c: float, beta: float = 1.0, seed: int = 0,
-                 state_dim: int | None = None):
+                 state_dim: int | None = None, beta_ratio: float = 0.0,
+                 sample_actions: bool = False):
         self.expert, self.mental_model = expert, mental_model
         self.c, self.beta = float(c), float(beta)
+        self.beta_ratio, self.sample_actions = float(beta_ratio), bool(sample_actions)
         self.state_dim = state_dim
         self.rng = np.random.default_rng(seed)
+
+    @property
+    def scale(self) -> float:
+        """The probit scale in use (see `person_scale`)."""
+        return person_scale(self.c, self.beta, self.beta_ratio)
 
     def reseed(self, seed) -> None:
         self.rng = np.random.default_rng(seed)
@@ -119,7 +134,7 @@ class SimulatedPerson:
             s = np.asarray(stacked_obs)[: self.state_dim] if self.state_dim else stacked_obs
             expert_info = self.expert(s)
         stats = ProbitStats([expert_info], mental_distribution(self.mental_model, stacked_obs))
-        return float(stats.p(self.c, self.beta)[0])
+        return float(stats.p(self.c, self.scale)[0])
 
     def decide(self, stacked_obs, expert_info: ExpertInfo | None = None):
         if expert_info is None:
@@ -127,25 +142,40 @@ class SimulatedPerson:
             expert_info = self.expert(s)
         p = self.probability(stacked_obs, expert_info)
         nu = bool(self.rng.random() < p)
-        return nu, (expert_info.action if nu else None), p
+        return nu, (self._action(expert_info) if nu else None), p
+
+    def _action(self, e: ExpertInfo):
+        if not self.sample_actions or e.mean is None:
+            return e.action
+        noise = np.exp(e.log_std) * self.rng.standard_normal(np.shape(e.mean))
+        return np.clip(e.mean + noise, -1.0, 1.0)
+
+
+def person_scale(c: float, beta: float, beta_ratio: float = 0.0) -> float:
+    """Return the person's probit scale: max(beta, beta_ratio * |c|) (module docstring)."""
+    return max(float(beta), float(beta_ratio) * abs(float(c)))
 
 
 def calibrate_c(stats: ProbitStats, target_rate: float, beta: float = 1.0,
-                tol: float = 1e-4) -> float:
+                tol: float = 1e-4, beta_ratio: float = 0.0) -> float:
     """Find the c at which the mean intervention probability equals `target_rate`.
 
-    The mean is over the states in `stats` (p decreases monotonically in c; bisection).
+    The mean is over the states in `stats` (p decreases monotonically in c; bisection); the
+    scale at each c is person_scale(c, beta, beta_ratio).
     """
     if not 0.0 < target_rate < 1.0:
         raise ValueError(f"target intervention rate must be in (0, 1), got {target_rate}")
+
+    def rate(c):
+        return stats.p(c, person_scale(c, beta, beta_ratio)).mean()
     lo, hi = -1.0, 1.0
-    while stats.p(lo, beta).mean() < target_rate:
+    while rate(lo) < target_rate and lo > -1e9:
         lo *= 2
-    while stats.p(hi, beta).mean() > target_rate:
+    while rate(hi) > target_rate and hi < 1e9:
         hi *= 2
     for _ in range(100):
         mid = 0.5 * (lo + hi)
-        if stats.p(mid, beta).mean() > target_rate:
+        if rate(mid) > target_rate:
             lo = mid
         else:
             hi = mid
@@ -181,25 +211,31 @@ def collect_episode(task, policy, person, seed: int, frame_stack: int, person_se
             "success": bool(info["success"]), "return": ret, "seed": int(seed)}
 
 
-def closed_loop_rate(task, policy, person, seeds, frame_stack: int = FRAME_STACK) -> float:
-    """Fraction of ticks with an intervention when `policy` runs under `person` on `seeds`.
+def closed_loop_stats(task, policy, person, seeds,
+                      frame_stack: int = FRAME_STACK) -> tuple[float, float]:
+    """(fraction of ticks with an intervention, episode success) of `policy` under `person`.
 
-    The person's random stream is fixed per episode, so rates for different c are comparable.
+    The person's random stream is fixed per episode, so figures for different c are comparable.
     """
     eps = [collect_episode(task, policy, person, s, frame_stack, [s, 99]) for s in seeds]
-    return float(sum(e["nu"].sum() for e in eps) / sum(len(e["nu"]) for e in eps))
+    rate = float(sum(e["nu"].sum() for e in eps) / sum(len(e["nu"]) for e in eps))
+    return rate, float(np.mean([e["success"] for e in eps]))
 
 
 def calibrate_c_closed_loop(task, policy, person, seeds, target_rate: float,
                             frame_stack: int = FRAME_STACK,
-                            rounds: int = 8) -> tuple[float, float]:
+                            rounds: int = 8) -> tuple[float, float, float]:
     """Refine person.c so that the intervention rate *in closed loop* is close to `target_rate`.
 
-    (Interventions change the states that follow.) Bracket, then bisect. -> (c, achieved rate).
+    (Interventions change the states that follow.) Bracket, then bisect.
+    -> (c, achieved rate, success of those episodes).
     """
+    seen = {}
+
     def rate(c):
-        return (setattr(person, "c", c),
-                closed_loop_rate(task, policy, person, seeds, frame_stack))[1]
+        person.c = c
+        seen[c] = closed_loop_stats(task, policy, person, seeds, frame_stack)
+        return seen[c][0]
 
     c0 = person.c
     r0 = rate(c0)
@@ -222,4 +258,4 @@ def calibrate_c_closed_loop(task, policy, person, seeds, target_rate: float,
             lo, hi = (c, hi) if r > target_rate else (lo, c)
     _, c, r = best
     person.c = c
-    return c, r
+    return c, r, seen[c][1]

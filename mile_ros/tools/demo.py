@@ -476,52 +476,14 @@ def _raise_interrupt(*_):
 
 # --- iteration 0 ---------------------------------------------------------------------------------
 def initial_model(seed: int):
-    """Convert the simulated task's initial policy (mile_ros.benchmark, cached) to a MileModel.
+    """Return the simulated task's initial policy (mile_ros.sim.initial, cached): a MileModel.
 
-    Exactly: same weights, its normaliser folded into the first layer, its state-independent
-    log-std as the log-std head's bias. The mental model starts as a copy (the paper's initial
-    pihat).
+    Trained by the robot trainer's BC (`train_bc`); its mental model is a copy of the policy (the
+    paper's initial pihat).
     """
-    import copy
-
-    import numpy as np
-    import torch
-
-    from mile_ros.learning import ActionSpec, MileModel, Normalizer, ObsSpec
-    from mile_ros.learning.networks import GaussianPolicy
     from mile_ros.sim.initial import widowx_initial_policy
 
-    bench, names, actions, cfg = widowx_initial_policy(seed)
-    S, k, A = len(names), cfg.frame_stack, len(actions)
-    norm = Normalizer(bench.obs_mean[:S].double().numpy(), bench.obs_std[:S].double().numpy())
-    net = GaussianPolicy(S * k, A, bench.hidden)
-    linear_in = [m for m in bench.body if isinstance(m, torch.nn.Linear)]
-    linear_out = [m for m in net.trunk.mlp if isinstance(m, torch.nn.Linear)]
-    with torch.no_grad():
-        std_b, mean_b = bench.obs_std.double(), bench.obs_mean.double()
-        std_m = torch.as_tensor(np.tile(norm.std, k))
-        mean_m = torch.as_tensor(np.tile(norm.mean, k))
-        w, b = linear_in[0].weight.double(), linear_in[0].bias.double()
-        linear_out[0].weight.copy_(w * (std_m / std_b)[None, :])
-        linear_out[0].bias.copy_(b + w @ ((mean_m - mean_b) / std_b))
-        for src, dst in zip(linear_in[1:], linear_out[1:]):
-            dst.weight.copy_(src.weight)
-            dst.bias.copy_(src.bias)
-        net.head.weight.zero_()
-        net.head.weight[:A].copy_(bench.head.weight)
-        net.head.bias[:A].copy_(bench.head.bias)
-        lo, hi = net.log_std_bounds
-        q = ((bench.log_std.double() - lo) / (hi - lo)).clamp(1e-6, 1 - 1e-6)
-        net.head.bias[A:].copy_(torch.log(q) - torch.log1p(-q))
-    model = MileModel(net, copy.deepcopy(net), ObsSpec(names, k), ActionSpec(actions), norm)
-    probe = np.random.default_rng(seed).normal(size=(64, S * k)) * np.tile(norm.std, k) \
-        + np.tile(norm.mean, k)
-    mu_b, ls_b = bench.action_distribution(probe)
-    mu_m, ls_m = model.action_distribution(probe)
-    err = max(np.abs(mu_b - mu_m).max(), np.abs(ls_b - ls_m).max())
-    if not err < 1e-4:
-        raise RuntimeError(f"the initial policy did not convert exactly "
-                           f"(max difference {err:.2g})")
+    model, _names, _actions, _cfg = widowx_initial_policy(seed)
     return model
 
 
@@ -531,7 +493,7 @@ def initial_checkpoint(root: Path, seed: int) -> Path:
 
     path = root / "iter0-initial"
     save_checkpoint(initial_model(seed), path,
-                    extra_manifest={"source": "mile_ros.benchmark initial policy, converted",
+                    extra_manifest={"source": "mile_ros.sim.initial initial policy",
                                     "seed": seed})
     update_latest(root, path)
     return path

@@ -282,26 +282,12 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
 
 def parse_settings(items: list[str]) -> dict:
     """`--set NAME=VALUE` items -> {name: value} (values read as YAML: 1e-3, true, null, [..])."""
-    import dataclasses
+    from mile_ros.learning.config import parse_settings as parse
 
-    import yaml
-
-    from mile_ros.learning import MileConfig
-
-    known = {f.name for f in dataclasses.fields(MileConfig)} - {"seed", "c"}
-    out = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        if not sep or name not in known:
-            raise TrainInputError(f"--set {item!r}: expected NAME=VALUE with NAME one of "
-                                  f"{', '.join(sorted(known))} "
-                                  f"(seed and c have their own options)")
-        try:
-            out[name] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise TrainInputError(f"--set {item!r}: cannot read the value {text!r}") from None
-    return out
+    try:
+        return parse(items, "--set", exclude=("seed", "c"))
+    except ValueError as e:
+        raise TrainInputError(f"{e} (seed and c have their own options)") from None
 
 
 def scaled_config(MileConfig, seed: int, epochs_scale: float, c: float | None,
