@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The paper's simulation experiments (README "Benchmarks"), exactly as committed under bench/results/.
+# The paper's simulation experiments (README "Benchmarks") on the one MILE the robot runs (since
+# aac7e20: train_mile / train_bc, no demonstrations, 500-tick Meta-World, sampled person actions),
+# written to bench/results/one_mile_<protocol>_<task>.json.
 # Protocol (a): N=1 iteration x k=15 episodes, baselines matched to MILE's intervention count,
-#   10 training seeds (0-4 first, 5-9 added later by extending the results files).
-# Protocol (b): N=20 iterations x k=1 episode, no intervention matching; 5 training seeds.
+#   10 training seeds (A_SEEDS; committed so far: 3 seeds on drawer-open and button-press).
+# Protocol (b): N=20 iterations x k=1 episode, no intervention matching; 5 training seeds
+#   (not yet run on this code).
+# Fig. 5 ablation: `fig5` runs protocol (a) on drawer-open with --demos 1, 3, 5 (baselines only).
 # Each command resumes where it stopped when re-run (results JSON + <out>.work/), and extends an
 # existing results file when given more iterations, methods or seeds.
-# Usage: bench/run_paper_bench.sh a|a-drawer|a-button|a-peg|a-lunar|b|b-drawer|b-button|b-peg|b-lunar|all
+# Usage: bench/run_paper_bench.sh a|a-drawer|a-button|a-peg|a-lunar|b|b-drawer|b-button|b-peg|b-lunar|fig5|all
 #        (from the repository root; A_SEEDS, B_SEEDS, B_METHODS, B_ITERATIONS override the scope)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +26,7 @@ run() {  # run <protocol> <task> <args...>
   local p=$1 task=$2; shift 2
   local name=${task#metaworld/}
   /usr/bin/time -f "$p $task wall %e s" $PY -m mile_ros.cli bench --task "$task" "$@" \
-    --out $R/paper_${p}_$name.json --plot $R/paper_${p}_$name.png
+    --out $R/one_mile_${p}_$name.json --plot $R/one_mile_${p}_$name.png
 }
 
 for pair in drawer:metaworld/drawer-open button:metaworld/button-press peg:metaworld/peg-insert-side \
@@ -38,3 +42,10 @@ for pair in drawer:metaworld/drawer-open:5 button:metaworld/button-press:5 peg:m
     run b $task --methods $B_METHODS --iterations $B_ITERATIONS --episodes 1 --no-equalize --seeds ${B_SEEDS:-$seeds}
   fi
 done
+if [[ $which == fig5 || $which == all ]]; then
+  for n in 1 3 5; do
+    /usr/bin/time -f "fig5 demos $n wall %e s" $PY -m mile_ros.cli bench --task metaworld/drawer-open \
+      --methods $ALL --iterations 1 --episodes 15 --seeds $A_SEEDS --demos $n \
+      --out $R/one_mile_fig5_demos$n.json --plot $R/one_mile_fig5_demos$n.png
+  done
+fi

@@ -182,3 +182,42 @@ def test_demos_go_to_the_baselines_only(tmp_path, monkeypatch):
         assert seen["mile_ticks"] == seen["mile_collected"] > 0   # MILE: collected ticks only
     demos = expert_demos("toy/reach", 0, 3, SMALL)
     assert len(demos) == 3 and all(len(d["state"]) == len(d["action"]) > 0 for d in demos)
+
+
+def test_person_helps_more_than_the_initial_policy_alone(toy):
+    """The segment person (default) is a plausible expert: collection succeeds more often."""
+    task, initial, person, info, episodes, _, _ = toy
+    seeds = seeds_for(0, 3, 10)
+    alone = type(person)(task.expert, person.mental_model, c=1e12, seed=0,
+                         state_dim=task.obs_dim)
+    without = [collect_episode(task, initial, alone, s, 4, [s]) for s in seeds]
+    assert not any(e["nu"].any() for e in without)
+    assisted = np.mean([e["success"] for e in episodes])
+    assert assisted > np.mean([e["success"] for e in without]) + 0.2, assisted
+    assert info["closed_loop_success"] is not None
+
+
+@pytest.mark.parametrize("start", [3, 40])
+def test_initial_policy_builder_retries_into_its_band(tmp_path, monkeypatch, start):
+    """Out of the 10-50% band, the builder retries by its rule and keeps the closest build."""
+    import mile_ros.sim.initial as initial_mod
+    from mile_ros.sim.initial import BAND, _band_distance, _next_try
+
+    monkeypatch.setattr(initial_mod, "DEFAULT_DEMOS_OTHER", start)   # 40: far too good
+    cfg = InitialConfig(hidden=(32, 32), band_tries=3, band_episodes=10, demo_noise=0.05)
+    task = make_task("toy/reach")
+    _, info = build_initial_policy("toy/reach", 0, cfg, tmp_path, task=task)
+    assert info["tries"][0]["n_demos"] == start
+    tries = info["tries"]
+    assert 1 <= len(tries) <= 3 and info["band"] == list(BAND)
+    for a, b in zip(tries, tries[1:]):      # each retry follows the rule from the previous one
+        assert _band_distance(a["check_success"]) > 0
+        assert (b["n_demos"], b["demo_noise"]) == _next_try(a["n_demos"], a["demo_noise"],
+                                                            a["check_success"])
+    best = min(_band_distance(t["check_success"]) for t in tries)
+    assert _band_distance(info["check_success"]) == best
+    assert info["in_band"] == (best == 0)
+    if not info["in_band"]:
+        assert len(tries) == 3              # it said so after trying every build it may
+    if start == 40:
+        assert len(tries) > 1               # the retry path ran

@@ -185,3 +185,52 @@ def test_person_samples_its_action_from_the_experts_gaussian():
     assert np.abs(acts.std(0) - 0.1).max() < 0.01
     exact = SimulatedPerson(None, mental, c=-1e3, seed=1)
     assert np.array_equal(exact.decide(np.zeros(8), e)[1], e.action)
+
+
+class ScriptedHazard:
+    """A SegmentPerson whose hazard p(s) at tick t is a given sequence (known answers)."""
+
+    @staticmethod
+    def make(hazard, **kw):
+        from mile_ros.sim.person import SegmentPerson
+
+        class Person(SegmentPerson):
+            def probability(self, stacked_obs, expert_info=None):
+                return float(hazard[self.t])
+
+        e = ExpertInfo(action=np.zeros(2), mean=np.zeros(2), log_std=np.full(2, np.log(0.1)))
+        person = Person(None, FixedMental("continuous", 2), c=1.0, seed=0, **kw)
+
+        def run():
+            person.reseed(0)
+            nu = []
+            for t in range(len(hazard)):
+                person.t = t
+                nu.append(person.decide(np.zeros(4), e)[0])
+            return np.array(nu)
+        return run
+
+
+def _segments(nu):
+    edges = np.diff(np.r_[0, nu.astype(int), 0])
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
+def test_segment_person_reacts_late_holds_and_hands_back_when_calm():
+    hazard = np.r_[np.zeros(10), np.ones(3), np.zeros(30)]
+    nu = ScriptedHazard.make(hazard, reaction_ticks=2, dwell_ticks=5, handback_p=0.1)()
+    # fires at 10, takes over at 12, calm from 13, hands back after 5 calm ticks held >= 5
+    assert _segments(nu) == [(12, 17)]
+    assert not ScriptedHazard.make(np.zeros(40))().any()
+
+
+def test_segment_person_takeovers_are_never_shorter_than_the_dwell_time():
+    rng = np.random.default_rng(5)
+    hazard = np.clip(rng.normal(0.1, 0.3, 600), 0, 1) * (rng.random(600) < 0.5)
+    nu = ScriptedHazard.make(hazard, reaction_ticks=3, dwell_ticks=8, handback_p=0.2)()
+    segs = _segments(nu)
+    assert len(segs) >= 5
+    for start, end in segs:
+        assert end - start >= 8 or end == len(nu), (start, end)
+        # it started no earlier than the reaction delay after a tick where the hazard was > 0
+        assert hazard[start - 3] > 0

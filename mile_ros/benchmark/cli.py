@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--c", type=float, default=None, help="person: fixed c instead of calibrating")
     p.add_argument("--beta", type=float, default=1.0,
                    help="person: smallest probit scale (default 1)")
-    p.add_argument("--beta-ratio", type=float, default=0.5,
-                   help="person: probit scale = max(beta, ratio * c) (default 0.5; 0: beta)")
+    p.add_argument("--beta-ratio", type=float, default=0.0,
+                   help="person: probit scale = max(beta, ratio * c) (default 0: beta)")
     p.add_argument("--deterministic-person", action="store_true",
                    help="person: act with the expert's mean instead of a sample")
     p.add_argument("--n-demos", type=int, default=None,

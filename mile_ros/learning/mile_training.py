@@ -16,6 +16,11 @@ Choices (see the module docstring of `mile_ros.learning.mile` for the math):
     learn and rate are on par (mean |p - p_true| 0.081/0.051 vs 0.076/0.057, policy error
     0.081/0.050 vs 0.084/0.054), both clearly better than fixed (0.140/0.106); learn is faster
     and is the default. A slow c_lr (3e-3) was worse (0.118/0.081).
+  * beta_update="learn": the probit scale beta is learned with c (as log beta, at c_lr) by the
+    same likelihood of the nu labels, starting from `beta`; "fixed" (default) keeps `beta`.
+    With beta fixed at 1 and c fitted alone, the learner's implied tolerance can be far tighter
+    than the person's, and then the "no intervention" term pulls pi toward the robot's own
+    actions as hard as the interventions pull it toward the person's.
   * mental_anchor (default 0.1; 0 = the paper's loss): weight of an extra BC term tying pihat
     to the robot's recorded actions a_r, so that pihat cannot drift along with pi and explain
     the "no intervention" ticks away. Measured (4 seeds): on a discrete simulated person whose

@@ -16,8 +16,10 @@ uses -- so every method of the benchmark starts from the same kind of model the 
   states equals the target rate, then refined in closed loop (interventions steer the robot to
   states where fewer are needed, so the open-loop c undershoots) on a few separate episodes.
   The person's probit scale grows with c (beta = max(beta, beta_ratio * c), see
-  sim/person.py), so it is not a hard threshold. Both rates are reported, and the closed-loop
-  success of collection with the person beside the initial policy's own.
+  sim/person.py), so it is not a hard threshold. `person="segments"` (default): the person takes
+  over on that hazard and keeps control until the state is safe again (SegmentPerson);
+  "paper": it decides afresh every tick, the paper's Section V person. Both rates are reported,
+  and the closed-loop success of collection with the person beside the initial policy's own.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from mile_ros.learning.checkpoint import load_checkpoint, save_checkpoint
 from mile_ros.learning.specs import FRAME_STACK, FrameStacker, stack_frames
 from mile_ros.sim.person import (
     ProbitStats,
+    SegmentPerson,
     SimulatedPerson,
     calibrate_c,
     calibrate_c_closed_loop,
@@ -59,15 +62,20 @@ class InitialConfig:
     bc_epochs: float = 30.0
     frame_stack: int = FRAME_STACK
     band_tries: int = 3                # builds at most, to land in BAND (1: no retry)
-    band_episodes: int = 10            # check episodes per build
+    band_episodes: int = 20            # check episodes per build
     mental_rollouts: int = 10          # rollouts of the initial policy for the mental model
     target_rate: float = 0.25          # person: target intervention rate (fraction of ticks)
     closed_loop_episodes: int = 5      # episodes per closed-loop calibration step
                                        # (0: open loop only)
     beta: float = 1.0                  # the person's smallest probit scale
-    beta_ratio: float = 0.5            # the person's beta = max(beta, beta_ratio * c); 0: beta
+    beta_ratio: float = 0.0            # the person's beta = max(beta, beta_ratio * c); 0: beta
     sample_actions: bool = True        # the person's a_h: a sample of the expert's Gaussian
                                        # (False: its mean); discrete: the expert's choice
+    person: str = "segments"           # "segments": takes over for a while (SegmentPerson);
+                                       # "paper": decides afresh every tick (the paper's)
+    reaction_ticks: int = 3            # segments: ticks from the hazard firing to the takeover
+    dwell_ticks: int = 10              # segments: shortest takeover; calm ticks before handback
+    handback_p: float = 0.1            # segments: "calm" = hazard below this
     c: float | None = None             # fixed c instead of calibrating
     task: TaskOptions = field(default_factory=TaskOptions)
 
@@ -284,8 +292,14 @@ def build_person(task_name: str, seed: int, initial, cfg: InitialConfig | None =
 
 
 def _person(task, mental, c: float, cfg: InitialConfig, seed: int) -> SimulatedPerson:
-    return SimulatedPerson(task.expert, mental, c, cfg.beta, seed=seed, state_dim=task.obs_dim,
-                           beta_ratio=cfg.beta_ratio, sample_actions=cfg.sample_actions)
+    kw = {"seed": seed, "state_dim": task.obs_dim, "beta_ratio": cfg.beta_ratio,
+          "sample_actions": cfg.sample_actions}
+    if cfg.person == "paper":
+        return SimulatedPerson(task.expert, mental, c, cfg.beta, **kw)
+    if cfg.person != "segments":
+        raise ValueError(f"person must be 'segments' or 'paper', got {cfg.person!r}")
+    return SegmentPerson(task.expert, mental, c, cfg.beta, reaction_ticks=cfg.reaction_ticks,
+                         dwell_ticks=cfg.dwell_ticks, handback_p=cfg.handback_p, **kw)
 
 
 def widowx_initial_policy(seed: int):

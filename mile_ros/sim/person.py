@@ -151,6 +151,67 @@ class SimulatedPerson:
         return np.clip(e.mean + noise, -1.0, 1.0)
 
 
+class SegmentPerson(SimulatedPerson):
+    """The "segments" person: takes over on the paper's hazard, drives, hands back when safe.
+
+    A person at a controller does not decide afresh every tick. On robot ticks the onset hazard
+    is the paper's p(nu=1|s) (the per-tick person's probability): a takeover is decided with that
+    probability and begins `reaction_ticks` later (the robot keeps control meanwhile). In control
+    the person drives with the expert (sampled, as the per-tick person acts); it hands back once
+    it has held control for at least `dwell_ticks` and p(s) -- the hazard as if the robot were in
+    control -- has stayed below `handback_p` for the last `dwell_ticks` ticks. So no takeover is
+    shorter than dwell_ticks, and none starts earlier than reaction_ticks after the hazard fired.
+    Deterministic per reseed(), which also starts a new episode.
+
+    Why: on Meta-World drawer-open the expert recovers every failing episode when it keeps
+    control (15/15 from tick 0, 20, 50, 100 or 200), while alternating expert and robot every
+    other tick succeeds no more than the robot alone (7/15 vs 6/15) -- a per-tick person whose
+    p is near 0.5 in trouble is that coin flip.
+    """
+
+    def __init__(self, *args, reaction_ticks: int = 3, dwell_ticks: int = 10,
+                 handback_p: float = 0.1, **kwargs):
+        super().__init__(*args, **kwargs)
+        if int(reaction_ticks) < 0 or int(dwell_ticks) < 1 or not 0 < handback_p < 1:
+            raise ValueError("segment person: reaction_ticks >= 0, dwell_ticks >= 1 and "
+                             f"0 < handback_p < 1, got {reaction_ticks}, {dwell_ticks}, "
+                             f"{handback_p}")
+        self.reaction_ticks, self.dwell_ticks = int(reaction_ticks), int(dwell_ticks)
+        self.handback_p = float(handback_p)
+        self._new_episode()
+
+    def _new_episode(self) -> None:
+        self.in_control, self.pending, self.held, self.calm = False, None, 0, 0
+
+    def reseed(self, seed) -> None:
+        super().reseed(seed)
+        self._new_episode()
+
+    def decide(self, stacked_obs, expert_info: ExpertInfo | None = None):
+        if expert_info is None:
+            s = np.asarray(stacked_obs)[: self.state_dim] if self.state_dim else stacked_obs
+            expert_info = self.expert(s)
+        p = self.probability(stacked_obs, expert_info)
+        if self.in_control and self._keeps_control(p):
+            return True, self._action(expert_info), p
+        if self.pending is None and self.rng.random() < p:
+            self.pending = self.reaction_ticks
+        if self.pending is not None:
+            if self.pending == 0:
+                self.in_control, self.pending, self.held = True, None, 1
+                self.calm = int(p < self.handback_p)
+                return True, self._action(expert_info), p
+            self.pending -= 1
+        return False, None, p
+
+    def _keeps_control(self, p: float) -> bool:
+        self.held += 1
+        self.calm = self.calm + 1 if p < self.handback_p else 0
+        if self.held > self.dwell_ticks and self.calm >= self.dwell_ticks:
+            self.in_control = False
+        return self.in_control
+
+
 def person_scale(c: float, beta: float, beta_ratio: float = 0.0) -> float:
     """Return the person's probit scale: max(beta, beta_ratio * |c|) (module docstring)."""
     return max(float(beta), float(beta_ratio) * abs(float(c)))
