@@ -250,3 +250,37 @@ def test_bad_inputs_name_the_problem(data):
         train_bc(data[:2], OBS, ACT, target="expert", progress=False)
     with pytest.raises(ValueError, match="action kind"):
         ActionSpec(["a"], "hybrid")
+
+
+def test_continuation_ticks_known_answers():
+    nu = np.array([1, 1, 0, 1, 1, 1, 0, 0, 1], bool)
+    start = np.array([1, 0, 0, 0, 0, 1, 0, 0, 0], bool)   # a second episode starts at tick 5
+    assert mile.continuation_ticks(nu, start).tolist() == [
+        False, True, False, False, True, False, False, False, False]
+
+
+def _fit(episodes, model, seed=3):
+    cfg = MileConfig(**SMALL, seed=seed, max_updates=150, min_updates=150,
+                     intervention_model=model)
+    m, _ = train_mile(episodes, OBS, ACT, cfg, progress=False)
+    return m
+
+
+def test_temporal_model_is_the_per_tick_one_on_one_tick_takeovers(data):
+    """Takeovers of one tick have no continuation ticks: both models fit the same weights."""
+    one_tick = []
+    for e in data[:12]:
+        nu = e["nu"] & ~np.r_[False, e["nu"][:-1]]          # keep only each takeover's onset
+        one_tick.append(dict(e, nu=nu, a_h=np.where(nu[:, None], e["a_h"], np.nan)))
+    a, b = _fit(one_tick, "per_tick"), _fit(one_tick, "segments")
+    for k, v in a.policy.state_dict().items():
+        assert torch.equal(v, b.policy.state_dict()[k]), k
+    assert a.c == b.c
+    # with takeovers of several ticks the temporal model is another model
+    long = [dict(e, nu=e["nu"] | np.r_[False, e["nu"][:-1]],
+                 a_h=np.where((e["nu"] | np.r_[False, e["nu"][:-1]])[:, None],
+                              np.nan_to_num(e["a_h"]), np.nan)) for e in data[:12]]
+    c, d = _fit(long, "per_tick"), _fit(long, "segments")
+    assert not torch.equal(c.policy.state_dict()["head.weight"],
+                           d.policy.state_dict()["head.weight"])
+    assert d.metrics["onsets"] < int(sum(e["nu"].sum() for e in long))

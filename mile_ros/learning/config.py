@@ -17,6 +17,8 @@ class MileConfig:
     beta: float = 1.0               # probit scale (the initial value with beta_update="learn")
     beta_update: str = "fixed"      # "fixed" | "learn" (log beta learned with c, at c_lr)
     lam: float = 0.5                # Eq. 5 weight of the BCE term
+    intervention_model: str = "per_tick"   # "per_tick" (the paper) | "segments" (p scored only
+                                           # where the robot was in control; mile_training)
     form: str | None = None         # continuous "eq5"|"joint", discrete "eq3"|"joint";
                                     # None = eq5/eq3
     hidden: tuple = (256, 256)
@@ -63,6 +65,8 @@ class MileConfig:
             bad("beta", "must be > 0")
         if self.beta_update not in ("fixed", "learn"):
             bad("beta_update", "must be 'fixed' or 'learn'")
+        if self.intervention_model not in ("per_tick", "segments"):
+            bad("intervention_model", "must be 'per_tick' or 'segments'")
         if not 0.0 <= self.lam <= 1.0:
             bad("lam", "must be in [0, 1]")
         allowed = (None, "eq5", "joint") if action_spec is None or action_spec.continuous \

@@ -300,15 +300,40 @@ def discrete_log_likelihood(policy_logits, mental_logits, a_h, nu, c, beta=1.0, 
     return torch.where(nu, log_yes, log_no)
 
 
-def discrete_mile_loss(policy_logits, mental_logits, a_h, nu, c, beta=1.0, form="eq3"):
-    """Mean negative log-likelihood of the (K+1)-class labels -> (loss, parts)."""
+def discrete_mile_loss(policy_logits, mental_logits, a_h, nu, c, beta=1.0, form="eq3",
+                       scored=None):
+    """Mean negative log-likelihood of the (K+1)-class labels -> (loss, parts).
+
+    `scored` (bool [B], default all): rows that are intervention decisions. An unscored row (a
+    takeover's continuation, see `continuation_ticks`) contributes only log pi(a_h|s).
+    """
     ll = discrete_log_likelihood(policy_logits, mental_logits, a_h, nu, c, beta, form)
     nu_b = _nu(nu, ll.shape[0])
+    if scored is not None:
+        idx = torch.where(nu_b, torch.nan_to_num(torch.as_tensor(a_h).double(), nan=0.0),
+                          0.0).long().unsqueeze(-1)
+        log_pi_a = torch.log_softmax(policy_logits.to(torch.float64), -1).gather(-1, idx)
+        ll = torch.where(torch.as_tensor(scored, dtype=torch.bool), ll, log_pi_a.squeeze(-1))
     with torch.no_grad():
         log_p, _ = log_intervention_probability_discrete(policy_logits, mental_logits, c, beta)
     loss = (-ll.mean()).to(policy_logits.dtype)
     return loss, {"loss": float(loss.detach()), "p_mean": float(log_p.exp().mean()),
                   "rate": float(nu_b.double().mean())}
+
+
+def continuation_ticks(nu, episode_start) -> np.ndarray:
+    """Ticks that continue a takeover: nu[t] and nu[t-1] within the same episode.
+
+    The temporal intervention model (MileConfig.intervention_model="segments") scores p(nu=1|s)
+    only on the other ticks: those where the robot was in control when the person decided --
+    onsets (the hazard fired), robot ticks (it did not) and handbacks (the first robot tick
+    after a takeover, a fresh decision). A person who decides afresh every tick makes one-tick
+    takeovers, which have no continuation ticks, so the model is then the paper's exactly.
+    `episode_start`: bool [N], True on each episode's first tick.
+    """
+    nu = np.asarray(nu, bool)
+    prev = np.r_[False, nu[:-1]] & ~np.asarray(episode_start, bool)
+    return nu & prev
 
 
 # ----------------------------------------------------------------------------- continuous
@@ -319,7 +344,7 @@ def gaussian_log_prob(mu, log_std, a) -> torch.Tensor:
 
 
 def gaussian_mile_loss(mu, log_std, mu_hat, log_std_hat, a_h, nu, c, beta=1.0, lam=0.5,
-                       form="eq5"):
+                       form="eq5", scored=None):
     """MILE loss for Gaussian policies -> (scalar loss, parts dict of floats).
 
     form="eq5" (paper Eq. 5): mean over the batch of
@@ -328,6 +353,9 @@ def gaussian_mile_loss(mu, log_std, mu_hat, log_std_hat, a_h, nu, c, beta=1.0, l
     form="joint": mean of -log P(label), P(a_h, nu=1|s) = pi(a_h|s) Phi((Delta(a_h) - c)/beta),
       P(nu=0|s) = 1 - p(nu=1|s), with Delta(a_h) = 0.5 * (Kc - |(a_h - mu)/sigma|^2); lam unused.
     a_h [B, D] is ignored (may be NaN) where nu is false. a_h is scored under N(mu, sigma).
+    `scored` (bool [B], default all): rows that are intervention decisions; the intervention
+    term of an unscored row (a takeover's continuation, `continuation_ticks`) is left out, its
+    -log pi(a_h|s) is kept (weight 1 - lam for eq5, 1 for joint).
     """
     _form(form, ("eq5", "joint"))
     lam = _lam(lam)
@@ -347,6 +375,8 @@ def gaussian_mile_loss(mu, log_std, mu_hat, log_std_hat, a_h, nu, c, beta=1.0, l
     nuf = nu.to(torch.float64)
     if form == "eq5":
         bce = -_log_p_both(m, beta, mu.shape[1], select=nu)      # log p or log(1-p) per row
+        if scored is not None:
+            bce = torch.where(torch.as_tensor(scored, dtype=torch.bool), bce, 0.0)
         per_row = lam * bce + (1.0 - lam) * nuf * nll
     else:
         mu64, ls64, muh64, lsh64, a64 = (x.to(torch.float64) for x in (mu, log_std, mu_hat,
@@ -359,6 +389,8 @@ def gaussian_mile_loss(mu, log_std, mu_hat, log_std_hat, a_h, nu, c, beta=1.0, l
         u = ((delta - _c64(c)) / beta64).clamp(-_PROBIT_CLIP, _PROBIT_CLIP)
         log_q = _log_p_both(m, beta, mu.shape[1], select=torch.zeros_like(nu))
         bce = -torch.where(nu, torch.special.log_ndtr(u), log_q)
+        if scored is not None:
+            bce = torch.where(torch.as_tensor(scored, dtype=torch.bool), bce, 0.0)
         per_row = torch.where(nu, nll, 0.0) + bce
     loss = per_row.mean().to(mu.dtype)
     n_int = int(nu.sum())

@@ -21,6 +21,12 @@ Choices (see the module docstring of `mile_ros.learning.mile` for the math):
     With beta fixed at 1 and c fitted alone, the learner's implied tolerance can be far tighter
     than the person's, and then the "no intervention" term pulls pi toward the robot's own
     actions as hard as the interventions pull it toward the person's.
+  * intervention_model="segments": a person who takes over and keeps control for a while
+    decides at the takeover's start, not on every tick of it. p(nu=1|s) is then scored only on
+    the ticks where the robot was in control when the person decided (`mile.continuation_ticks`:
+    all but a takeover's second and later ticks), c is rate-matched on those ticks, and every
+    intervention tick still teaches pi by its NLL. With one-tick takeovers it is the paper's
+    model ("per_tick", the default) exactly.
   * mental_anchor (default 0.1; 0 = the paper's loss): weight of an extra BC term tying pihat
     to the robot's recorded actions a_r, so that pihat cannot drift along with pi and explain
     the "no intervention" ticks away. Measured (4 seeds): on a discrete simulated person whose
@@ -59,8 +65,9 @@ from mile_ros.learning.model import MileModel, _probability
 from mile_ros.learning.specs import ActionSpec, Normalizer, ObsSpec
 
 
-def _mile_loss(policy, mental, tensors, c, config, action_spec, form):
+def _mile_loss(policy, mental, tensors, c, config, action_spec, form, scored=None):
     def loss_fn(idx):
+        sc = None if scored is None else scored[idx]
         obs = tensors.obs_at(idx)
         if config.train_mental:
             m_out = mental(obs)
@@ -71,10 +78,11 @@ def _mile_loss(policy, mental, tensors, c, config, action_spec, form):
             mu, ls = policy(obs)
             loss, parts = mile.gaussian_mile_loss(mu, ls, m_out[0], m_out[1], tensors.a_h[idx],
                                                   tensors.nu[idx], c(), c.beta(), config.lam,
-                                                  form)
+                                                  form, scored=sc)
         else:
             loss, parts = mile.discrete_mile_loss(policy(obs), m_out, tensors.a_h[idx],
-                                                  tensors.nu[idx], c(), c.beta(), form)
+                                                  tensors.nu[idx], c(), c.beta(), form,
+                                                  scored=sc)
         if config.mental_anchor > 0 and config.train_mental and bool(tensors.has_a_r.any()):
             # the person's mental model is a belief about the robot, whose actions a_r we see
             a_r, ok = tensors.a_r[idx], tensors.has_a_r[idx]
@@ -98,11 +106,11 @@ def _mean_probability(policy, mental, tensors, c, beta, action_spec) -> np.ndarr
     return torch.cat(ps).double().numpy()
 
 
-def _rate_c(policy, mental, tensors, rate, beta, action_spec, c_hint=None) -> float:
-    """C such that the mean predicted p(nu=1|s) over all ticks equals `rate`."""
+def _rate_c(policy, mental, tensors, rate, beta, action_spec, c_hint=None, idx=None) -> float:
+    """C such that the mean predicted p(nu=1|s) over the ticks `idx` (all) equals `rate`."""
+    idx = torch.arange(tensors.n) if idx is None else torch.as_tensor(idx)
     with torch.no_grad():
-        outs = [policy(tensors.obs_at(torch.arange(tensors.n))),
-                mental(tensors.obs_at(torch.arange(tensors.n)))]
+        outs = [policy(tensors.obs_at(idx)), mental(tensors.obs_at(idx))]
     if action_spec.continuous:
         (mu, ls), (muh, lsh) = outs
         return mile.estimate_c(rate, mu=mu, log_std=ls, mu_hat=muh, log_std_hat=lsh, beta=beta,
@@ -144,12 +152,23 @@ def train_mile(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
         mental = copy.deepcopy(policy)
     tensors = _Tensors(data, normalizer, action_spec)
 
+    # which ticks are intervention decisions (all, or all but takeover continuations)
+    scored = None
+    if config.intervention_model == "segments":
+        keep = ~mile.continuation_ticks(data["nu"], data["tick"] == 0)
+        scored = torch.from_numpy(keep)
+        n_dec, n_on = int(keep.sum()), int((data["nu"] & keep).sum())
+        metrics.update(decision_ticks=n_dec, onsets=n_on)
+    else:
+        keep, n_dec, n_on = None, n, n_int
     # c: given, warm-started, or the rate-matching root; then learned / re-matched / fixed
-    rate_smoothed = (n_int + 0.5) / (n + 1.0)
+    rate_smoothed = (n_on + 0.5) / (n_dec + 1.0)
+    dec_idx = None if keep is None else np.flatnonzero(keep)
     if config.c is not None:
         c0, mode = float(config.c), "given (fixed)"
     else:
-        c0 = _rate_c(policy, mental, tensors, rate_smoothed, config.beta, action_spec)
+        c0 = _rate_c(policy, mental, tensors, rate_smoothed, config.beta, action_spec,
+                     idx=dec_idx)
         mode = {"learn": "rate-matched, then learned", "rate": "rate-matched at every evaluation",
                 "fixed": "rate-matched once"}[config.c_update]
     learn_beta = config.beta_update == "learn"
@@ -159,12 +178,12 @@ def train_mile(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
     if config.c is None and config.c_update == "rate":
         def on_eval():
             cost.set(_rate_c(policy, mental, tensors, rate_smoothed, cost.get_beta(),
-                             action_spec, c_hint=cost.get()))
+                             action_spec, c_hint=cost.get(), idx=dec_idx))
 
     modules = [policy, mental] if config.train_mental else [policy]
     gen = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    loss_fn = _mile_loss(policy, mental, tensors, cost, config, action_spec, form)
+    loss_fn = _mile_loss(policy, mental, tensors, cost, config, action_spec, form, scored)
     fit_metrics = _select_and_fit(loss_fn, modules, data, config, gen, rng, progress, "MILE",
                                   cost, on_eval)
     c_final, beta_final = cost.get(), cost.get_beta()
