@@ -3,7 +3,7 @@
 # aac7e20: train_mile / train_bc, no demonstrations, 500-tick Meta-World, sampled person actions),
 # written to bench/results/one_mile_<protocol>_<task>.json.
 # Protocol (a): N=1 iteration x k=15 episodes, baselines matched to MILE's intervention count,
-#   10 training seeds (A_SEEDS; committed so far: 3 seeds on drawer-open and button-press).
+#   10 training seeds (A_SEEDS; committed so far: 3 seeds on each of the four tasks, A_SEEDS=3).
 # Protocol (b): N=20 iterations x k=1 episode, no intervention matching; 5 training seeds
 #   (not yet run on this code).
 # Fig. 5 ablation: `fig5` runs protocol (a) on drawer-open with --demos 1, 3, 5 (baselines only).
