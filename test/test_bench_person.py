@@ -97,13 +97,17 @@ def test_empirical_rate_matches_probit_mean(kind):
     assert abs(counts.sum() / n - p_model.mean()) < 4 * se
 
 
-@pytest.mark.parametrize("target", [0.05, 0.3, 0.6])
-def test_calibration_hits_target(target):
-    rng = np.random.default_rng(4)
-    obs = rng.normal(size=(300, 8))
+def _gaussian_stats(seed=4, n=300):
+    """Probit statistics of a Gaussian expert (sigma 0.1) against a fixed mental model."""
+    obs = np.random.default_rng(seed).normal(size=(n, 8))
     infos = [ExpertInfo(action=np.tanh(o[4:8]), mean=np.tanh(o[4:8]),
                         log_std=np.full(4, np.log(0.1))) for o in obs]
-    stats = ProbitStats(infos, FixedMental("continuous", 4).action_distribution(obs))
+    return ProbitStats(infos, FixedMental("continuous", 4).action_distribution(obs))
+
+
+@pytest.mark.parametrize("target", [0.05, 0.3, 0.6])
+def test_calibration_hits_target(target):
+    stats = _gaussian_stats()
     c = calibrate_c(stats, target, beta=2.0)
     assert stats.p(c, 2.0).mean() == pytest.approx(target, abs=1e-3)
     assert stats.p(c + 1.0, 2.0).mean() < target < stats.p(c - 1.0, 2.0).mean()  # monotone in c
@@ -161,11 +165,7 @@ def test_calibration_with_a_scale_that_grows_with_c(target):
     """Scale = max(beta, ratio * c): the calibrated person hits the rate and is not a threshold."""
     from mile_ros.sim.person import person_scale
 
-    rng = np.random.default_rng(4)
-    obs = rng.normal(size=(300, 8))
-    infos = [ExpertInfo(action=np.tanh(o[4:8]), mean=np.tanh(o[4:8]),
-                        log_std=np.full(4, np.log(0.1))) for o in obs]
-    stats = ProbitStats(infos, FixedMental("continuous", 4).action_distribution(obs))
+    stats = _gaussian_stats()
     c = calibrate_c(stats, target, beta=1.0, beta_ratio=0.5)
     scale = person_scale(c, 1.0, 0.5)
     assert scale == pytest.approx(0.5 * abs(c)) and scale > 1.0
