@@ -234,3 +234,19 @@ def test_segment_person_takeovers_are_never_shorter_than_the_dwell_time():
         assert end - start >= 8 or end == len(nu), (start, end)
         # it started no earlier than the reaction delay after a tick where the hazard was > 0
         assert hazard[start - 3] > 0
+
+
+def test_bad_person_settings_name_what_is_wrong():
+    from mile_ros.sim.initial import InitialConfig, _person
+    from mile_ros.sim.person import SegmentPerson
+
+    mental = FixedMental("continuous", 2)
+    with pytest.raises(ValueError, match="dwell_ticks >= 1"):
+        SegmentPerson(None, mental, c=1.0, dwell_ticks=0)
+    with pytest.raises(ValueError, match="0 < handback_p < 1"):
+        SegmentPerson(None, mental, c=1.0, handback_p=1.5)
+
+    class Task:
+        expert, obs_dim = None, 2
+    with pytest.raises(ValueError, match="person must be 'segments' or 'paper', got 'nice'"):
+        _person(Task(), mental, 1.0, InitialConfig(person="nice"), 0)

@@ -284,3 +284,13 @@ def test_temporal_model_is_the_per_tick_one_on_one_tick_takeovers(data):
     assert not torch.equal(c.policy.state_dict()["head.weight"],
                            d.policy.state_dict()["head.weight"])
     assert d.metrics["onsets"] < int(sum(e["nu"].sum() for e in long))
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("beta_update", "sometimes", "MileConfig.beta_update must be 'fixed' or 'learn'"),
+    ("intervention_model", "hmm", "MileConfig.intervention_model must be 'per_tick' or"),
+    ("min_updates", 2.5, "MileConfig.min_updates must be an integer"),
+])
+def test_bad_config_values_name_the_field(name, value, words):
+    with pytest.raises(ValueError, match=words):
+        MileConfig(**{name: value}).validate()
