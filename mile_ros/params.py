@@ -23,7 +23,8 @@ DEFAULT_FILE = "collect.yaml"
 # {(node, parameter): (owner, owner's parameter)}. Unless a file or override sets it for the node
 # itself, the node gets the owner's value from the same files.
 SHARED = {("arbiter", "control_rate_hz"): ("arm", "control_rate_hz"),
-          ("recorder", "control_rate_hz"): ("arm", "control_rate_hz")}
+          ("recorder", "control_rate_hz"): ("arm", "control_rate_hz"),
+          ("sim_human", "control_rate_hz"): ("arm", "control_rate_hz")}
 
 
 class ConfigError(ValueError):

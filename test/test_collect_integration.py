@@ -91,6 +91,20 @@ def named(msg, names):
     return np.array([msg.position[index[n]] for n in names])
 
 
+def takeover_lengths(nu: list[bool]) -> list[tuple[int, bool]]:
+    """(length, cut short by the episode's end) of every run of nu = 1."""
+    runs, n = [], 0
+    for flag in nu + [False]:
+        if flag:
+            n += 1
+        elif n:
+            runs.append((n, False))
+            n = 0
+    if runs and nu and nu[-1]:
+        runs[-1] = (runs[-1][0], True)
+    return runs
+
+
 def test_two_lockstep_episodes_recorded_completely(tmp_path, bench_cache):
     t0 = time.monotonic()
     proc = collect(tmp_path, bench_cache, "--episodes", "2", "--realtime-factor", "0")
@@ -105,7 +119,7 @@ def test_two_lockstep_episodes_recorded_completely(tmp_path, bench_cache):
     assert len(bags) == 2, output
 
     arm = params.resolve("arm")
-    all_nu, deviations = [], []
+    all_nu, deviations, takeovers = [], [], []
     for index, bag in enumerate(bags):
         meta = custom_metadata(bag)
         topics = read_bag(bag)
@@ -136,7 +150,13 @@ def test_two_lockstep_episodes_recorded_completely(tmp_path, bench_cache):
         assert meta["policy_checkpoint_id"] == "initial:widowx:seed0"
         assert meta["state_names"] == state_names and meta["seed"] == 3 + index
         all_nu += list(nu.values())
+        takeovers += takeover_lengths([nu[t] for t in ticks])
     assert any(all_nu) and not all(all_nu)                   # both nu values occur
+    # the default person (segments) holds every takeover the episode does not cut short for at
+    # least its dwell time: no one-tick flicker
+    person = params.resolve("sim_human")
+    dwell = round(person["dwell_s"] * person["control_rate_hz"])
+    assert takeovers and all(n >= dwell for n, cut in takeovers if not cut), takeovers
     dev = np.abs(np.asarray(deviations))
     assert dev.max() < 0.5 and dev.mean() > 0.01, dev      # sampled: near the mean, not at it
     print(f"collect: 2 episodes x 40 lockstep ticks in {elapsed:.1f} s (incl. start-up)")

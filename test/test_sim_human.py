@@ -77,3 +77,71 @@ def test_bad_value_is_a_clear_startup_error():
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 2, proc.stderr
     assert "'expert_sigma'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override, needle", [("style:=flicker", "'style'"),
+                                              ("dwell_s:=0.0", "'dwell_s'"),
+                                              ("reaction_s:=-0.1", "'reaction_s'"),
+                                              ("handback_p:=1.0", "'handback_p'")])
+def test_bad_person_style_is_a_clear_startup_error(override, needle):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-m", "mile_ros.nodes.sim_human", "--ros-args",
+                           "-r", "__ns:=/sim_human_style", "-p", override],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and "configuration error" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_person_style_turns_seconds_into_ticks_at_the_control_rate():
+    from mile_ros.sim.person_driver import person_style
+
+    p = params.resolve("sim_human")
+    assert p["style"] == "segments" and p["control_rate_hz"] == params.resolve(
+        "arm")["control_rate_hz"]                                 # shared from the arm
+    assert person_style(p) == {"person": "segments", "reaction_ticks": 6, "dwell_ticks": 10,
+                               "handback_p": 0.1}                 # 0.3 s, 0.5 s at 20 Hz
+    fast = person_style({**p, "control_rate_hz": 50.0, "dwell_s": 0.001, "style": "paper"})
+    assert fast["person"] == "paper" and fast["reaction_ticks"] == 15
+    assert fast["dwell_ticks"] == 1                               # never shorter than a tick
+
+
+class RecordingPerson:
+    """Stands in for the calibrated person: records how the node restarts it."""
+
+    def __init__(self):
+        self.seeds = []
+
+    def reseed(self, seed):
+        self.seeds.append(seed)
+
+
+def test_each_episode_starts_the_person_afresh_from_seed_and_episode():
+    import json
+
+    import rclpy
+    from std_msgs.msg import String
+
+    from mile_ros.nodes.sim_human import SimHumanNode
+
+    person = RecordingPerson()
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["x", "--ros-args", "-p", "seed:=7",
+                                      "-r", "__ns:=/sim_human_reseed"])
+    try:
+        node = SimHumanNode(context, lambda p: (person, {"c": 1.0, "beta": 1.0}, ["x"], 2))
+        for episode in (0, 1, 1):
+            node.frames.step(np.zeros(1))
+            node._on_episode(String(data=json.dumps({"event": "start", "episode": episode,
+                                                     "stamp_ns": 1})))
+            assert (node.frames.step(np.ones(1)) == 1.0).all()   # no frame of the last one
+        node._on_episode(String(data=json.dumps({"event": "end", "episode": 1,
+                                                 "stamp_ns": 2})))
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    assert person.seeds == [(7, 0), (7, 1), (7, 1)]   # same episode, same stream

@@ -1,6 +1,11 @@
-"""The simulated person (the paper's §V person).
+"""The simulated person: decides by the paper's probit model and acts only through Joy.
 
-It decides by the probit model and acts only through Joy.
+Two styles (`style`): "segments" (default) takes over when the hazard p(nu=1|s) fires, after a
+reaction delay (`reaction_s`), drives with the expert for at least `dwell_s` and hands back once
+p(s) has stayed below `handback_p` for `dwell_s` (mile_ros.sim.person.SegmentPerson); "paper"
+decides afresh every tick (the paper's Section V person; in toggle mode it flickers). Each
+episode starts the person afresh with its own seed (the `seed` parameter and the episode number),
+so a run is deterministic per seed whatever came before.
 
 Every tick t it reads the observation(t) and the scripted expert's action for t
 (`sim/expert_action`, published by the simulated arm and heard by no one else; the person never
@@ -27,7 +32,7 @@ from mile_ros import interfaces as itf
 from mile_ros.learning.specs import FrameStacker
 from mile_ros.nodes._runtime import say
 from mile_ros.params import ConfigError, declare_node_parameters, resolve
-from mile_ros.sim.person_driver import JoyPlayer, build_person
+from mile_ros.sim.person_driver import JoyPlayer, build_person, person_style
 
 NODE = "sim_human"
 ARBITER = "arbiter"
@@ -41,12 +46,17 @@ class SimHumanNode(Node):
         for name in ("expert_sigma", "keepalive_hz", "beta"):
             if not self.p[name] > 0:
                 raise ConfigError(f"sim_human parameter '{name}' must be > 0, got {self.p[name]}")
+        try:
+            person_style(self.p)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.person, self.info, self.state_names, k = person_factory(self.p)
         self.log_sigma = float(np.log(self.p["expert_sigma"]))
         self.frames = FrameStacker(k)
         self.pending: dict[int, dict] = {}       # stamp -> {"obs": ..., "expert": ...}
         self.last_stamp = 0
-        self.stats = {"ticks": 0, "interventions": 0, "p_sum": 0.0}
+        self.stats = {"ticks": 0, "interventions": 0, "p_sum": 0.0, "takeovers": 0}
+        self._last_nu = False
         self.episode_stats = dict(self.stats)
         self.player = None
         self._last_joy = None
@@ -130,11 +140,14 @@ class SimHumanNode(Node):
             return
         if event["event"] == "start":
             self.frames.clear()
+            self.person.reseed((self.p["seed"], int(event.get("episode", 0))))
+            self._last_nu = False
             self.episode_stats = dict(self.stats)
         else:
-            n = self.stats["ticks"] - self.episode_stats["ticks"]
-            k = self.stats["interventions"] - self.episode_stats["interventions"]
-            self.get_logger().info(f"episode {event['episode']}: intervened on {k}/{n} ticks")
+            d = {k: self.stats[k] - self.episode_stats[k] for k in self.stats}
+            self.get_logger().info(f"episode {event['episode']}: intervened on "
+                                   f"{d['interventions']}/{d['ticks']} ticks in "
+                                   f"{d['takeovers']} takeover(s)")
 
     def _on_observation(self, msg) -> None:
         try:
@@ -173,6 +186,8 @@ class SimHumanNode(Node):
         nu, a_h, p = self.person.decide(stacked, info)
         self.stats["ticks"] += 1
         self.stats["interventions"] += int(nu)
+        self.stats["takeovers"] += int(nu and not self._last_nu)
+        self._last_nu = bool(nu)
         self.stats["p_sum"] += p
         joys = self.player.tick(nu, a_h)
         for i, joy in enumerate(joys):  # earlier presses/releases carry an earlier stamp
@@ -183,7 +198,8 @@ class SimHumanNode(Node):
     def close(self) -> None:
         s = self.stats
         rate = s["interventions"] / max(s["ticks"], 1)
-        say(self, f"sim_human: {s['interventions']}/{s['ticks']} ticks intervened ({rate:.1%}); "
+        say(self, f"sim_human: {s['interventions']}/{s['ticks']} ticks intervened ({rate:.1%}) "
+                  f"in {s['takeovers']} takeover(s); "
                   f"mean p={s['p_sum'] / max(s['ticks'], 1):.3f}")
 
 

@@ -8,21 +8,47 @@ from __future__ import annotations
 TASK = "widowx"
 
 
+STYLES = ("segments", "paper")
+
+
+def person_style(p: dict) -> dict:
+    """Return the InitialConfig fields of the person's style for the sim_human parameters `p`.
+
+    Times are in seconds and become ticks at the control rate: `reaction_s` from the hazard
+    firing to the takeover, `dwell_s` the shortest takeover and the calm time before handing
+    back (at least one tick). Raises ValueError naming the parameter.
+    """
+    if p["style"] not in STYLES:
+        raise ValueError(f"sim_human parameter 'style' must be one of {', '.join(STYLES)}, "
+                         f"got {p['style']!r}")
+    checks = {"reaction_s": p["reaction_s"] >= 0, "dwell_s": p["dwell_s"] > 0,
+              "handback_p": 0 < p["handback_p"] < 1, "control_rate_hz": p["control_rate_hz"] > 0}
+    for name, ok in checks.items():
+        if not ok:
+            raise ValueError(f"sim_human parameter '{name}' is out of range: {p[name]} "
+                             "(reaction_s >= 0, dwell_s > 0, 0 < handback_p < 1, rate > 0)")
+    rate = p["control_rate_hz"]
+    return {"person": p["style"], "reaction_ticks": round(p["reaction_s"] * rate),
+            "dwell_ticks": max(1, round(p["dwell_s"] * rate)), "handback_p": p["handback_p"]}
+
+
 def build_person(p: dict):
     """(SimulatedPerson, info, task state names, frame_stack) for the sim_human parameters `p`.
 
-    The WidowX task's initial policy and the person calibrated on it (both cached per seed).
+    The WidowX task's initial policy and the person calibrated on it (both cached per seed),
+    of the style `p["style"]` (see person_style).
     """
     from mile_ros.sim.initial import InitialConfig, build_initial_policy
     from mile_ros.sim.initial import build_person as calibrated_person
     from mile_ros.sim.tasks import TaskOptions, make_task
 
+    style = person_style(p)
     options = TaskOptions(expert_sigma=p["expert_sigma"])
     task = make_task(TASK, seed=p["seed"], options=options)
     try:
         initial, _ = build_initial_policy(TASK, p["seed"], InitialConfig(), task=task)
         cfg = InitialConfig(target_rate=p["target_rate"], beta=p["beta"],
-                            c=None if p["c"] < 0 else p["c"], task=options)
+                            c=None if p["c"] < 0 else p["c"], task=options, **style)
         person, info = calibrated_person(TASK, p["seed"], initial, cfg, task=task)
         names = list(task.state_names)
     finally:
