@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from mile_ros._io import atomic_write  # noqa: E402
-from mile_ros.benchmark.baselines import BASELINES, BaselineConfig  # noqa: E402
 from mile_ros.benchmark.protocols import EVAL_SEED_BASE  # noqa: E402
 from mile_ros.benchmark.results import load_results  # noqa: E402
 from mile_ros.learning import MileConfig, train_mile  # noqa: E402
+from mile_ros.learning.baselines import BASELINES, BaselineConfig  # noqa: E402
 from mile_ros.learning.config import parse_settings  # noqa: E402
 from mile_ros.sim.initial import InitialConfig, build_initial_policy  # noqa: E402
 from mile_ros.sim.tasks import TaskOptions, evaluate_policy, make_task  # noqa: E402

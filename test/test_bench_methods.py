@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from mile_ros.benchmark.baselines import (
+from mile_ros.benchmark.protocols import METHODS, BenchConfig, run_bench, train_mile_method
+from mile_ros.benchmark.results import load_results
+from mile_ros.learning import MileConfig
+from mile_ros.learning.baselines import (
     BASELINES,
     BaselineConfig,
     rlif_transitions,
     sirius_weights,
 )
-from mile_ros.benchmark.protocols import METHODS, BenchConfig, run_bench, train_mile_method
-from mile_ros.benchmark.results import load_results
-from mile_ros.learning import MileConfig
 from mile_ros.learning.specs import stack_frames
 from mile_ros.sim.initial import (
     InitialConfig,

@@ -7,6 +7,7 @@ values occur; the episode metadata is there. A second run is stopped with Ctrl-C
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -160,6 +161,37 @@ def test_two_lockstep_episodes_recorded_completely(tmp_path, bench_cache):
     dev = np.abs(np.asarray(deviations))
     assert dev.max() < 0.5 and dev.mean() > 0.01, dev      # sampled: near the mean, not at it
     print(f"collect: 2 episodes x 40 lockstep ticks in {elapsed:.1f} s (incl. start-up)")
+
+
+def test_a_person_not_yet_built_is_built_before_the_graph_starts(tmp_path, bench_cache):
+    """A person missing from the cache is built before any node starts.
+
+    Left to the sim_human node, building it outlasted the arm's wait for its nodes and the first
+    episodes ran without a person (on a fresh machine every episode of `mile-ros demo` did). Here
+    the cache holds the initial policy only.
+    """
+    import shutil
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for entry in Path(bench_cache).glob("widowx-s0-initial-*"):
+        shutil.copytree(entry, cache / entry.name) if entry.is_dir() else shutil.copy(entry, cache)
+    cfg = tmp_path / "cold.yaml"
+    cfg.write_text(yaml.safe_dump({"arm": {"ros__parameters": {
+        "episode_timeout_s": 1.0, "seed": 5, "startup_timeout_s": 20.0}},
+        "sim_human": {"ros__parameters": {"c": 37.5}}}))
+    env = {**os.environ, "MILE_ROS_BENCH_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "mile_ros.cli", "collect", "--sim",
+                           "--episodes", "1", "--realtime-factor", "0", "--out",
+                           str(tmp_path / "run" / "iter1"), "--params", str(cfg), "--no-progress"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "simulated person ready" in proc.stderr
+    (built,) = cache.glob("widowx-s0-person-*")
+    arm_log = (tmp_path / "run" / "logs" / "iter1" / "arm.log").read_text()
+    assert "starting without nodes" not in arm_log, arm_log
+    arm_started = float(re.search(r"\[(\d+\.\d+)\]", arm_log).group(1))   # its first line
+    assert built.stat().st_mtime < arm_started, (built.stat().st_mtime, arm_started)
 
 
 def test_ctrl_c_stops_the_graph_and_closes_the_open_bag(tmp_path, bench_cache):

@@ -25,12 +25,14 @@ def demo(*args, **kw):
 
 def test_tiny_demo_prints_the_table_and_writes_the_plot(tmp_path):
     out = tmp_path / "demo"
-    p = demo("--iterations", 2, "--out", out, "--robot-name", "demo_test", *TINY)
+    p = demo("--iterations", 2, "--out", out, "--robot-name", "demo_test", "--compare",
+             "hg-dagger", *TINY)
     _, err = p.communicate(timeout=240)
     assert p.returncode == 0, err[-4000:]
     assert "Traceback" not in err
     table = err[err.rindex("iter  policy"):].splitlines()
     assert len([line for line in table[1:] if line[:4].strip().isdigit()]) == 3   # iterations 0-2
+    assert table[0].split()[-1] == "hg-dagger"                  # the baseline's column
 
     result = json.loads((out / "demo.json").read_text())
     rows = result["rows"]
@@ -40,7 +42,11 @@ def test_tiny_demo_prints_the_table_and_writes_the_plot(tmp_path):
         assert r["episodes"] == 1 and 20 <= r["ticks"] <= 30      # 1.5 s at 20 Hz (ticks that
         #                                 lack a_r, e.g. taken over at once, are not training data)
         assert 0 <= r["interventions"] <= r["ticks"] and r["swap"] in ("pending", "active")
-        assert r["train_s"] > 0
+        assert r["train_s"] > 0 and r["compare_train_s"] > 0
+    # --compare: the baseline starts where MILE does and is evaluated on the same episodes
+    assert rows[0]["compare"] == {"hg-dagger": rows[0]["success"]}
+    assert all(set(r["compare"]) == {"hg-dagger"} and 0 <= r["compare"]["hg-dagger"] <= 1
+               for r in rows)
     # the hot swap: each iteration's episode ran the checkpoint trained just before it
     assert rows[1]["collected_with"] == rows[0]["policy"]
     assert rows[2]["collected_with"] == rows[1]["policy"]
@@ -56,6 +62,10 @@ def test_tiny_demo_prints_the_table_and_writes_the_plot(tmp_path):
     p = demo("--iterations", 0, "--out", out, *TINY)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 2 and "--iterations must be >= 1" in err and "Traceback" not in err
+    p = demo("--compare", "dagger", "--out", out, *TINY)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "--compare: unknown baseline(s) dagger" in err, err
+    assert "hg-dagger" in err and "Traceback" not in err           # the known names are listed
     assert (out / "demo.json").is_file()
 
 

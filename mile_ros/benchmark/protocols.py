@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from mile_ros._io import atomic_write
-from mile_ros.benchmark.baselines import BASELINES, BaselineConfig
 from mile_ros.benchmark.results import Results
 from mile_ros.learning import MileConfig, train_mile
+from mile_ros.learning.baselines import BASELINES, BaselineConfig
 from mile_ros.sim.initial import (
     InitialConfig,
     build_initial_policy,

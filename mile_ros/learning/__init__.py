@@ -6,7 +6,8 @@
 - `config`: `MileConfig`, every training setting in one place.
 - `model`: `MileModel` (a trained policy with its mental model) and its tick-by-tick runner.
 - `loop`: the generic training loop (budget, early stopping, refit); `bc` and `mile_training`
-  are the two algorithms over it.
+  are the two algorithms over it; `baselines` holds the intervention-learning baselines
+  (BC on interventions, HG-DAgger, IWR, Sirius, RLIF) as weighted BC over `bc`.
 - `checkpoint`: atomic, verified checkpoint directories and their bytes form for ROS.
 - `observations`: the recorded episode -> training arrays (state or image + end-effector).
 """

@@ -54,6 +54,7 @@ class LoadedPolicy:
     make_runner: object            # () -> runner with reset() and step(state, image=None)
     uses_image: bool = False
     source: str = ""
+    image_shape: tuple | None = None   # (height, width) of the camera frames it takes, if any
 
 
 def _checkpoint_id(path: Path) -> str:
@@ -78,13 +79,20 @@ def load_policy_dir(path: str | Path, deterministic: bool = True) -> LoadedPolic
     from mile_ros.learning.checkpoint import load_checkpoint
 
     model = load_checkpoint(path)
+    policy_id = getattr(model, "checkpoint_id", None) or _checkpoint_id(path)
+    return policy_from_model(model, policy_id, deterministic, source=str(path))
 
+
+def policy_from_model(model, policy_id: str, deterministic: bool = True,
+                      source: str = "") -> LoadedPolicy:
+    """Serve a MileModel held in memory as a LoadedPolicy named `policy_id`."""
     def make_runner():
         return ModelRunner(model.runner(), deterministic)
-    policy_id = getattr(model, "checkpoint_id", None) or _checkpoint_id(path)
+    shape = model.obs_spec.image_shape
     return LoadedPolicy(id=policy_id, state_names=list(model.obs_spec.state_names),
                         action_names=list(model.action_spec.names), make_runner=make_runner,
-                        uses_image=model.obs_spec.image_shape is not None, source=str(path))
+                        uses_image=shape is not None, source=source,
+                        image_shape=tuple(shape[:2]) if shape else None)
 
 
 def initial_policy(seed: int, deterministic: bool = True) -> LoadedPolicy:

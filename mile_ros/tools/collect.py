@@ -256,10 +256,34 @@ class Progress:
         self.context.try_shutdown()
 
 
+def prepare_sim_person(values: dict, say=None) -> None:
+    """Build the simulated person and the initial policy here, once, before any node starts.
+
+    Both are cached per seed and settings (mile_ros.sim.initial). On a fresh machine building them
+    takes a minute or more -- longer than the arm waits for its nodes (`startup_timeout_s`) -- so
+    a sim_human node left to build them itself joined after the first episodes had run without a
+    person. With the cache filled the node starts in seconds.
+    """
+    if "sim_human" not in values:
+        return
+    from mile_ros.sim.person_driver import build_person
+
+    t0 = time.monotonic()
+    (say or _say)("preparing the simulated person and the initial policy "
+                  "(built once per seed, then cached) ...")
+    build_person(values["sim_human"])
+    (say or _say)(f"simulated person ready ({time.monotonic() - t0:.1f} s)")
+
+
+def _say(msg: str) -> None:
+    print(f"mile-ros collect: {msg}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_args(args)
     values = resolved_params(args)          # raises ConfigError before anything starts
+    prepare_sim_person(values)
     out, iteration = split_out(args.out, args.iteration)
     log_dir = out / "logs" / iteration_name(iteration)
     try:

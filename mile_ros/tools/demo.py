@@ -10,7 +10,9 @@ mental model was fitted to). Then, N times:
      checkpoint, checkpoint -> <out>/checkpoints;
   3. hand the checkpoint to the policy server over ROS; it swaps at the next episode start (the
      policy server runs for the whole demo; the next iteration's bags record the swapped-in id);
-  4. evaluate the new policy alone (no person) on fixed-seed episodes, ROS-free.
+  4. evaluate the new policy alone (no person) on fixed-seed episodes, ROS-free;
+  5. with `--compare hg-dagger` (any baseline of mile_ros.learning.baselines), train that
+     baseline on the same bags and evaluate it on the same episodes (tools/demo_compare.py).
 Prints a table per iteration and writes <out>/demo.json and <out>/demo.png at the end.
 Ctrl-C stops the graph cleanly and still writes what was measured so far.
 """
@@ -22,13 +24,15 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mile_ros._io import atomic_write
 from mile_ros.params import ConfigError, resolve, ros_params_file
 from mile_ros.runs import checkpoints_dir, iteration_name
 from mile_ros.tools import collect
+from mile_ros.tools.demo_compare import NAMES as COMPARE_NAMES
+from mile_ros.tools.demo_compare import check_names
 
 DEFAULT_ITERATIONS = 6
 DEFAULT_EPISODES = 8
@@ -58,6 +62,8 @@ class Row:
     collect_s: float = 0.0
     eval_s: float = 0.0
     swap: str = ""               # the policy server's answer to the delivery
+    compare: dict = field(default_factory=dict)   # baseline -> its success alone (--compare)
+    compare_train_s: float = 0.0
 
     @property
     def intervention_rate(self) -> float | None:
@@ -86,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--params", help="parameter file overriding config/collect.yaml")
     ap.add_argument("--force", action="store_true",
                     help="delete an earlier run in --out (default: move it aside)")
+    ap.add_argument("--compare", nargs="+", default=[], metavar="BASELINE",
+                    help="also train these baselines on the same bags every iteration and "
+                         f"evaluate them on the same episodes ({', '.join(COMPARE_NAMES)})")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
 
@@ -101,6 +110,10 @@ def check_args(args) -> None:
         raise ConfigError(f"--episode-timeout must be > 0, got {args.episode_timeout}")
     if not 0.0 < args.intervention_rate < 1.0:
         raise ConfigError(f"--intervention-rate must be in (0, 1), got {args.intervention_rate}")
+    try:
+        args.compare = check_names(args.compare)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if args.params and not Path(args.params).is_file():
         raise ConfigError(f"--params: parameter file not found: {args.params}")
     name = args.robot_name.strip("/")
@@ -157,7 +170,7 @@ def evaluate(policy, n_episodes: int, seed_base: int = EVAL_SEED_BASE, progress=
     t0 = time.perf_counter()
     task = WidowXTask(seed=seed_base, **(task_kwargs or {}))
     runner = policy.make_runner()
-    image_hw = getattr(policy, "image_shape", None)
+    image_hw = policy.image_shape
     successes, ticks = [], []
     try:
         for i in range(n_episodes):
@@ -187,12 +200,7 @@ def evaluate(policy, n_episodes: int, seed_base: int = EVAL_SEED_BASE, progress=
 def load_policy(path: Path):
     from mile_ros.policy.serving import load_policy_dir
 
-    policy = load_policy_dir(path, deterministic=True)
-    from mile_ros.learning.checkpoint import load_checkpoint
-
-    shape = load_checkpoint(path).obs_spec.image_shape
-    policy.image_shape = tuple(shape[:2]) if shape else None
-    return policy
+    return load_policy_dir(path, deterministic=True)
 
 
 # --- the graph -----------------------------------------------------------------------------------
@@ -315,6 +323,11 @@ HEADER = (f"{'iter':>4}  {'policy (checkpoint id)':<28}  {'success alone':>13}  
           f"{'train s':>7}")
 
 
+def header(compare: list[str] = ()) -> str:
+    """Return the table header, with one column per --compare baseline."""
+    return HEADER + "".join(f"  {_short(n, 10):>10}" for n in compare)
+
+
 def format_row(r: Row, rows: list[Row] = ()) -> str:
     """One table line; `collected with` names the policy that ran by its iteration."""
     by_id = {x.policy: f"iter {x.iteration}" for x in rows}
@@ -324,7 +337,8 @@ def format_row(r: Row, rows: list[Row] = ()) -> str:
     success = f"{r.success:.0%} ({round(r.success * r.eval_episodes)}/{r.eval_episodes})"
     train_s = f"{r.train_s:.1f}" if r.iteration else "-"
     return (f"{r.iteration:>4}  {_short(r.policy, 28):<28}  {success:>13}  {used:>14}  "
-            f"{r.episodes or '-':>8}  {r.ticks or '-':>6}  {rate:>13}  {train_s:>7}")
+            f"{r.episodes or '-':>8}  {r.ticks or '-':>6}  {rate:>13}  {train_s:>7}"
+            + "".join(f"  {v:>10.0%}" for v in r.compare.values()))
 
 
 def _short(s: str, n: int = 34) -> str:
@@ -350,7 +364,11 @@ def plot(rows: list[Row], path: Path) -> Path:
     success = [r.success for r in rows]
     stderr = [(p * (1 - p) / max(r.eval_episodes, 1)) ** 0.5 for p, r in zip(success, rows)]
     ax.errorbar(its, success, yerr=stderr, fmt="o-", capsize=3,
-                label=f"success rate, policy alone ({rows[0].eval_episodes} fixed seeds, ±1 s.e.)")
+                label=f"MILE: success alone ({rows[0].eval_episodes} fixed seeds, ±1 s.e.)")
+    for name in rows[0].compare:
+        done = [r for r in rows if name in r.compare]
+        ax.plot([r.iteration for r in done], [r.compare[name] for r in done], "^:",
+                label=f"{name} on the same bags: success alone")
     coll = [(r.iteration, r.intervention_rate) for r in rows if r.intervention_rate is not None]
     if coll:
         ax.plot([c[0] for c in coll], [c[1] for c in coll], "s--",
@@ -398,11 +416,13 @@ def main(argv: list[str] | None = None) -> int:
 
         say(f"mile-ros demo: {args.iterations} iterations x {args.episodes} episodes, "
             f"{args.eval_episodes} evaluation episodes each -> {out}")
+        collect.prepare_sim_person(graph.values(1), lambda m: say(f"mile-ros demo: {m}"))
         graph.initial = initial_checkpoint(out / "checkpoints", args.seed)
         graph.start_server()              # loads the initial policy while we evaluate it
         rows.append(evaluated(Row(0, "", 0.0, args.eval_episodes), graph.initial, args,
                               task_kwargs))
-        say(HEADER)
+        rows[0].compare = dict.fromkeys(args.compare, rows[0].success)   # all start here
+        say(header(args.compare))
         say(format_row(rows[-1], rows))
         sender = CheckpointSender(graph.robot_name)
         for it in range(1, args.iterations + 1):
@@ -424,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
                       collection_success=counts["success"],
                       train_s=res.metrics["timings_s"]["train"], collect_s=collect_s,
                       swap=answer.state)
-            rows.append(evaluated(row, res.checkpoint, args, task_kwargs))
+            rows.append(compared(evaluated(row, res.checkpoint, args, task_kwargs),
+                                 out / iteration_name(it), args, task_kwargs))
             say(format_row(rows[-1], rows))
         complete = True
     except KeyboardInterrupt:
@@ -442,12 +463,13 @@ def main(argv: list[str] | None = None) -> int:
         write_results(out, rows, args, complete, started)
         png = plot(rows, out / "demo.png")
         say("")
-        say(HEADER)
+        say(header(args.compare))
         for r in rows:
             say(format_row(r, rows))
+        versus = "".join(f", {n} {v:.0%}" for n, v in rows[-1].compare.items())
         say(f"\nsuccess without the person: {rows[0].success:.0%} (initial policy) -> "
-            f"{rows[-1].success:.0%} (iteration {rows[-1].iteration}); {out / 'demo.json'}, "
-            f"{png}; {time.monotonic() - started:.0f} s")
+            f"{rows[-1].success:.0%} (iteration {rows[-1].iteration}{versus}); "
+            f"{out / 'demo.json'}, {png}; {time.monotonic() - started:.0f} s")
     return status
 
 
@@ -460,6 +482,26 @@ def evaluated(row: Row, checkpoint: Path, args, task_kwargs: dict) -> Row:
     finally:
         bar.close()
     row.policy, row.success, row.eval_s = policy.id, result["success_rate"], result["seconds"]
+    return row
+
+
+def compared(row: Row, bag_dir: Path, args, task_kwargs: dict) -> Row:
+    """`row` with every --compare baseline trained on the bags so far and evaluated."""
+    from mile_ros.policy.serving import policy_from_model
+    from mile_ros.tools.demo_compare import train_baseline
+
+    for name in args.compare:
+        t0 = time.perf_counter()
+        model = train_baseline(name, bag_dir, initial_model(args.seed), args.seed + row.iteration,
+                               args.epochs_scale, TRAINING)
+        row.compare_train_s += time.perf_counter() - t0
+        policy = policy_from_model(model, f"{name}:iter{row.iteration}")
+        bar = _bar(args, f"evaluate {name} iter{row.iteration}")
+        try:
+            result = evaluate(policy, args.eval_episodes, progress=bar, task_kwargs=task_kwargs)
+        finally:
+            bar.close()
+        row.compare[name] = result["success_rate"]
     return row
 
 
