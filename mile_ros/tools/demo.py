@@ -398,7 +398,6 @@ def main(argv: list[str] | None = None) -> int:
     note = prepare_out(out, args.force)
     if note:
         say(f"mile-ros demo: {note}")
-    show = not args.no_progress
     started = time.monotonic()
     rows: list[Row] = []
     graph = DemoGraph(args, out)
@@ -410,9 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(1)
-        from mile_ros.learning.checkpoint import checkpoint_to_bytes
         from mile_ros.policy.delivery import CheckpointSender
-        from mile_ros.tools import train as trainer
 
         say(f"mile-ros demo: {args.iterations} iterations x {args.episodes} episodes, "
             f"{args.eval_episodes} evaluation episodes each -> {out}")
@@ -426,26 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         say(format_row(rows[-1], rows))
         sender = CheckpointSender(graph.robot_name)
         for it in range(1, args.iterations + 1):
-            t0 = time.monotonic()
-            counts = graph.collect(it, show)
-            collect_s = time.monotonic() - t0
-            res = trainer.run_training([out / iteration_name(it)],
-                                       checkpoints_dir(out / iteration_name(it)), init="latest",
-                                       seed=args.seed + it, epochs_scale=args.epochs_scale,
-                                       settings=TRAINING, progress=show, say=lambda m: None)
-            answer = sender.send(checkpoint_to_bytes(res.checkpoint), res.checkpoint_id, 60.0)
-            if answer.state != "pending":
-                raise RuntimeError(f"the policy server did not take {res.checkpoint_id}: "
-                                   f"{answer.reason}")
-            row = Row(it, "", 0.0, args.eval_episodes,
-                      collected_with=recorded_policies(counts["recorded"]),
-                      episodes=counts["episodes"], ticks=counts["ticks"],
-                      interventions=counts["interventions"],
-                      collection_success=counts["success"],
-                      train_s=res.metrics["timings_s"]["train"], collect_s=collect_s,
-                      swap=answer.state)
-            rows.append(compared(evaluated(row, res.checkpoint, args, task_kwargs),
-                                 out / iteration_name(it), args, task_kwargs))
+            rows.append(run_iteration(it, graph, sender, args, task_kwargs))
             say(format_row(rows[-1], rows))
         complete = True
     except KeyboardInterrupt:
@@ -460,17 +438,49 @@ def main(argv: list[str] | None = None) -> int:
         graph.stop()
         signal.signal(signal.SIGTERM, old_term)
     if rows:
-        write_results(out, rows, args, complete, started)
-        png = plot(rows, out / "demo.png")
-        say("")
-        say(header(args.compare))
-        for r in rows:
-            say(format_row(r, rows))
-        versus = "".join(f", {n} {v:.0%}" for n, v in rows[-1].compare.items())
-        say(f"\nsuccess without the person: {rows[0].success:.0%} (initial policy) -> "
-            f"{rows[-1].success:.0%} (iteration {rows[-1].iteration}{versus}); "
-            f"{out / 'demo.json'}, {png}; {time.monotonic() - started:.0f} s")
+        summarise(rows, out, args, complete, started)
     return status
+
+
+def run_iteration(it: int, graph: DemoGraph, sender, args, task_kwargs: dict) -> Row:
+    """Collect, train, deliver, evaluate (and compare): iteration `it`'s table row."""
+    from mile_ros import interfaces as itf
+    from mile_ros.learning.checkpoint import checkpoint_to_bytes
+    from mile_ros.tools import train as trainer
+
+    out, show = graph.out, not args.no_progress
+    t0 = time.monotonic()
+    counts = graph.collect(it, show)
+    collect_s = time.monotonic() - t0
+    res = trainer.run_training([out / iteration_name(it)],
+                               checkpoints_dir(out / iteration_name(it)), init="latest",
+                               seed=args.seed + it, epochs_scale=args.epochs_scale,
+                               settings=TRAINING, progress=show, say=lambda m: None)
+    answer = sender.send(checkpoint_to_bytes(res.checkpoint), res.checkpoint_id, 60.0)
+    if answer.state != itf.PENDING:
+        raise RuntimeError(f"the policy server did not take {res.checkpoint_id}: "
+                           f"{answer.reason}")
+    row = Row(it, "", 0.0, args.eval_episodes,
+              collected_with=recorded_policies(counts["recorded"]),
+              episodes=counts["episodes"], ticks=counts["ticks"],
+              interventions=counts["interventions"], collection_success=counts["success"],
+              train_s=res.metrics["timings_s"]["train"], collect_s=collect_s, swap=answer.state)
+    return compared(evaluated(row, res.checkpoint, args, task_kwargs), out / iteration_name(it),
+                    args, task_kwargs)
+
+
+def summarise(rows: list[Row], out: Path, args, complete: bool, started: float) -> None:
+    """Write demo.json and demo.png and print the whole table with a one-line summary."""
+    write_results(out, rows, args, complete, started)
+    png = plot(rows, out / "demo.png")
+    say("")
+    say(header(args.compare))
+    for r in rows:
+        say(format_row(r, rows))
+    versus = "".join(f", {n} {v:.0%}" for n, v in rows[-1].compare.items())
+    say(f"\nsuccess without the person: {rows[0].success:.0%} (initial policy) -> "
+        f"{rows[-1].success:.0%} (iteration {rows[-1].iteration}{versus}); "
+        f"{out / 'demo.json'}, {png}; {time.monotonic() - started:.0f} s")
 
 
 def evaluated(row: Row, checkpoint: Path, args, task_kwargs: dict) -> Row:
