@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mile_ros.evaluation import EvalError, estimators, metrics, report
+from mile_ros.evaluation import EvalError, estimators, metrics, onsets, report
 from mile_ros.sim.person import gaussian_kc, probit_gaussian
 from mile_ros.tools import eval_interventions as ev
 
@@ -360,6 +360,21 @@ def test_command_on_bags_writes_table_report_and_plots(bag_run, person_data, mil
     assert (rep["estimators"]["mile"]["log_likelihood"]["value"]
             == pytest.approx(expected, abs=1e-6))
     assert rep["truth"]["ticks_with_truth"] == 240
+    # the onset metrics and calibration of every estimator, and the observed takeovers
+    onset_keys = ("ece", "onset_auc", "onset_log_likelihood", "onset_ece", "time_to_onset_mae",
+                  "time_to_onset_missed")
+    for name in ("mile", "classifier", "majority", "oracle"):
+        assert all(k in rep["estimators"][name] for k in onset_keys), name
+        assert rep["estimators"][name]["ece"]["ci"] is not None, name
+    nu_eval = [e["nu"] for e in evals]
+    expected = onsets.onset_metrics(nu_eval, estimators.mile_predict(mile_model, evals))
+    for k in ("onset_auc", "onset_log_likelihood", "time_to_onset_missed"):
+        assert rep["estimators"]["mile"][k]["value"] == pytest.approx(expected[k], abs=1e-6), k
+    assert rep["takeovers"] == json.loads(json.dumps(onsets.takeover_summary(nu_eval)))
+    assert rep["majority"]["onset_p"] == pytest.approx(
+        onsets.onset_rate([e["nu"] for e in person_data["train"][:12]]))
+    assert rep["onsets"]["horizon_ticks"] == onsets.HORIZON
+    assert "onset_auc" in printed and "takeovers: " in printed
     assert sorted(p.name for p in out.glob("*.png")) == ["calibration.png", "roc.png",
                                                         "timelines.png", "truth.png"]
 
@@ -397,6 +412,8 @@ def test_bad_inputs_give_clear_errors_without_traceback(bag_run, tmp_path, capsy
          ["share"]),
         (["--model", ckpt, "--bags", root / "iter2", "--true-p", tmp_path / "nope.jsonl"],
          ["--true-p", "nope.jsonl"]),
+        (["--model", ckpt, "--bags", root / "iter2", "--onset-horizon", "-1"],
+         ["--onset-horizon", "-1"]),
     ]
     for args, needles in cases:
         rc = ev.main([str(a) for a in args] + ["--out", str(tmp_path / "r"), "--bootstrap", "0"])

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from mile_ros.evaluation import metrics, onsets
+from mile_ros.evaluation import metrics, onsets, report
 
 # one hand-written episode: takeovers at ticks 2-3 (handback at 4) and 6 (open at the end)
 NU = np.array([0, 0, 1, 1, 0, 0, 1], bool)
@@ -132,3 +132,34 @@ def test_the_true_hazard_beats_a_constant_on_a_synthetic_person(person):
     y_all = np.concatenate(nu)
     assert metrics.roc_auc(y_all, np.concatenate(garbage)) != metrics.roc_auc(
         y_all, np.concatenate(hazard))
+
+
+def test_evaluate_reports_onsets_with_intervals_on_the_synthetic_person(person):
+    nu, hazard = [e[0] for e in person[:60]], [e[1] for e in person[:60]]
+    rate, o_rate = float(np.mean(np.concatenate(nu))), onsets.onset_rate(nu)
+    constant = [np.full(len(y), rate) for y in nu]
+    rep = report.evaluate(nu, {"mile": hazard, "majority": constant}, n_bootstrap=200, seed=0,
+                          onset_predictions={"majority": [np.full(len(y), o_rate) for y in nu]})
+    mile, majority = rep["estimators"]["mile"], rep["estimators"]["majority"]
+    direct = onsets.onset_metrics(nu, hazard)
+    for metric in onsets.ONSET_METRICS:
+        assert mile[metric]["value"] == pytest.approx(direct[metric]), metric
+    for metric in ("onset_auc", "onset_log_likelihood", "time_to_onset_mae", "ece"):
+        lo, hi = mile[metric]["ci"]
+        assert lo <= mile[metric]["value"] <= hi and lo < hi, metric
+    # the majority estimator is scored on the onsets by its onset p, per tick by its rate
+    assert majority["onset_log_likelihood"]["value"] == pytest.approx(
+        o_rate * math.log(o_rate) + (1 - o_rate) * math.log(1 - o_rate))
+    assert majority["log_likelihood"]["value"] == pytest.approx(
+        metrics.log_likelihood(np.concatenate(nu), np.concatenate(constant)))
+    d = rep["differences"]["mile - majority"]["onset_auc"]
+    assert d["value"] > 0.25 and d["ci"][0] > 0
+    t = rep["takeovers"]
+    assert t["segment_length_ticks"]["max"] == SEGMENT == t["segment_length_ticks"]["median"]
+    assert t["onsets"] == sum(int(onsets.onsets(y).sum()) for y in nu)
+    assert t["handbacks"] == t["onsets"] - t["open_at_episode_end"]
+    assert rep["onsets"] == {"threshold": 0.5, "horizon_ticks": onsets.HORIZON}
+    table = report.format_table(rep)
+    for needle in ("onset_auc (+)", "time_to_onset_missed (-)", "ece (-)", "takeovers: ",
+                   "mile - majority: onset_auc"):
+        assert needle in table, needle
