@@ -163,3 +163,22 @@ def test_evaluate_reports_onsets_with_intervals_on_the_synthetic_person(person):
     for needle in ("onset_auc (+)", "time_to_onset_missed (-)", "ece (-)", "takeovers: ",
                    "mile - majority: onset_auc"):
         assert needle in table, needle
+
+
+def test_timeline_shades_the_persons_control_and_marks_the_onsets():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mile_ros.evaluation import plots
+
+    fig, ax = plt.subplots()
+    plots._plot_timeline(ax, 0, {"nu": NU, "name": "hand"}, {"mile": [P]}, max_ticks=200)
+    spans = [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches]   # one per takeover
+    assert spans == [(1.5, 3.5), (5.5, 6.5)]
+    marks = [line for line in ax.get_lines() if line.get_marker() == "v"]
+    assert len(marks) == 1 and marks[0].get_xdata().tolist() == [2, 6]
+    hazard = [line for line in ax.get_lines() if line.get_label() == "mile"]
+    assert hazard[0].get_ydata().tolist() == P.tolist()
+    assert "2 takeovers" in ax.get_title(loc="left")
+    plt.close(fig)

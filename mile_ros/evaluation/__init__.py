@@ -18,8 +18,8 @@ How well a model predicts when the person intervenes, per control tick, pooled o
 - `report`: the estimators evaluated with episode-bootstrap intervals, report.json with the plots,
   and the printed table.
 
-Imports go one way: onsets, estimators and plots use metrics, report uses them all; EvalError,
-the error for unusable input, is defined here.
+Imports go one way: onsets, estimators and plots use metrics, plots uses onsets, report uses
+them all; EvalError, the error for unusable input, is defined here.
 """
 
 
