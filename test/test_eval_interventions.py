@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mile_ros.evaluation import EvalError, estimators, metrics, report
+from mile_ros.evaluation import EvalError, estimators, metrics, onsets, report
 from mile_ros.sim.person import gaussian_kc, probit_gaussian
 from mile_ros.tools import eval_interventions as ev
 
@@ -88,6 +88,20 @@ def test_majority_accuracy_equals_the_no_intervention_rate():
     assert all(np.all(q == rate) for q in majority)
 
 
+def test_expected_calibration_error_known_answers():
+    # bin [0, 0.1): 2 ticks, nu rate 1/2 vs p 0.05; bin [0.9, 1]: 2 ticks, rate 1 vs p 0.95
+    y = np.array([0, 1, 1, 1], bool)
+    assert metrics.expected_calibration_error(y, [0.05, 0.05, 0.95, 0.95]) == pytest.approx(
+        0.5 * 0.45 + 0.5 * 0.05)
+    assert metrics.expected_calibration_error(y, [0.0, 0.0, 1.0, 1.0]) == pytest.approx(0.25)
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 0.8, 40_000)
+    nu = rng.random(len(p)) < p
+    assert metrics.expected_calibration_error(nu, p) < 0.03               # calibrated
+    assert metrics.expected_calibration_error(nu, p + 0.2) == pytest.approx(0.2, abs=0.02)
+    assert math.isnan(metrics.expected_calibration_error([], []))
+
+
 # --- bootstrap over episodes ------------------------------------------------------------------
 def episodes_with_predictions(n_eps, seed=0, T=40):
     """Make episodes whose intervention probability differs per episode and per tick.
@@ -118,6 +132,8 @@ def test_bootstrap_intervals_contain_the_point_estimate_and_shrink_with_more_epi
                           n_bootstrap=300, seed=1)
         for name, by_metric in rep["estimators"].items():
             for metric, m in by_metric.items():
+                if metric.endswith("ece") and (m["value"] or 0.0) < 1e-9:
+                    continue    # the evaluation set's own rate: ECE at its floor 0, resamples > 0
                 if m["value"] is not None and m["ci"] is not None:
                     assert m["ci"][0] <= m["value"] <= m["ci"][1], (n_eps, name, metric, m)
         d = rep["differences"]["mile - majority"]["log_likelihood"]
@@ -344,6 +360,21 @@ def test_command_on_bags_writes_table_report_and_plots(bag_run, person_data, mil
     assert (rep["estimators"]["mile"]["log_likelihood"]["value"]
             == pytest.approx(expected, abs=1e-6))
     assert rep["truth"]["ticks_with_truth"] == 240
+    # the onset metrics and calibration of every estimator, and the observed takeovers
+    onset_keys = ("ece", "onset_auc", "onset_log_likelihood", "onset_ece", "time_to_onset_mae",
+                  "time_to_onset_missed")
+    for name in ("mile", "classifier", "majority", "oracle"):
+        assert all(k in rep["estimators"][name] for k in onset_keys), name
+        assert rep["estimators"][name]["ece"]["ci"] is not None, name
+    nu_eval = [e["nu"] for e in evals]
+    expected = onsets.onset_metrics(nu_eval, estimators.mile_predict(mile_model, evals))
+    for k in ("onset_auc", "onset_log_likelihood", "time_to_onset_missed"):
+        assert rep["estimators"]["mile"][k]["value"] == pytest.approx(expected[k], abs=1e-6), k
+    assert rep["takeovers"] == json.loads(json.dumps(onsets.takeover_summary(nu_eval)))
+    assert rep["majority"]["onset_p"] == pytest.approx(
+        onsets.onset_rate([e["nu"] for e in person_data["train"][:12]]))
+    assert rep["onsets"]["horizon_ticks"] == onsets.HORIZON
+    assert "onset_auc" in printed and "takeovers: " in printed
     assert sorted(p.name for p in out.glob("*.png")) == ["calibration.png", "roc.png",
                                                         "timelines.png", "truth.png"]
 
@@ -381,6 +412,8 @@ def test_bad_inputs_give_clear_errors_without_traceback(bag_run, tmp_path, capsy
          ["share"]),
         (["--model", ckpt, "--bags", root / "iter2", "--true-p", tmp_path / "nope.jsonl"],
          ["--true-p", "nope.jsonl"]),
+        (["--model", ckpt, "--bags", root / "iter2", "--onset-horizon", "-1"],
+         ["--onset-horizon", "-1"]),
     ]
     for args, needles in cases:
         rc = ev.main([str(a) for a in args] + ["--out", str(tmp_path / "r"), "--bootstrap", "0"])

@@ -9,7 +9,8 @@
   intervene on fewer than half the ticks. For the probabilistic metrics (ROC-AUC, average
   precision, log-likelihood, Brier) it predicts the constant p = the training-set intervention rate
   (from --train-bags; without them, from the evaluation bags themselves, which flatters it; the
-  report says which).
+  report says which). As the hazard of a takeover onset it predicts the constant onset rate of the
+  same ticks (onsets / robot-controlled ticks, mile_ros.evaluation.onsets).
 - `classifier`: an MLP (2 x 64 ReLU, same stacked, standardised state; plain, NOT class-balanced
   binary cross-entropy so that its probabilities stay calibrated; Adam, deterministic seed, early
   stopping on 20% of the training episodes) trained on --train-bags (the earlier iterations).
@@ -42,7 +43,8 @@ ESTIMATOR_NOTES = {  # report.json "notes", kept word for word
     "mile": "MILE intervention model of the checkpoint, p(nu=1|s) in closed form "
             "(mile_ros.learning.mile)",
     "majority": "always 'no intervention' (the majority class); probabilistic metrics use the "
-                "constant p = the training-set intervention rate",
+                "constant p = the training-set intervention rate, onset metrics the constant "
+                "training-set onset rate",
     "classifier": "MLP 2x64 ReLU on the stacked standardised state, unweighted (not "
                   "class-balanced) cross-entropy, trained on --train-bags",
     "oracle": "the simulated person's true p(nu=1|s) (from --true-p)",
@@ -51,13 +53,21 @@ ESTIMATOR_NOTES = {  # report.json "notes", kept word for word
 
 # --- majority -------------------------------------------------------------------------------
 class MajorityEstimator:
-    """Predicts the training set's majority class; p = the training intervention rate."""
+    """Predicts the training set's majority class; p = the training intervention rate.
 
-    def __init__(self, rate: float):
+    As an onset hazard: p = the training onset rate (`onset_rate`; the intervention rate without).
+    """
+
+    def __init__(self, rate: float, onset_rate: float | None = None):
         self.rate = float(rate)
+        self.onset_rate = self.rate if onset_rate is None else float(onset_rate)
 
     def predict(self, episodes: Sequence[dict]) -> list[np.ndarray]:
         return [np.full(len(ep["nu"]), self.rate) for ep in episodes]
+
+    def predict_onsets(self, episodes: Sequence[dict]) -> list[np.ndarray]:
+        """Return the constant onset hazard on every tick of every episode."""
+        return [np.full(len(ep["nu"]), self.onset_rate) for ep in episodes]
 
 
 # --- neural classifier ----------------------------------------------------------------------

@@ -5,7 +5,9 @@ accuracy and balanced accuracy of the label p >= 0.5 (balanced = mean of the rec
 classes); ROC-AUC (Mann-Whitney, ties count one half); average precision (sum over decreasing
 thresholds of precision x recall increase, no interpolation); log-likelihood per tick
 (mean of y log p + (1-y) log(1-p), nats, p clipped to [1e-6, 1-1e-6]; higher is better); Brier
-score (mean (p-y)^2; lower is better).
+score (mean (p-y)^2; lower is better); expected calibration error (ECE: 10 equal-width bins of p,
+sum over bins of (ticks in the bin / all ticks) x |observed nu rate - mean p| in the bin; lower is
+better).
 
 With the true p(nu=1|s) of every tick known (a simulated person): how close a model's p is to
 it, as mean absolute error, root mean square error and Pearson correlation.
@@ -24,10 +26,12 @@ import numpy as np
 EPS = 1e-6
 THRESHOLD = 0.5
 LEVEL = 0.95
+ECE_BINS = 10
 METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "average_precision",
-           "log_likelihood", "brier")
+           "log_likelihood", "brier", "ece")
 HIGHER_IS_BETTER = {"accuracy": True, "balanced_accuracy": True, "roc_auc": True,
-                    "average_precision": True, "log_likelihood": True, "brier": False}
+                    "average_precision": True, "log_likelihood": True, "brier": False,
+                    "ece": False}
 DEFINITIONS = {
     "accuracy": "fraction of ticks where (p >= 0.5) == nu",
     "balanced_accuracy": "mean of the recall on nu=1 ticks and on nu=0 ticks, label p >= 0.5",
@@ -37,6 +41,8 @@ DEFINITIONS = {
     "log_likelihood": "mean over ticks of nu*log(p) + (1-nu)*log(1-p), nats, p clipped to "
                       "[1e-6, 1-1e-6]; higher is better",
     "brier": "mean over ticks of (p - nu)^2; lower is better",
+    "ece": "expected calibration error: 10 equal-width bins of p ([0, 0.1), ..., [0.9, 1]), "
+           "sum over bins of (n_bin / n) * |mean nu - mean p| in the bin; lower is better",
     "truth_mae": "mean |p_mile - p_true| over ticks",
     "truth_rmse": "sqrt(mean (p_mile - p_true)^2) over ticks",
     "truth_pearson": "Pearson correlation of p_mile and p_true over ticks",
@@ -134,9 +140,26 @@ def brier(y, p) -> float:
     return float(np.mean((p - y) ** 2)) if len(y) else math.nan
 
 
+def expected_calibration_error(y, p, bins: int = ECE_BINS) -> float:
+    """Return the ECE of p against y over `bins` equal-width bins of [0, 1].
+
+    Sum over bins b of (n_b / N) |mean(y_b) - mean(p_b)| = sum_b |sum(y_b) - sum(p_b)| / N; bin b
+    holds b/bins <= p < (b+1)/bins, the last one also p = 1. NaN without ticks.
+    """
+    y, p = _check(y, p)
+    if not len(y):
+        return math.nan
+    p = np.clip(p, 0.0, 1.0)
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    sum_y = np.bincount(which, weights=y.astype(float), minlength=bins)
+    sum_p = np.bincount(which, weights=p, minlength=bins)
+    return float(np.sum(np.abs(sum_y - sum_p)) / len(y))
+
+
 METRIC_FUNCTIONS: dict[str, Callable] = {
     "accuracy": accuracy, "balanced_accuracy": balanced_accuracy, "roc_auc": roc_auc,
-    "average_precision": average_precision, "log_likelihood": log_likelihood, "brier": brier}
+    "average_precision": average_precision, "log_likelihood": log_likelihood, "brier": brier,
+    "ece": expected_calibration_error}
 
 
 def compute_metrics(y, p) -> dict[str, float]:

@@ -1,9 +1,10 @@
 """The report's figures (matplotlib, Agg backend).
 
 <out>/roc.png (ROC and precision-recall curves), <out>/calibration.png (reliability curve,
-equal-count bins, and the predictions' histogram), <out>/timelines.png (predicted p per tick
-against the actual nu for a few episodes) and, with the truth, <out>/truth.png (MILE's p against
-the true p).
+equal-count bins, and the predictions' histogram), <out>/timelines.png (per episode, for a few
+episodes: the person's control as shaded spans, its takeover onsets marked, under each
+estimator's predicted p per tick, the hazard, with the 0.5 threshold) and, with the truth,
+<out>/truth.png (MILE's p against the true p).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from mile_ros.evaluation.metrics import (
     reliability,
     roc_curve,
 )
+from mile_ros.evaluation.onsets import onsets, takeover_segments
 
 COLORS = {"mile": "tab:blue", "classifier": "tab:orange", "majority": "tab:gray",
           "oracle": "black"}
@@ -86,11 +88,6 @@ def plot_calibration(path: Path, y, preds: dict, bins: int = 10) -> None:
     plt.close(fig)
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    d = np.diff(np.r_[0, mask.astype(int), 0])
-    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
-
-
 def _timeline_picks(episodes: Sequence[dict], max_episodes: int) -> list[int]:
     """Pick the episodes to show, evenly spread over those with an intervention.
 
@@ -103,11 +100,18 @@ def _timeline_picks(episodes: Sequence[dict], max_episodes: int) -> list[int]:
 
 
 def _plot_timeline(ax, i: int, ep: dict, per_episode: dict, max_ticks: int) -> None:
-    """Episode i: each estimator's p per tick over red spans where nu=1."""
-    n_ticks = len(ep["nu"])
+    """Episode i: each estimator's p per tick over red spans where the person is in control.
+
+    Takeover onsets are marked at the top; the 0.5 threshold is a thin line.
+    """
+    nu = np.asarray(ep["nu"], bool)
+    n_ticks = len(nu)
     t = np.arange(min(n_ticks, max_ticks))
-    for s, e in _runs(np.asarray(ep["nu"], bool)[:len(t)]):
+    for s, e in takeover_segments(nu[:len(t)]):
         ax.axvspan(s - 0.5, e - 0.5, color="tab:red", alpha=0.18, lw=0)
+    starts = np.flatnonzero(onsets(nu[:len(t)]))
+    ax.plot(starts, np.full(len(starts), 1.0), "v", color="tab:red", ms=5, clip_on=False)
+    ax.axhline(0.5, color="lightgray", lw=0.8, zorder=0)
     for name, ps in per_episode.items():
         ax.plot(t, ps[i][:len(t)], STYLES.get(name, "-"), color=COLORS.get(name), lw=1.4,
                 label=name)
@@ -115,8 +119,9 @@ def _plot_timeline(ax, i: int, ep: dict, per_episode: dict, max_ticks: int) -> N
     ax.set_xlim(-0.5, max(len(t) - 0.5, 0.5))
     ax.set_ylabel("p(nu=1|s)")
     shown = "" if len(t) == n_ticks else f", ticks 0-{len(t) - 1} shown"
-    ax.set_title(f"{ep.get('name', f'episode {i}')}: {int(np.sum(ep['nu']))}/{n_ticks} ticks "
-                 f"intervened (red){shown}", fontsize=9, loc="left")
+    ax.set_title(f"{ep.get('name', f'episode {i}')}: {int(onsets(nu).sum())} takeovers (v), "
+                 f"{int(np.sum(nu))}/{n_ticks} ticks in the person's control (red){shown}",
+                 fontsize=9, loc="left")
     ax.grid(alpha=0.3)
 
 
@@ -132,7 +137,7 @@ def plot_timelines(path: Path, episodes: Sequence[dict], per_episode: dict,
     axes[-1, 0].set_xlabel("control tick")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     handles.append(Patch(color="tab:red", alpha=0.3))
-    labels.append("actual nu=1")
+    labels.append("person in control (nu=1)")
     fig.legend(handles, labels, loc="upper right", ncol=len(labels), fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     fig.savefig(path, dpi=90)

@@ -12,6 +12,12 @@ Simulated people: when the true p(nu=1|s) of every tick is known, the report add
 `oracle` estimator (the best any estimator can do on these ticks) and how close MILE's p is to
 it: mean absolute error, root mean square error, Pearson correlation.
 
+Takeover onsets (mile_ros.evaluation.onsets): every estimator's p is also scored as the hazard of
+a takeover on the risk set (the robot-controlled ticks) -- onset AUC, onset log-likelihood, onset
+ECE, time-to-onset error -- over the same resamples; an estimator may give other p for that
+(`onset_predictions`: the majority estimator's constant is then the training onset rate). The
+observed takeovers (counts, segment lengths: handback timing) are described in "takeovers".
+
 Outputs: a printed table; <out>/report.json; the plots of mile_ros.evaluation.plots.
 """
 from __future__ import annotations
@@ -47,20 +53,34 @@ from mile_ros.evaluation.metrics import (
     percentile_ci,
     truth_metrics,
 )
+from mile_ros.evaluation.onsets import (
+    HORIZON,
+    ONSET_DEFINITIONS,
+    ONSET_HIGHER_IS_BETTER,
+    ONSET_METRICS,
+    PooledOnsets,
+    onset_rate,
+    takeover_summary,
+)
 from mile_ros.evaluation.plots import write_plots
 from mile_ros.learning.specs import FRAME_STACK
+
+ALL_METRICS = METRICS + ONSET_METRICS
 
 
 # --- evaluation with episode-bootstrap intervals --------------------------------------------
 def evaluate(nu: Sequence[np.ndarray], predictions: dict[str, Sequence[np.ndarray]],
              true_p: Sequence[np.ndarray | None] | None = None, n_bootstrap: int = 1000,
              seed: int = 0, level: float = LEVEL, reference: str = "mile",
-             progress: bool = False) -> dict:
-    """Metrics with episode-bootstrap intervals.
+             progress: bool = False, onset_predictions: dict | None = None,
+             horizon: int = HORIZON) -> dict:
+    """Metrics (per tick and of the onsets) with episode-bootstrap intervals.
 
     nu: per episode, bool [T_e]; predictions: estimator name -> per episode p [T_e]; true_p: per
-    episode the true p [T_e] or None (unknown). Returns {"estimators": {name: {metric: {"value",
-    "ci"}}}, "differences": {"<reference> - <other>": {...}}, "truth": {...} | None,
+    episode the true p [T_e] or None (unknown); onset_predictions: estimator name -> per episode
+    the p scored as its onset hazard, where it differs from its per-tick p; horizon: of the
+    time-to-onset error, in ticks. Returns {"estimators": {name: {metric: {"value", "ci"}}},
+    "differences": {"<reference> - <other>": {...}}, "truth": {...} | None, "takeovers": {...},
     "bootstrap": {...}}. An interval is None when no resample defines the metric.
     """
     n_eps = len(nu)
@@ -74,7 +94,9 @@ def evaluate(nu: Sequence[np.ndarray], predictions: dict[str, Sequence[np.ndarra
     if has_truth.all() and len(y_all):
         preds["oracle"] = p_true_all
     truth = (reference, p_true_all, has_truth) if reference in preds and has_truth.any() else None
-    statistic = functools.partial(_all_metrics, y_all, preds, truth)
+    onset_p = {**preds, **_pooled_predictions(onset_predictions or {}, lengths)}
+    pooled_onsets = PooledOnsets.build(nu, {n: onset_p[n] for n in preds}, THRESHOLD, horizon)
+    statistic = functools.partial(_all_metrics, y_all, preds, truth, pooled_onsets)
     point = statistic(np.arange(len(y_all)))
     samples = bootstrap_over_episodes(statistic, lengths, n_bootstrap, seed, point, progress)
     summary = functools.partial(_summary, point, samples, n_bootstrap, level)
@@ -84,7 +106,9 @@ def evaluate(nu: Sequence[np.ndarray], predictions: dict[str, Sequence[np.ndarra
                             "level": level, "method": "percentile"},
               "episodes": n_eps, "ticks": int(len(y_all)),
               "interventions": int(y_all.sum()),
-              "intervention_rate": float(y_all.mean()) if len(y_all) else math.nan}
+              "intervention_rate": float(y_all.mean()) if len(y_all) else math.nan,
+              "takeovers": takeover_summary(nu),
+              "onsets": {"threshold": THRESHOLD, "horizon_ticks": int(horizon)}}
     if truth is not None:
         report["truth"] = {**summary("_truth"), "ticks_with_truth": int(has_truth.sum())}
     if reference in preds:
@@ -131,14 +155,16 @@ def _pooled_truth(true_p, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p_true_all, np.isfinite(p_true_all)
 
 
-def _all_metrics(y_all: np.ndarray, preds: dict, truth: tuple | None, index: np.ndarray) -> dict:
-    """Return {estimator: metrics} on the ticks `index`.
+def _all_metrics(y_all: np.ndarray, preds: dict, truth: tuple | None,
+                 pooled_onsets: PooledOnsets, index: np.ndarray) -> dict:
+    """Return {estimator: metrics, onset metrics included} on the ticks `index`.
 
     Plus "_truth" (the reference against the true p on the ticks where it is known) when `truth`
     = (reference, p_true_all, has_truth).
     """
     y = y_all[index]
-    out = {name: compute_metrics(y, p[index]) for name, p in preds.items()}
+    out = {name: {**compute_metrics(y, p[index]), **pooled_onsets.metrics(y_all, name, index)}
+           for name, p in preds.items()}
     if truth is not None:
         reference, p_true_all, has_truth = truth
         m = has_truth[index]
@@ -157,7 +183,7 @@ def _difference(point: dict, samples: dict, reference: str, other: str, n_bootst
                 level: float) -> dict:
     """{metric: {"value", "ci"}} of reference - other, over the same resamples."""
     diff = {}
-    for m in METRICS:
+    for m in ALL_METRICS:
         a = np.array(samples[reference][m]) - np.array(samples[other][m])
         diff[m] = {"value": finite_or_none(point[reference][m] - point[other][m]),
                    "ci": percentile_ci(a, level) if n_bootstrap else None}
@@ -168,14 +194,16 @@ def _difference(point: dict, samples: dict, reference: str, other: str, n_bootst
 def run(model, eval_episodes: list[dict], train_episodes: list[dict] | None = None,
         true_p: Sequence | None = None, n_bootstrap: int = 1000, seed: int = 0,
         out: Path | None = None, progress: bool = False,
-        classifier_config: ClassifierConfig | None = None, inputs: dict | None = None) -> dict:
+        classifier_config: ClassifierConfig | None = None, inputs: dict | None = None,
+        horizon: int = HORIZON) -> dict:
     """Predict with the three estimators, evaluate, and (with `out`) write report.json + plots.
 
     Episodes are dicts with "state" [T,S], "nu" [T] (and "name"); the states must already be in
-    the model's state order.
+    the model's state order. `horizon`: of the time-to-onset error, in ticks.
     """
     k = int(getattr(model.obs_spec, "frame_stack", FRAME_STACK))
-    train_rate, rate_source = _majority_rate(eval_episodes, train_episodes)
+    (train_rate, train_onset_rate), rate_source = _majority_rate(eval_episodes, train_episodes)
+    majority = MajorityEstimator(train_rate, train_onset_rate)
     per_episode = {"mile": mile_predict(model, eval_episodes)}
     classifier_info = None
     if train_episodes:
@@ -183,16 +211,18 @@ def run(model, eval_episodes: list[dict], train_episodes: list[dict] | None = No
         clf = NeuralClassifier(cfg).fit(train_episodes, progress=progress)
         per_episode["classifier"] = clf.predict(eval_episodes)
         classifier_info = clf.info
-    per_episode["majority"] = MajorityEstimator(train_rate).predict(eval_episodes)
+    per_episode["majority"] = majority.predict(eval_episodes)
     report = evaluate([e["nu"] for e in eval_episodes], per_episode, true_p, n_bootstrap, seed,
-                      progress=progress)
+                      progress=progress, horizon=horizon,
+                      onset_predictions={"majority": majority.predict_onsets(eval_episodes)})
     report["notes"] = {n: ESTIMATOR_NOTES[n] for n in report["estimators"]}
     report["majority"] = {"label": "intervene" if train_rate >= THRESHOLD else "no intervention",
-                          "p": train_rate, "rate_source": rate_source}
+                          "p": train_rate, "onset_p": train_onset_rate,
+                          "rate_source": rate_source}
     report["classifier"] = classifier_info
     report["model"] = _model_info(model, k)
     report["inputs"] = inputs or {}
-    report["definitions"] = DEFINITIONS
+    report["definitions"] = {**DEFINITIONS, **ONSET_DEFINITIONS}
     report["episode_names"] = [e.get("name", str(i)) for i, e in enumerate(eval_episodes)]
     if out is not None:
         if true_p is not None and "oracle" in report["estimators"]:
@@ -202,11 +232,14 @@ def run(model, eval_episodes: list[dict], train_episodes: list[dict] | None = No
 
 
 def _majority_rate(eval_episodes: list[dict], train_episodes: list[dict] | None):
-    """Return (the majority estimator's p, where the rate comes from)."""
+    """Return ((the majority estimator's p, its onset p), where the rates come from)."""
     if train_episodes:
-        return float(np.mean(np.concatenate([e["nu"] for e in train_episodes]))), "training bags"
-    return (float(np.mean(np.concatenate([e["nu"] for e in eval_episodes]))),
-            "evaluation bags (no --train-bags: optimistic for the majority estimator)")
+        episodes, source = train_episodes, "training bags"
+    else:
+        episodes = eval_episodes
+        source = "evaluation bags (no --train-bags: optimistic for the majority estimator)"
+    nu = [np.asarray(e["nu"], bool) for e in episodes]
+    return (float(np.mean(np.concatenate(nu))), float(onset_rate(nu))), source
 
 
 def _model_info(model, k: int) -> dict:
@@ -234,19 +267,28 @@ def write_outputs(out: Path, report: dict, episodes: Sequence[dict], per_episode
 
 
 # --- the table ------------------------------------------------------------------------------
+DIFFERENCE_LINES = (("roc_auc", "log_likelihood", "brier", "ece"),
+                    ("onset_auc", "onset_log_likelihood", "time_to_onset_mae"))
+
+
 def format_table(report: dict) -> str:
     names = list(report["estimators"])
-    head = f"{'metric':<20}" + "".join(f"{n:>27}" for n in names)
+    head = f"{'metric':<26}" + "".join(f"{n:>27}" for n in names)
     lines = [head, "-" * len(head)]
-    for metric in METRICS:
-        arrow = "(+)" if HIGHER_IS_BETTER[metric] else "(-)"
-        lines.append(f"{metric + ' ' + arrow:<20}" + "".join(
+    better = {**HIGHER_IS_BETTER, **ONSET_HIGHER_IS_BETTER}
+    for metric in ALL_METRICS:
+        if metric == ONSET_METRICS[0]:
+            lines.append("takeover onsets (the robot-controlled ticks):")
+        arrow = "(+)" if better[metric] else "(-)"
+        lines.append(f"{metric + ' ' + arrow:<26}" + "".join(
             f"{format_metric(report['estimators'][n][metric], '.3f'):>27}" for n in names))
     for label, diff in report.get("differences", {}).items():
         lines.append("")
-        lines.append(f"{label}: " + ", ".join(
-            f"{m} {format_metric(d, '+.3f')}" for m, d in diff.items()
-            if m in ("roc_auc", "log_likelihood", "brier") and d["value"] is not None))
+        for group in DIFFERENCE_LINES:
+            lines.append(f"{label}: " + ", ".join(
+                f"{m} {format_metric(diff[m], '+.3f')}" for m in group
+                if m in diff and diff[m]["value"] is not None))
+    lines += _takeover_lines(report)
     lines += _truth_and_majority_lines(report)
     b = report["bootstrap"]
     lines.append("")
@@ -255,6 +297,23 @@ def format_table(report: dict) -> str:
                  f"[{b['level']:.0%} CI: {b['resamples']} bootstrap resamples of episodes]; "
                  "(+) higher is better, (-) lower is better; labels are p >= 0.5")
     return "\n".join(lines)
+
+
+def _takeover_lines(report: dict) -> list[str]:
+    """Describe the observed takeovers, handback timing and the time-to-onset settings."""
+    t, o = report.get("takeovers"), report.get("onsets")
+    if not t:
+        return []
+    length = t["segment_length_ticks"]
+    timing = ("" if length["mean"] is None else
+              f"; takeover length (onset to handback) mean {length['mean']:.1f} ticks, median "
+              f"{length['median']:.1f}, range {length['min']:.0f}-{length['max']:.0f}")
+    rate = "n/a" if t["onset_rate"] is None else f"{t['onset_rate']:.3f}"
+    return ["", f"takeovers: {t['onsets']} onsets over {t['risk_set_ticks']} robot-controlled "
+                f"ticks (onset rate {rate}), {t['handbacks']} handbacks, "
+                f"{t['open_at_episode_end']} still in control at the episode's end{timing}",
+            f"time to onset: first p >= {o['threshold']} up to {o['horizon_ticks']} ticks after "
+            "the onset; mae in ticks, missed = fraction of onsets without such a tick"]
 
 
 def _truth_and_majority_lines(report: dict) -> list[str]:
@@ -268,6 +327,7 @@ def _truth_and_majority_lines(report: dict) -> list[str]:
     if report.get("majority"):
         m = report["majority"]
         lines.append("")
+        onset = f", onset p = {m['onset_p']:.3f} (their onset rate)" if "onset_p" in m else ""
         lines.append(f"majority: predicts '{m['label']}'; p = {m['p']:.3f}, the intervention "
-                     f"rate of the {m['rate_source']}")
+                     f"rate of the {m['rate_source']}{onset}")
     return lines

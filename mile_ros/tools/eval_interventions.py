@@ -2,11 +2,14 @@
 
     mile-ros eval-interventions --model CKPT --bags DIR [DIR ...] [--train-bags DIR ...]
                                 [--out report/] [--bootstrap N] [--seed S] [--true-p FILE]
+                                [--onset-horizon TICKS]
 
 The analysis of the paper's user study, on a lab's own bags: on every control tick of the
 evaluation bags, the MILE checkpoint's p(nu=1|s), a majority estimator and (with --train-bags) a
 neural classifier trained on the earlier iterations are scored with episode-bootstrap intervals;
-with --true-p (a simulated person's true p per tick) the truth joins as an oracle. Prints a table
+with --true-p (a simulated person's true p per tick) the truth joins as an oracle. Each is scored
+per tick and as the hazard of a takeover onset on the robot-controlled ticks (onset AUC and
+log-likelihood, calibration, time-to-onset error; mile_ros.evaluation.onsets). Prints a table
 and writes <out>/report.json with the plots. The estimators, metrics, plots and report are
 mile_ros.evaluation; this module is the command line over them.
 """
@@ -23,6 +26,7 @@ from mile_ros.evaluation.estimators import (
     load_model,
     read_true_p,
 )
+from mile_ros.evaluation.onsets import HORIZON
 from mile_ros.evaluation.report import format_table, run
 
 
@@ -48,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--true-p", default=None, metavar="FILE",
                     help='JSON lines {"stamp_ns": tick stamp, "p": true p(nu=1|s)} from a '
                          "simulated person: adds the oracle and MILE's error against the truth")
+    ap.add_argument("--onset-horizon", type=int, default=HORIZON, metavar="TICKS",
+                    help="time-to-onset error: a predicted onset (p >= 0.5) may come up to this "
+                         f"many ticks after the observed one (default: {HORIZON})")
     return ap
 
 
@@ -69,6 +76,8 @@ def _main(args) -> dict:
 
     if args.bootstrap < 0:
         raise EvalError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    if args.onset_horizon < 0:
+        raise EvalError(f"--onset-horizon must be >= 0 ticks, got {args.onset_horizon}")
     try:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -83,9 +92,9 @@ def _main(args) -> dict:
     train_eps = _train_episodes(args.train_bags, eval_data, names) if args.train_bags else None
     true_p = read_true_p(Path(args.true_p), eval_eps) if args.true_p else None
     inputs = {"model": args.model, "bags": args.bags, "train_bags": args.train_bags,
-              "true_p": args.true_p, "seed": args.seed}
+              "true_p": args.true_p, "seed": args.seed, "onset_horizon": args.onset_horizon}
     return run(model, eval_eps, train_eps, true_p, args.bootstrap, args.seed, Path(args.out),
-               progress=sys.stderr.isatty(), inputs=inputs)
+               progress=sys.stderr.isatty(), inputs=inputs, horizon=args.onset_horizon)
 
 
 def _load_mile_model(path: str):
