@@ -1,18 +1,27 @@
-"""Signed checkpoints: the signature and the key file.
+"""Signed checkpoints: the signature, the key file, and where unsigned ones are accepted.
 
 HMAC-SHA256 over the delivered bytes; a wrong key, an unsigned checkpoint and one altered after
 signing are told apart; a key file that is missing, unreadable, empty or too short is a
-configuration error naming the parameter (or option) and the file, never the key.
+configuration error naming the parameter (or option) and the file, never the key; unsigned
+checkpoints are accepted only where `allow_unsigned` says so: the simulated graph, not the shipped
+(real robot) default. The refusals over DDS, with the old policy kept running, are in
+test_hotswap.py.
 """
 import secrets
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from mile_ros import interfaces as itf
+from mile_ros import params
 from mile_ros.params import ConfigError
 from mile_ros.policy import signing
 from mile_ros.policy.signing import SignatureError, verify_signature
+from mile_ros.tools import collect, demo, train
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA = b"the archive bytes of a checkpoint" * 100
 
 
@@ -103,3 +112,47 @@ def test_a_key_file_others_may_read_is_warned_about(tmp_path, key):
     assert "chmod 600" in signing.loose_permissions(path)
     path.chmod(0o600)
     assert signing.loose_permissions(path) is None
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "short"])
+def test_policy_server_with_a_bad_key_file_stops_with_a_configuration_error(tmp_path, case):
+    path = tmp_path / "station.key"
+    if case != "missing":
+        path.write_text("" if case == "empty" else "s3cr3t-7")
+    proc = subprocess.run([sys.executable, "-m", "mile_ros.nodes.policy_server", "--ros-args",
+                           "-r", f"__ns:=/sign_cfg_{case}", "-p",
+                           f"checkpoint_key_file:={path}"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "policy_server: configuration error: policy_server parameter " \
+           f"'checkpoint_key_file' ('{path}')" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "s3cr3t" not in proc.stderr + proc.stdout
+
+
+def test_train_with_a_missing_key_file_stops_before_training(tmp_path, capfd):
+    missing = tmp_path / "trainer.key"
+    rc = train.main(["--bags", str(tmp_path / "no-bags"), "--key-file", str(missing),
+                     "--no-progress"])
+    err = capfd.readouterr().err
+    assert rc == 2, err
+    assert f"train: error: --key-file ('{missing}'): no such key file" in err, err
+    assert "data:" not in err and "Traceback" not in err      # stopped before reading bags
+
+
+def test_unsigned_checkpoints_are_accepted_only_in_the_simulated_graph(tmp_path):
+    shipped = params.defaults()["policy_server"]
+    assert shipped["allow_unsigned"] is False and shipped["checkpoint_key_file"] == ""
+    sim = collect.node_overrides(True, False, "runs/x", 1, 2)
+    real = collect.node_overrides(False, False, "runs/x", 1, 2)
+    assert sim["policy_server"] == {"allow_unsigned": True}
+    assert real["policy_server"] == {}                      # the YAML's value: false as shipped
+    args = demo.build_parser().parse_args(["--out", str(tmp_path / "demo")])
+    values = demo.DemoGraph(args, tmp_path / "demo").values(1)
+    assert values["policy_server"]["allow_unsigned"] is True
+    assert values["policy_server"]["receive_dir"] == str(tmp_path / "demo" / "received")
+    # a real robot's file may still say so explicitly; collect does not override it
+    mine = tmp_path / "lab.yaml"
+    mine.write_text("policy_server:\n  ros__parameters:\n    allow_unsigned: true\n")
+    lab = collect.resolved_params(collect.build_parser().parse_args(
+        ["--out", str(tmp_path / "run"), "--params", str(mine)]))
+    assert lab["policy_server"]["allow_unsigned"] is True
