@@ -12,6 +12,8 @@ the arguments -- the same nodes and parameters as `mile-ros collect` (mile_ros/t
   recorder.out     `out`                               recorder.iteration `iteration`
   camera.source    sim | opencv (from `sim`)           arbiter.joy_sync   `sim`
   arbiter.episode_buttons  not `sim` (a real robot's episodes start and end on the controller)
+  policy_server.allow_unsigned  true when `sim` (unsigned checkpoints: the simulated default);
+                   otherwise the YAML's own value (false as shipped: signed checkpoints only)
 `sim` and `camera` take true/false (also True/False, 1/0); `episodes` and `iteration` whole
 numbers >= 0. A bad value is refused, with the argument named, before any node starts.
 When the arm stops after `episodes` episodes (sim), the whole launch shuts down; when the arm
@@ -144,8 +146,11 @@ def _for_any_namespace(config):
 
 
 def generate_launch_description():
-    config = _for_any_namespace(
-        os.path.join(get_package_share_directory(PACKAGE), "config", "collect.yaml"))
+    shipped = os.path.join(get_package_share_directory(PACKAGE), "config", "collect.yaml")
+    config = _for_any_namespace(shipped)
+    with open(shipped) as f:   # a real robot keeps the file's own allow_unsigned
+        shipped_allow_unsigned = bool(
+            yaml.safe_load(f)["policy_server"]["ros__parameters"]["allow_unsigned"])
 
     def node(name, overrides=None, **kwargs):
         parameters = [config]
@@ -179,7 +184,8 @@ def generate_launch_description():
                                                     value_type=bool),
                          "episode_buttons": ParameterValue(_when_sim("false", "true"),
                                                            value_type=bool)}),
-        node("policy_server"),
+        node("policy_server", {"allow_unsigned": ParameterValue(
+            _when_sim("true", str(shipped_allow_unsigned).lower()), value_type=bool)}),
         node("sim_human", condition=IfCondition(sim)),
         node("joystick", condition=UnlessCondition(sim)),
         node("camera", {"source": _when_sim("sim", "opencv")},

@@ -30,7 +30,8 @@ INTERVENTION = "intervention"          # sensor_msgs/JointState   FLAG_NAMES, st
 COMMAND = "command"                    # sensor_msgs/JointState   executed action (clamped)
 ARBITER_STATUS = "arbiter/status"      # std_msgs/String          human-readable state and reasons
 EPISODE = "episode"                    # std_msgs/String          JSON episode events (below)
-CHECKPOINT = "policy/checkpoint"       # std_msgs/UInt8MultiArray a checkpoint as bytes (tar)
+CHECKPOINT = "policy/checkpoint"       # std_msgs/UInt8MultiArray a checkpoint as bytes (tar),
+                                       #   its signature in layout.dim[0].label (below)
 POLICY_ACTIVE = "policy/active"        # std_msgs/String          JSON {id, state, reason[, offer]}
 SIM_EXPERT_ACTION = "sim/expert_action"  # sensor_msgs/JointState  the simulated arm's expert,
                                          #                         tick t
@@ -150,6 +151,30 @@ def parse_policy_answer(text: str) -> dict | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) and data.get("state") in POLICY_STATES else None
+
+
+# --- checkpoints on CHECKPOINT: the archive in `data`, its signature beside it ------------------
+# layout.dim[0].label = "hmac-sha256:<hex>" (mile_ros.policy.signing) over exactly `data`; an
+# unsigned checkpoint has no labelled dimension. Readers that do not check it ignore the layout.
+
+
+def checkpoint_msg(data: bytes, signature: str | None = None):
+    """Build the std_msgs/UInt8MultiArray that carries checkpoint bytes (and their signature)."""
+    import array
+
+    from std_msgs.msg import MultiArrayDimension, UInt8MultiArray
+
+    msg = UInt8MultiArray()
+    msg.data = array.array("B", data)
+    if signature:
+        size = min(len(data), 0xFFFFFFFF)   # uint32
+        msg.layout.dim = [MultiArrayDimension(label=signature, size=size, stride=size)]
+    return msg
+
+
+def checkpoint_signature(msg) -> str | None:
+    """Return the signature a CHECKPOINT message carries (its first label), or None (unsigned)."""
+    return next((dim.label for dim in msg.layout.dim if dim.label), None)
 
 
 # --- QoS profiles (rclpy imported only when a profile is asked for) ------------------------------

@@ -1,11 +1,15 @@
 """Hot swap between two processes over real DDS.
 
-The policy server runs checkpoint A; `train` (another process) delivers B as bytes; B is pending
-until the next episode start and active from it (a_r follows A until then, B after); corrupt,
-truncated and mismatched checkpoints are refused with a reason while the running policy stays.
+The policy server runs checkpoint A and holds a station key (`checkpoint_key_file`, unsigned
+checkpoints not allowed: the shipped default); `train --key-file` (another process) delivers B as
+signed bytes; B is pending until the next episode start and active from it (a_r follows A until
+then, B after); corrupt, truncated and mismatched checkpoints are refused with a reason while the
+running policy stays; so are unsigned ones, ones signed with another key, and ones altered after
+signing, and the key appears in no log.
 """
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -24,8 +28,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from mile_ros import interfaces as itf
-from mile_ros.learning.checkpoint import checkpoint_to_bytes, load_checkpoint
-from mile_ros.policy import delivery
+from mile_ros.learning.checkpoint import checkpoint_to_bytes, load_checkpoint, verify_checkpoint
+from mile_ros.policy import delivery, signing
 from mile_ros.tools import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -123,15 +127,23 @@ def setup(tmp_path_factory):
     root = tmp / "run" / "checkpoints"
     assert train.main(["--bags", str(tmp / "run" / "iter1"), "--no-deliver", *FAST]) == 0
     a_dir = root / (root / "latest").read_text().strip()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mile_ros.nodes.policy_server", "--ros-args", "-r",
-         f"__ns:=/{NS}", "-p", f"checkpoint:={a_dir}", "-p", f"receive_dir:={tmp / 'received'}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    key = secrets.token_hex(32)
+    key_file = tmp / "station.key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RCUTILS_LOGGING_BUFFERED_STREAM="0")
+    log = tmp / "policy_server.log"
+    with open(log, "w") as out:   # a file, not a pipe: read while it runs, never blocks it
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mile_ros.nodes.policy_server", "--ros-args", "-r",
+             f"__ns:=/{NS}", "-p", f"checkpoint:={a_dir}", "-p",
+             f"receive_dir:={tmp / 'received'}", "-p", f"checkpoint_key_file:={key_file}"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     peer = Peer()
     try:
         yield {"tmp": tmp, "root": root, "a_dir": a_dir, "names": ep["state_names"],
-               "states": ep["state"], "server": server, "peer": peer, "env": env}
+               "states": ep["state"], "server": server, "peer": peer, "env": env,
+               "key": key.encode(), "key_file": key_file, "log": log}
     finally:
         peer.close()
         server.send_signal(2)
@@ -153,15 +165,17 @@ def test_swap_at_the_next_episode_start_then_refusals(setup):
     got = [peer.tick(names, s) for s in states[:4]]
     np.testing.assert_allclose(got, want_a[:4], atol=1e-5)
 
-    # another process trains B on the same bags and delivers it over ROS
+    # another process trains B on the same bags and delivers it over ROS, signed
     r = subprocess.run([sys.executable, "-m", "mile_ros.cli", "train", "--bags",
                         str(setup["tmp"] / "run" / "iter1"), "--robot-name", NS, "--wait-ack",
-                        "60", "--seed", "1", *FAST], cwd=ROOT, env=setup["env"],
-                       capture_output=True, text=True, timeout=240)
+                        "60", "--seed", "1", "--key-file", str(setup["key_file"]), *FAST],
+                       cwd=ROOT, env=setup["env"], capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     b_dir = setup["root"] / (setup["root"] / "latest").read_text().strip()
     model_b = load_checkpoint(b_dir)
     assert f"policy server accepted {model_b.checkpoint_id}" in r.stderr
+    assert "signed (hmac-sha256)" in r.stderr and "signature verified" in r.stderr
+    assert setup["key"].decode() not in r.stderr + r.stdout
     peer.wait(lambda: any(a.get("id") == model_b.checkpoint_id and a.get("state") == "pending"
                           for a in peer.active), 60, "B announced as pending")
     peer.wait_running(model_a.checkpoint_id, "A re-announced as the running policy")
@@ -178,19 +192,23 @@ def test_swap_at_the_next_episode_start_then_refusals(setup):
     got = [peer.tick(names, s) for s in states[:4]]
     np.testing.assert_allclose(got, expected_actions(model_b, states[:4]), atol=1e-5)
 
-    # refusals: corrupt weights, a truncated archive, another robot's action names
+    # refusals, signed by the key holder: corrupt weights, a truncated archive, another
+    # robot's action names -- a right signature does not make a bad checkpoint good
     good = checkpoint_to_bytes(b_dir)
     corrupt = bytearray(good)
     corrupt[len(corrupt) // 2: len(corrupt) // 2 + 64] = bytes(64)
+    key = setup["key"]
     sender = delivery.CheckpointSender(NS)
     try:
         for label, data, words in (("corrupt", bytes(corrupt), "hash mismatch"),
                                    ("truncated", good[: len(good) // 3], "archive")):
-            answer = sender.send(data, model_b.checkpoint_id, 20.0)
+            answer = sender.send(data, model_b.checkpoint_id, 20.0, signing.sign(data, key))
             assert answer.state == "refused", (label, answer)
             assert words in answer.reason, (label, answer.reason)
-        other = other_robot_checkpoint(setup["tmp"])
-        answer = sender.send(checkpoint_to_bytes(other), load_checkpoint(other).checkpoint_id, 20)
+        other_dir = other_robot_checkpoint(setup["tmp"])
+        other = checkpoint_to_bytes(other_dir)
+        answer = sender.send(other, load_checkpoint(other_dir).checkpoint_id, 20,
+                             signing.sign(other, key))
         assert answer.state == "refused" and "action names" in answer.reason, answer
     finally:
         sender.close()
@@ -204,6 +222,67 @@ def test_swap_at_the_next_episode_start_then_refusals(setup):
                if a.get("state") == "active"), peer.active[first_b:]
     got = [peer.tick(names, s) for s in states[:3]]
     np.testing.assert_allclose(got, expected_actions(model_b, states[:3]), atol=1e-5)
+
+
+def running_checkpoint(setup) -> tuple[str, Path]:
+    """Return (id, directory) of the policy the server runs now (A, or B after the test above)."""
+    peer = setup["peer"]
+    peer.wait(lambda: peer.state().get("state") == "active", 60, "the running policy")
+    running = peer.state()["id"]
+    for d in [setup["a_dir"], *setup["root"].iterdir(), *(setup["tmp"] / "received").glob("*")]:
+        if (d / "manifest.json").is_file() and verify_checkpoint(d)["id"] == running:
+            return running, d
+    raise AssertionError(f"no checkpoint directory holds the running policy {running}")
+
+
+def test_unsigned_wrongly_signed_or_altered_checkpoints_are_refused_and_the_policy_stays(setup):
+    peer, names, states, key = setup["peer"], setup["names"], setup["states"], setup["key"]
+    running, running_dir = running_checkpoint(setup)
+    model_old = load_checkpoint(running_dir)
+    assert train.main(["--bags", str(setup["tmp"] / "run" / "iter1"), "--only", "--init", "none",
+                       "--out", str(setup["tmp"] / "c"), "--seed", "2", "--no-deliver",
+                       *FAST]) == 0
+    c_dir = setup["tmp"] / "c" / (setup["tmp"] / "c" / "latest").read_text().strip()
+    model_c = load_checkpoint(c_dir)
+    want_old = expected_actions(model_old, states[:3])
+    want_c = expected_actions(model_c, states[:3])
+    assert not np.allclose(want_old, want_c, atol=1e-3)     # a_r tells the two apart
+    good = checkpoint_to_bytes(c_dir)
+    altered = bytearray(good)
+    altered[len(altered) // 2] ^= 0x01                      # one bit, after signing
+    other_key = secrets.token_hex(32).encode()
+    cases = (("unsigned", good, None, "unsigned checkpoint"),
+             ("another key", good, signing.sign(good, other_key), "bad signature"),
+             ("altered after signing", bytes(altered), signing.sign(good, key), "bad signature"),
+             ("not a signature", good, "hmac-sha256:" + "zz" * 32, "bad signature"))
+    n_refused = sum(a.get("state") == "refused" for a in peer.active)
+    sender = delivery.CheckpointSender(NS)
+    try:
+        for label, data, signature, words in cases:
+            answer = sender.send(data, model_c.checkpoint_id, 20.0, signature)
+            assert answer.state == "refused", (label, answer)
+            assert answer.reason.startswith(f"SignatureError: {words}"), (label, answer.reason)
+            assert answer.active_id == running, (label, answer)
+        peer.wait(lambda: sum(a.get("state") == "refused" for a in peer.active)
+                  >= n_refused + len(cases), 60, "the refusals on policy/active")
+        assert not any(a.get("id") == model_c.checkpoint_id and a.get("state") != "refused"
+                       for a in peer.active), peer.active[-8:]
+        # the next episode still runs the old policy: nothing was made pending
+        peer.episode_start(10)
+        peer.wait_running(running, "the old policy still running after the refusals")
+        np.testing.assert_allclose([peer.tick(names, s) for s in states[:3]], want_old,
+                                   atol=1e-5)
+        # the same bytes, signed with the station's key: accepted, and swapped in
+        answer = sender.send(good, model_c.checkpoint_id, 30.0, signing.sign(good, key))
+        assert answer.state == "pending" and "signature verified" in answer.reason, answer
+    finally:
+        sender.close()
+    peer.episode_start(11)
+    peer.wait_running(model_c.checkpoint_id, "C active once signed with the station's key")
+    np.testing.assert_allclose([peer.tick(names, s) for s in states[:3]], want_c, atol=1e-5)
+    log = setup["log"].read_text()
+    assert log.count("refused checkpoint") >= len(cases), log[-3000:]
+    assert key.decode() not in log and other_key.decode() not in log
 
 
 def other_robot_checkpoint(tmp: Path) -> Path:

@@ -66,7 +66,8 @@ class Harness:
 
     def __init__(self, tmp_path, loader=stub_policy):
         self.ns = f"/ps_test_{next(_ns)}"
-        values = params.resolve("policy_server", [], {"receive_dir": str(tmp_path / "received")})
+        values = params.resolve("policy_server", [], {"receive_dir": str(tmp_path / "received"),
+                                                      "allow_unsigned": True})  # as in sim
         pfile = params.ros_params_file({"policy_server": values}, tmp_path / "ps.yaml")
         self.ctx = rclpy.Context()
         rclpy.init(args=["ps", "--ros-args", "-r", f"__ns:={self.ns}",
@@ -240,6 +241,7 @@ def test_hot_swap_at_the_next_episode_start_and_refusals(tmp_path):
         answer = offer(good_bytes)
         assert answer == {"id": good_id, "state": "pending", "reason": answer["reason"],
                           "offer": itf.offer_digest(good_bytes)}
+        assert "unsigned, accepted: allow_unsigned is true" in answer["reason"], answer
         late = []   # a late joiner keeping one message (like the recorder) learns the running id
         h.peer.create_subscription(String, itf.POLICY_ACTIVE,
                                    lambda m: late.append(json.loads(m.data)), LATCHED)

@@ -10,6 +10,11 @@
   the reason and the running policy stays. `policy/active` (JSON {id, state, reason}, and for
   pending/refused `offer`, a digest of the bytes answered) is transient local, so the recorder
   and the trainer see the active id whenever they join.
+- Who may replace the policy: a delivered checkpoint must carry an HMAC-SHA256 signature of its
+  bytes made with the key in `checkpoint_key_file` (mile_ros.policy.signing), checked before it is
+  unpacked; an unsigned one is refused unless `allow_unsigned` is true (as `mile-ros collect
+  --sim`, the sim launch and the demo set it), a wrongly signed one always. A key file that is
+  missing, unreadable or empty is a configuration error (exit 2); the key is never logged.
 
 Policies: `checkpoint` names a checkpoint directory (mile_ros.learning.checkpoint), or a
 directory with a `latest` pointer; "" = the simulated WidowX task's initial policy (BC on a few
@@ -40,6 +45,7 @@ from mile_ros.policy.serving import (
     initial_policy,
     load_policy_dir,
 )
+from mile_ros.policy.signing import loose_permissions, read_key, verify_signature
 
 NODE = "policy_server"
 
@@ -54,6 +60,8 @@ class PolicyServerNode(Node):
 
         self.p = p = declare_node_parameters(self, NODE)
         self.deterministic = bool(p["deterministic"])
+        self.allow_unsigned = bool(p["allow_unsigned"])
+        self._key = self._read_key()
         self._String = String
         self.counts = PolicyCounts()
         loader = policy_loader or self._load_configured
@@ -91,6 +99,24 @@ class PolicyServerNode(Node):
         self.get_logger().info(f"policy_server: active policy {self.policy.id} "
                                f"(state {len(self.policy.state_names)}, actions "
                                f"{self.policy.action_names})")
+
+    def _read_key(self) -> bytes | None:
+        """Return the checkpoint key (None: no key file named); say what will be accepted."""
+        path, log = self.p["checkpoint_key_file"], self.get_logger()
+        if not path:
+            if self.allow_unsigned:
+                log.info("policy_server: accepts unsigned checkpoints (allow_unsigned is true)")
+            else:
+                log.warning("policy_server: no checkpoint_key_file and allow_unsigned is false: "
+                            "every checkpoint sent over ROS will be refused")
+            return None
+        key = read_key(path, "policy_server parameter 'checkpoint_key_file'")
+        warning = loose_permissions(path)
+        if warning:
+            log.warning(f"policy_server: {warning}")
+        log.info(f"policy_server: accepts checkpoints signed with the key in {path}"
+                 + (" (and unsigned ones: allow_unsigned is true)" if self.allow_unsigned else ""))
+        return key
 
     def _load_configured(self) -> LoadedPolicy:
         if self.p["checkpoint"]:
@@ -174,6 +200,9 @@ class PolicyServerNode(Node):
         try:
             from mile_ros.learning.checkpoint import checkpoint_from_bytes
 
+            # before anything is unpacked: only a station's key holder may replace its policy
+            trust = verify_signature(data, itf.checkpoint_signature(msg), self._key,
+                                     self.allow_unsigned)
             path = checkpoint_from_bytes(data, self._receive_dir)
             new = load_policy_dir(path, self.deterministic)
             policy_id = new.id
@@ -189,8 +218,8 @@ class PolicyServerNode(Node):
             return
         with self._lock:
             self.pending = new
-        self._announce(new.id, itf.PENDING, f"validated in {time.monotonic() - t0:.2f} s; "
-                                          "active from the next episode start", offer)
+        self._announce(new.id, itf.PENDING, f"validated in {time.monotonic() - t0:.2f} s "
+                                          f"({trust}); active from the next episode start", offer)
         self.get_logger().info(f"checkpoint {new.id} pending until the next episode start")
         self._reannounce_active()
 

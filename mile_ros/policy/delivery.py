@@ -1,9 +1,11 @@
 """Delivering a checkpoint to a robot's policy server over ROS, and reading its answer.
 
-The checkpoint's bytes go out on /<robot_name>/policy/checkpoint (reliable, transient local); the
-policy server answers on policy/active (`mile_ros.interfaces.policy_answer`): "pending"
-(validated; it runs from the next episode start) or "refused" (with the reason). The sender is a
-node in a context of its own, started through the nodes' one start-up path (`nodes._runtime`).
+The checkpoint's bytes go out on /<robot_name>/policy/checkpoint (reliable, transient local),
+signed when the trainer has a key (`mile_ros.policy.signing`; the signature rides in the same
+message, `interfaces.checkpoint_msg`); the policy server answers on policy/active
+(`mile_ros.interfaces.policy_answer`): "pending" (validated; it runs from the next episode start)
+or "refused" (with the reason). The sender is a node in a context of its own, started through the
+nodes' one start-up path (`nodes._runtime`).
 """
 from __future__ import annotations
 
@@ -42,7 +44,6 @@ class CheckpointSender:
 
         from mile_ros.nodes._runtime import open_context
 
-        self._Msg = UInt8MultiArray
         self.context = open_context(["train", *(ros_args or [])])
         self.node = Node("trainer", namespace="/" + robot_name.strip("/"), context=self.context,
                          start_parameter_services=False)
@@ -75,19 +76,18 @@ class CheckpointSender:
                 return a.get("id")
         return None
 
-    def send(self, data: bytes, checkpoint_id: str, wait_s: float) -> Answer:
+    def send(self, data: bytes, checkpoint_id: str, wait_s: float,
+             signature: str | None = None) -> Answer:
         """Publish the bytes; wait for "pending" (accepted) or "refused" for this checkpoint.
 
-        Answers already on policy/active (its transient-local history) do not count.
+        `signature`: `signing.sign(data, key)`, sent with the bytes (None: unsigned). Answers
+        already on policy/active (its transient-local history) do not count.
         """
-        import array
-
         t0 = time.monotonic()
         if not self._settled:
             self._settled = self._settle(min(wait_s, 3.0))
         baseline = len(self.answers)
-        msg = self._Msg()
-        msg.data = array.array("B", data)
+        msg = itf.checkpoint_msg(data, signature)
         t_pub = time.monotonic()
         self.pub.publish(msg)
         unreadable_id = f"<{len(data)} bytes>"    # how the server names an unreadable archive
@@ -150,15 +150,19 @@ class CheckpointSender:
 
 
 def deliver(checkpoint_dir: Path, checkpoint_id: str, robot_name: str, wait_s: float,
-            ros_args: list[str] | None = None, say=_say) -> Answer:
+            ros_args: list[str] | None = None, say=_say, key: bytes | None = None) -> Answer:
+    """Send the checkpoint (signed with `key`, unsigned without) and wait for the answer."""
     from mile_ros.learning.checkpoint import checkpoint_to_bytes
+    from mile_ros.policy.signing import SCHEME, sign
 
     data = checkpoint_to_bytes(checkpoint_dir)
+    signature = sign(data, key) if key is not None else None
     sender = CheckpointSender(robot_name, ros_args)
     try:
-        say(f"sending {checkpoint_id} ({len(data) / 1e6:.2f} MB) on {sender.topic}; waiting up to "
-            f"{wait_s:g} s for the policy server")
-        answer = sender.send(data, checkpoint_id, wait_s)
+        signed = f"signed ({SCHEME})" if signature else "unsigned (no --key-file)"
+        say(f"sending {checkpoint_id} ({len(data) / 1e6:.2f} MB, {signed}) on {sender.topic}; "
+            f"waiting up to {wait_s:g} s for the policy server")
+        answer = sender.send(data, checkpoint_id, wait_s, signature)
     finally:
         sender.close()
     return answer

@@ -52,6 +52,9 @@ def node_overrides(sim: bool, camera: bool, out: str, iteration: int, episodes: 
             # sim: the person answers every tick, the simulated arm owns episodes;
             # real robot: the person starts and ends episodes with the controller's buttons
             "arbiter": {"joy_sync": bool(sim), "episode_buttons": not sim},
+            # sim: unsigned checkpoints are accepted (the simulated default); a real robot
+            # keeps the YAML's allow_unsigned (false: signed with checkpoint_key_file only)
+            "policy_server": {"allow_unsigned": True} if sim else {},
             "camera": {"source": "sim" if sim else "opencv"}}
     return {n: over.get(n, {}) for n in graph_nodes(sim, camera)}
 

@@ -219,8 +219,8 @@ class DemoGraph:
         a = self.args
         over = collect.node_overrides(True, False, str(self.out), iteration, a.episodes,
                                       realtime_factor=0.0)
-        over[SERVER] = {"checkpoint": str(self.initial or ""), "initial_seed": a.seed,
-                        "receive_dir": str(self.out / "received")}
+        over[SERVER] = {**over[SERVER], "checkpoint": str(self.initial or ""),  # allow_unsigned
+                        "initial_seed": a.seed, "receive_dir": str(self.out / "received")}
         over["arm"]["seed"] = 100_000 * a.seed + 1_000 * iteration   # new episodes every round
         if a.episode_timeout is not None:
             over["arm"]["episode_timeout_s"] = float(a.episode_timeout)

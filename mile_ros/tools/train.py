@@ -12,7 +12,8 @@
    checkpoint under `--out`, when there is one and it fits the data).
 4. Writes the checkpoint atomically under `--out`, then `latest`, and beside it
    `<name>.metrics.json` (losses, predicted vs observed intervention rate, data counts, timings).
-5. Sends the checkpoint's bytes on /<robot_name>/policy/checkpoint (reliable, transient local) and
+5. Sends the checkpoint's bytes on /<robot_name>/policy/checkpoint (reliable, transient local),
+   signed with the key in `--key-file` (HMAC-SHA256 over those bytes; unsigned without it), and
    waits up to `--wait-ack` s for the policy server's answer on policy/active: "pending"
    (validated; it runs from the next episode start) or "refused" (with the reason).
 
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-deliver", action="store_true", help="do not send it over ROS")
     ap.add_argument("--wait-ack", type=float, default=30.0, metavar="SECONDS",
                     help="wait this long for the policy server's answer (default 30)")
+    ap.add_argument("--key-file", metavar="FILE",
+                    help="sign the checkpoint with the key in FILE (HMAC-SHA256), the policy "
+                         "servers' checkpoint_key_file; without it, it is sent unsigned")
     ap.add_argument("--robot-name", default="wx250s",
                     help="the robot: the ROS namespace of its policy server, and whose topics "
                          "to train on in a bag that holds several robots' (ros2 bag record -a "
@@ -359,6 +363,19 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write(path, json.dumps(to_json(data), indent=1))
 
 
+def delivery_key(key_file: str | None) -> bytes | None:
+    """Return the signing key in `--key-file` (None: none given); ConfigError names the file."""
+    from mile_ros.policy.signing import loose_permissions, read_key
+
+    if not key_file:
+        return None
+    key = read_key(key_file, "--key-file")
+    warning = loose_permissions(key_file)
+    if warning:
+        _say(f"WARNING: {warning}")
+    return key
+
+
 # --- entry point ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -366,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(own)
     try:
         check_args(args)
+        key = delivery_key(args.key_file)
         import torch
 
         from mile_ros.learning import MileConfig
@@ -391,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         answer = deliver(result.checkpoint, result.checkpoint_id, args.robot_name, args.wait_ack,
-                         ros_args)
+                         ros_args, key=key)
     except KeyboardInterrupt:
         _say(f"interrupted while delivering; the checkpoint is saved at {result.checkpoint}")
         return EXIT_INTERRUPTED
