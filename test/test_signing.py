@@ -135,7 +135,7 @@ def test_train_with_a_missing_key_file_stops_before_training(tmp_path, capfd):
                      "--no-progress"])
     err = capfd.readouterr().err
     assert rc == 2, err
-    assert f"train: error: --key-file ('{missing}'): no such key file" in err, err
+    assert f"train: configuration error: --key-file ('{missing}'): no such key file" in err, err
     assert "data:" not in err and "Traceback" not in err      # stopped before reading bags
 
 

@@ -240,3 +240,15 @@ def test_a_shared_domain_bag_is_trained_on_the_robot_named_by_robot_name(tmp_pat
     assert "data: 1 episodes, 30 ticks" in r.stderr
     (got,), _ = bags.load_episodes(bag.parent, robot="r1")
     assert len(got) == 20
+
+
+def test_malformed_ros_args_are_a_configuration_error_before_training(tmp_path, episodes):
+    """Bad --ros-args for the delivery stop `train` before it trains, in the nodes' wording."""
+    bags = tmp_path / "lab" / "iter1"
+    write_external_bag(bags / "ep0", episodes[20])
+    r = cli("train", "--bags", bags, "--epochs-scale", "0.05", "--no-progress",
+            "--ros-args", "-p", "no_value_given")
+    assert r.returncode == 2, r.stderr
+    assert "train: configuration error: bad --ros-args" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "data:" not in r.stderr   # nothing was loaded
+    assert not (bags / "checkpoints").exists() and not (tmp_path / "lab" / "checkpoints").exists()

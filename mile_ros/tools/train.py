@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mile_ros._io import atomic_write, to_json
+from mile_ros.params import ConfigError
 from mile_ros.policy.delivery import (  # noqa: F401
     EXIT_NO_ANSWER,
     EXIT_REFUSED,
@@ -108,6 +109,13 @@ def split_ros_args(argv: list[str]) -> tuple[list[str], list[str]]:
         i = argv.index("--ros-args")
         return argv[:i], argv[i:]
     return argv, []
+
+
+def check_ros_args(ros_args: list[str]) -> None:
+    """Refuse malformed `--ros-args` (a ConfigError naming them) as the delivery would."""
+    from mile_ros.nodes._runtime import open_context
+
+    open_context(["train", *ros_args]).try_shutdown()
 
 
 def check_args(args) -> None:
@@ -384,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_args(args)
         key = delivery_key(args.key_file)
+        if not args.no_deliver:
+            check_ros_args(ros_args)          # before training, not after it
         import torch
 
         from mile_ros.learning import MileConfig
@@ -398,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted; nothing was written")
         return EXIT_INTERRUPTED
+    except ConfigError as e:
+        _say(f"configuration error: {e}")
+        return EXIT_INPUT
     except ValueError as e:   # BagError, CheckpointError, ObservationError, TrainInputError, ...
         _say(f"error: {e}")
         return EXIT_INPUT
@@ -413,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say(f"interrupted while delivering; the checkpoint is saved at {result.checkpoint}")
         return EXIT_INTERRUPTED
+    except ConfigError as e:
+        _say(f"configuration error: {e}; the checkpoint is saved at {result.checkpoint}")
+        return EXIT_INPUT
     return report_answer(answer, result.checkpoint_id)
 
 
