@@ -30,11 +30,9 @@ INTERVENTION = "intervention"          # sensor_msgs/JointState   FLAG_NAMES, st
 COMMAND = "command"                    # sensor_msgs/JointState   executed action (clamped)
 ARBITER_STATUS = "arbiter/status"      # std_msgs/String          human-readable state and reasons
 EPISODE = "episode"                    # std_msgs/String          JSON episode events (below)
-CHECKPOINT = "policy/checkpoint"       # std_msgs/UInt8MultiArray a checkpoint as bytes (tar),
-                                       #   its signature in layout.dim[0].label (below)
+CHECKPOINT = "policy/checkpoint"       # std_msgs/UInt8MultiArray checkpoint tar, signature (below)
 POLICY_ACTIVE = "policy/active"        # std_msgs/String          JSON {id, state, reason[, offer]}
-SIM_EXPERT_ACTION = "sim/expert_action"  # sensor_msgs/JointState  the simulated arm's expert,
-                                         #                         tick t
+SIM_EXPERT_ACTION = "sim/expert_action"  # sensor_msgs/JointState  the sim arm's expert, tick t
 RECORDER_STATUS = "recorder/status"    # std_msgs/String          JSON recorder events
 
 FLAG_NAMES = ("nu", "hold", "estop")

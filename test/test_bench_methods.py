@@ -34,6 +34,8 @@ TRAIN = {"max_updates": 400, "min_updates": 100}
 
 def bench_cfg(**kw):
     return BenchConfig(**{"task": "toy/reach", "methods": ["mile"], "train": TRAIN, **kw})
+
+
 EVAL = range(500, 540)
 
 

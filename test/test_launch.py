@@ -530,7 +530,6 @@ def test_a_damaged_cached_parameter_file_is_rewritten(launch_file):
     assert evaluate(launch_file.generate_launch_description(), {"sim": "true"})   # reads it
 
 
-
 def test_without_a_writable_cache_the_file_goes_to_a_per_user_temp_folder(
         launch_file, tmp_path, monkeypatch):
     (tmp_path / "not_a_folder").write_text("")
@@ -539,6 +538,7 @@ def test_without_a_writable_cache_the_file_goes_to_a_per_user_temp_folder(
     (path,) = _parameter_files(launch_file.generate_launch_description())
     assert Path(path).parent == tmp_path / f"mile_ros-{os.getuid()}"
     assert _parameter_files(launch_file.generate_launch_description()) == {path}
+
 
 # --- the stand-in follows upstream ----------------------------------------------------------
 def _node(name, **parameters):

@@ -100,4 +100,3 @@ def episode_metadata(ep: _Episode, rec) -> dict:
         "opened_utc": ep.opened_utc,
         "closed_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-

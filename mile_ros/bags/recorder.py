@@ -64,8 +64,6 @@ TICK_TOPICS = (OBSERVATION, ACTION_ROBOT, INTERVENTION, COMMAND, EE_POSE, JOINT_
 log = logging.getLogger("mile_ros.bags")     # one logger for the whole of mile_ros.bags
 
 
-
-
 class EpisodeRecorder:
     """Records episodes into `<out>/iter<N>/`: the ROS-free core of the recorder node.
 

@@ -72,8 +72,9 @@ class BenchConfig:
     n_eval_other: int = 50     # ... and at the other iterations (to bound the cost)
     equalize: bool = True
     demos: int = 0             # expert demonstrations for the baselines (Fig. 5); MILE none
-    warm_start: bool = False   # MILE starts from its previous model (the paper) or, like the
-                               # baselines, from the initial policy
+    # MILE starts from its previous model (the paper) or, like the baselines, from the initial
+    # policy
+    warm_start: bool = False
     initial: InitialConfig = field(default_factory=InitialConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     train: dict = field(default_factory=dict)  # MileConfig settings for every method's loop

@@ -61,8 +61,6 @@ def _canonical(d: dict) -> bytes:
     return json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-
-
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)

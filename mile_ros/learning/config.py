@@ -12,15 +12,14 @@ from mile_ros.learning.specs import ActionSpec
 @dataclass
 class MileConfig:
     c: float | None = None          # intervention cost; None = estimate from the data
-    c_update: str = "learn"         # with c=None: "learn" | "rate" | "fixed"
-                                    # (mile_training docstring)
+    c_update: str = "learn"  # with c=None: "learn" | "rate" | "fixed" (mile_training docstring)
     beta: float = 1.0               # probit scale (the initial value with beta_update="learn")
     beta_update: str = "fixed"      # "fixed" | "learn" (log beta learned with c, at c_lr)
     lam: float = 0.5                # Eq. 5 weight of the BCE term
-    intervention_model: str = "per_tick"   # "per_tick" (the paper) | "segments" (p scored only
-                                           # where the robot was in control; mile_training)
-    form: str | None = None         # continuous "eq5"|"joint", discrete "eq3"|"joint";
-                                    # None = eq5/eq3
+    # "per_tick" (the paper) | "segments" (p scored only where the robot was in control;
+    # mile_training)
+    intervention_model: str = "per_tick"
+    form: str | None = None  # continuous "eq5"|"joint", discrete "eq3"|"joint"; None = eq5/eq3
     hidden: tuple = (256, 256)
     lr: float = 3e-4
     c_lr: float = 3e-2
@@ -34,8 +33,7 @@ class MileConfig:
     holdout_block: int = 25         # ticks per held-out block
     refit: bool = True              # refit on all data (True) or keep the best held-out weights
     train_mental: bool = True
-    mental_anchor: float = 0.1      # weight of a BC term tying pihat to the robot's a_r
-                                    # (0 = paper)
+    mental_anchor: float = 0.1  # weight of a BC term tying pihat to the robot's a_r (0 = paper)
     pretrain_updates: int = 300     # BC on a_r for both networks when there is no `init`
     grad_clip: float = 10.0
     weight_decay: float = 0.0

@@ -18,7 +18,6 @@ FRAME_STACK = 4   # the paper's state stacking: the current state and the previo
 _ACTION_TOL = 1e-3
 
 
-
 @dataclass(frozen=True)
 class ObsSpec:
     """Observation layout: named state dimensions, frame stack depth, optional camera image."""

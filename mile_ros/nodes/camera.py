@@ -38,7 +38,6 @@ def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str = "camera"):
     return msg
 
 
-
 class CameraNode(Node):
     """Publishes the configured source's frames on camera/image_raw."""
 

@@ -180,5 +180,3 @@ def report_answer(answer: Answer, checkpoint_id: str, say=_say) -> int:
     say(f"WARNING: {answer.reason}; the checkpoint is saved -- start the policy server with "
         f"checkpoint:=<that directory>, or run train again while it runs")
     return EXIT_NO_ANSWER
-
-

@@ -65,14 +65,15 @@ class InitialConfig:
     band_episodes: int = 20            # check episodes per build
     mental_rollouts: int = 10          # rollouts of the initial policy for the mental model
     target_rate: float = 0.25          # person: target intervention rate (fraction of ticks)
-    closed_loop_episodes: int = 5      # episodes per closed-loop calibration step
-                                       # (0: open loop only)
+    closed_loop_episodes: int = 5  # episodes per closed-loop calibration step (0: open loop only)
     beta: float = 1.0                  # the person's smallest probit scale
     beta_ratio: float = 0.0            # the person's beta = max(beta, beta_ratio * c); 0: beta
-    sample_actions: bool = True        # the person's a_h: a sample of the expert's Gaussian
-                                       # (False: its mean); discrete: the expert's choice
-    person: str = "segments"           # "segments": takes over for a while (SegmentPerson);
-                                       # "paper": decides afresh every tick (the paper's)
+    # the person's a_h: a sample of the expert's Gaussian (False: its mean); discrete: the expert's
+    # choice
+    sample_actions: bool = True
+    # "segments": takes over for a while (SegmentPerson); "paper": decides afresh every tick (the
+    # paper's)
+    person: str = "segments"
     reaction_ticks: int = 3            # segments: ticks from the hazard firing to the takeover
     dwell_ticks: int = 10              # segments: shortest takeover; calm ticks before handback
     handback_p: float = 0.1            # segments: "calm" = hazard below this

@@ -32,7 +32,6 @@ STOP_ORDER = ("arm", "sim_human", "joystick", "policy_server", "arbiter", "camer
 STOP_TIMEOUT_S = 15.0
 
 
-
 def graph_nodes(sim: bool, camera: bool) -> list[str]:
     """Return the nodes of the collection graph, in start order."""
     nodes = ["recorder", "arbiter", "policy_server", "sim_human" if sim else "joystick"]

@@ -107,7 +107,6 @@ def write_external_bag(path: Path, episode: dict, namespace: str = NAMESPACE,
                                             buttons=np.zeros(17, np.int32)))
         writer.write(conns[rel], ns, ts.serialize_cdr(msg, names[rel]))
 
-
     for robot, episode in robots.items():
         conns = all_conns[robot]
         _write_episode(episode, put, episode_index, t0_ns, period_ns, vector, header, String,
