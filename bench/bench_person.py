@@ -8,6 +8,11 @@ bench/results/person.json (one entry per setting, resumable).
 
     python bench/bench_person.py --task metaworld/drawer-open --seeds 0 \
         --settings 0.5:0.25:segments,0.5:0.25:paper,0:0.25:paper
+    python bench/bench_person.py --task widowx --reaction-ticks 6 --episodes 10 \
+        --settings 0:0.3:segments:10,0:0.3:segments:40,0:0.3:segments:100,0:0.3:paper
+
+A segments setting may end in `:DWELL` (ticks; default the InitialConfig's). Takeover lengths
+and the tick of the first onset per episode are reported too.
 """
 from __future__ import annotations
 
@@ -36,9 +41,20 @@ from mile_ros.sim.tasks import canonical_task_name, make_task  # noqa: E402
 OUT = Path(__file__).resolve().parent / "results" / "person.json"
 
 
+def takeovers(nu: np.ndarray) -> list[tuple[int, int]]:
+    """(onset tick, length) of every run of nu = 1 in one episode."""
+    edges = np.diff(np.r_[0, np.asarray(nu, int), 0])
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(a), int(b - a)) for a, b in zip(starts, ends)]
+
+
 def measure(task_name: str, seed: int, beta_ratio: float, rate: float, k: int,
-            style: str) -> dict:
+            style: str, dwell: int | None = None, reaction: int | None = None) -> dict:
     cfg = InitialConfig(beta_ratio=beta_ratio, target_rate=rate, person=style)
+    if dwell is not None:
+        cfg.dwell_ticks = dwell
+    if reaction is not None:
+        cfg.reaction_ticks = reaction
     task = make_task(task_name, seed=0, options=cfg.task)
     try:
         t0 = time.time()
@@ -54,9 +70,14 @@ def measure(task_name: str, seed: int, beta_ratio: float, rate: float, k: int,
         task.close()
     ticks = sum(len(e["nu"]) for e in with_person)
     p = np.concatenate([e["p"] for e in with_person])
-    onsets = sum(int((e["nu"] & ~np.r_[False, e["nu"][:-1]]).sum()) for e in with_person)
+    runs = [takeovers(e["nu"]) for e in with_person]
+    lengths = [n for r in runs for _, n in r]
     return {"task": task_name, "seed": seed, "person": style, "beta_ratio": beta_ratio,
-            "target_rate": rate, "takeovers": onsets,
+            "target_rate": rate, "takeovers": len(lengths), "dwell_ticks": cfg.dwell_ticks,
+            "reaction_ticks": cfg.reaction_ticks,
+            "takeover_length_median": float(np.median(lengths)) if lengths else None,
+            "first_onset_median": float(np.median([r[0][0] for r in runs if r])) if lengths
+            else None, "episode_ticks_mean": ticks / k,
             "episodes": k, "c": info["c"], "scale": info.get("scale"),
             "rate": float(sum(e["nu"].sum() for e in with_person) / ticks),
             "assisted_success": float(np.mean([e["success"] for e in with_person])),
@@ -72,6 +93,9 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", default="0.5:0.25:segments,0.5:0.25:paper",
                     help="comma list of beta_ratio:target_rate:person (segments | paper)")
     ap.add_argument("--episodes", type=int, default=15)
+    ap.add_argument("--reaction-ticks", type=int, default=None,
+                    help="segments: ticks from the hazard firing to the takeover "
+                         "(default: the InitialConfig's)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     task = canonical_task_name(args.task)
@@ -79,21 +103,28 @@ def main(argv=None) -> int:
     done = json.loads(out.read_text()) if out.exists() else []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for item in args.settings.split(","):
-            ratio, rate, style = item.split(":")
+            ratio, rate, style, *dwell = item.split(":")
             ratio, rate = float(ratio), float(rate)
-            key = (task, seed, style, ratio, rate, args.episodes)
+            dwell = int(dwell[0]) if dwell else None
+            key = (task, seed, style, ratio, rate, args.episodes, dwell, args.reaction_ticks)
             if any((d["task"], d["seed"], d.get("person", "paper"), d["beta_ratio"],
-                    d["target_rate"], d["episodes"]) == key for d in done):
+                    d["target_rate"], d["episodes"], d.get("dwell_set"),
+                    d.get("reaction_set")) == key for d in done):
                 continue
-            done.append(measure(task, seed, ratio, rate, args.episodes, style))
+            entry = measure(task, seed, ratio, rate, args.episodes, style, dwell,
+                            args.reaction_ticks)
+            done.append(entry | {"dwell_set": dwell, "reaction_set": args.reaction_ticks})
             atomic_write(out, json.dumps(done, indent=1))
-    print(f"{'task':26} seed person   ratio target      c  rate assisted initial hard  seconds")
+    print(f"{'task':26} seed person   ratio target      c  rate assisted initial hard  seconds"
+          "  dwell  takeovers  length  1st onset")
     for d in done:
         if d["task"] == task:
             print(f"{d['task']:26} {d['seed']:4} {d.get('person', 'paper'):8} "
                   f"{d['beta_ratio']:5} {d['target_rate']:6} "
                   f"{d['c']:6.1f} {d['rate']:5.2f} {d['assisted_success']:8.2f} "
-                  f"{d['initial_success']:7.2f} {d['hard_share']:4.2f} {d['seconds']:8.0f}")
+                  f"{d['initial_success']:7.2f} {d['hard_share']:4.2f} {d['seconds']:8.0f}"
+                  f"  {d.get('dwell_ticks', '-')!s:>5}  {d['takeovers']:9}  "
+                  f"{d.get('takeover_length_median')!s:>6}  {d.get('first_onset_median')!s:>9}")
     return 0
 
 
