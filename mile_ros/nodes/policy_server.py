@@ -8,8 +8,8 @@
   on a worker thread (never on the control path), announced on `policy/active` as "pending", and
   made active at the next episode start event; a checkpoint that fails any check is "refused" with
   the reason and the running policy stays. `policy/active` (JSON {id, state, reason}, and for
-  pending/refused `offer`, a digest of the bytes answered) is transient local, so the recorder
-  and the trainer see the active id whenever they join.
+  pending/refused `offer`, a digest of the bytes and signature answered) is transient local, so
+  the recorder and the trainer see the active id whenever they join.
 - Who may replace the policy: a delivered checkpoint must carry an HMAC-SHA256 signature of its
   bytes made with the key in `checkpoint_key_file` (mile_ros.policy.signing), checked before it is
   unpacked; an unsigned one is refused unless `allow_unsigned` is true (as `mile-ros collect
@@ -196,13 +196,13 @@ class PolicyServerNode(Node):
     def _on_checkpoint(self, msg) -> None:
         data = bytes(msg.data)
         t0 = time.monotonic()
-        policy_id, offer = _id_in_archive(data), itf.offer_digest(data)
+        signature = itf.checkpoint_signature(msg)
+        policy_id, offer = _id_in_archive(data), itf.offer_digest(data, signature)
         try:
             from mile_ros.learning.checkpoint import checkpoint_from_bytes
 
             # before anything is unpacked: only a station's key holder may replace its policy
-            trust = verify_signature(data, itf.checkpoint_signature(msg), self._key,
-                                     self.allow_unsigned)
+            trust = verify_signature(data, signature, self._key, self.allow_unsigned)
             path = checkpoint_from_bytes(data, self._receive_dir)
             new = load_policy_dir(path, self.deterministic)
             policy_id = new.id
