@@ -221,7 +221,13 @@ def active_reader_qos():
 
 
 def checkpoint_qos():
-    """CHECKPOINT: reliable, transient local, one message (the newest checkpoint)."""
+    """CHECKPOINT: reliable, transient local, one message (the newest checkpoint).
+
+    Publishers and the policy server's subscription alike: a server that starts late takes the
+    newest checkpoint of every publisher's history (`train` while it waits, a checkpoint_store
+    always). Every publisher must be transient local: DDS matches a transient-local
+    subscription only with transient-local publishers, and a volatile one reaches no server.
+    """
     return _qos(1, latched=True)
 
 
