@@ -271,7 +271,9 @@ def test_a_server_started_or_restarted_after_the_delivery_runs_the_newest_checkp
         assert re.search(rf"{LATE}: pending {b_id}: .*signature verified", store_log), \
             store_log[-3000:]
         assert fleet["key_file"].read_text().strip() not in store_log + log
-        print("\nlate start: process start -> the newest checkpoint active (watcher) "
+        size = len(checkpoint_to_bytes(newest["b_dir"])) / 1e6
+        print(f"\nlate start ({size:.2f} MB checkpoint): process start -> the newest "
+              "checkpoint active (watcher) "
               + ", ".join(f"{t:.2f} s" for t, _ in figures)
               + "; node up -> active (server log) " + ", ".join(f"{u:.2f} s" for _, u in figures))
 
