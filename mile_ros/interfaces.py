@@ -117,7 +117,8 @@ def parse_episode_event(text: str) -> dict:
 
 
 # --- the policy server's answers on POLICY_ACTIVE: JSON {"id", "state", "reason"} ----------------
-ACTIVE = "active"      # `id` is the policy running now (re-announced after every change)
+ACTIVE = "active"      # `id` is the policy running now (re-announced after every change); with
+#                        `offer`: the answer to an offer of the checkpoint it already runs
 PENDING = "pending"    # checkpoint `id` validated: it runs from the next episode start
 REFUSED = "refused"    # checkpoint `id` failed a check (`reason`); the running policy stays
 POLICY_STATES = (ACTIVE, PENDING, REFUSED)
@@ -135,11 +136,19 @@ def policy_answer(policy_id: str, state: str, reason: str = "", offer: str | Non
     return json.dumps(answer if offer is None else {**answer, "offer": offer})
 
 
-def offer_digest(data: bytes) -> str:
-    """Name the checkpoint bytes offered on CHECKPOINT (a sha256 prefix)."""
+def offer_digest(data: bytes, signature: str | None = None) -> str:
+    """Name the checkpoint bytes offered on CHECKPOINT, with their signature (a sha256 prefix).
+
+    The signature is part of the offer: the same bytes offered unsigned by one publisher (a
+    misconfigured checkpoint store) and signed by another (`train --key-file`) get two answers,
+    and each sender takes its own.
+    """
     import hashlib
 
-    return hashlib.sha256(data).hexdigest()[:16]
+    digest = hashlib.sha256(data)
+    if signature:
+        digest.update(b"\0" + signature.encode())
+    return digest.hexdigest()[:16]
 
 
 def parse_policy_answer(text: str) -> dict | None:
@@ -212,7 +221,13 @@ def active_reader_qos():
 
 
 def checkpoint_qos():
-    """CHECKPOINT: reliable, transient local, one message (the newest checkpoint)."""
+    """CHECKPOINT: reliable, transient local, one message (the newest checkpoint).
+
+    Publishers and the policy server's subscription alike: a server that starts late takes the
+    newest checkpoint of every publisher's history (`train` while it waits, a checkpoint_store
+    always). Every publisher must be transient local: DDS matches a transient-local
+    subscription only with transient-local publishers, and a volatile one reaches no server.
+    """
     return _qos(1, latched=True)
 
 

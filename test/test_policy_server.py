@@ -255,3 +255,44 @@ def test_hot_swap_at_the_next_episode_start_and_refusals(tmp_path):
         np.testing.assert_allclose(h.tick([0.5, 0.25]), expected, atol=1e-6)
     finally:
         h.close()
+
+
+def test_before_its_first_observation_it_runs_a_checkpoint_at_once_and_never_goes_back(tmp_path):
+    """A server that just started runs the offered checkpoint from its first episode.
+
+    The one it runs, offered again, is answered "active" (nothing changes); an older one is
+    refused: a restarted server taking a publisher's history never goes back.
+    """
+    checkpoint = pytest.importorskip("mile_ros.learning.checkpoint")
+    older = tiny_model(["a", "b"], ACTION_NAMES, seed=1)
+    checkpoint.save_checkpoint(older, tmp_path / "older")
+    newer = tiny_model(["a", "b"], ACTION_NAMES, seed=2)
+    newer_id = checkpoint.save_checkpoint(newer, tmp_path / "newer")
+    h = Harness(tmp_path)
+    try:
+        def offer(data):
+            n = len(h.active)
+            h.ckpt_pub.publish(UInt8MultiArray(data=list(data)))
+            h.wait(lambda: len(h.active) >= n + 2)
+            return h.active[n], h.active[n + 1]
+
+        newer_bytes = checkpoint.checkpoint_to_bytes(tmp_path / "newer")
+        answer, running = offer(newer_bytes)
+        assert answer["state"] == "pending" and answer["id"] == newer_id, answer
+        assert "active at once: this server has taken no observation yet" in answer["reason"]
+        assert running["state"] == "active" and running["id"] == newer_id, running
+        expected = newer.runner().step(np.array([0.5, 0.25]))
+        np.testing.assert_allclose(h.tick([0.5, 0.25]), expected, atol=1e-6)
+
+        answer, running = offer(newer_bytes)          # again (a store's history, a restart)
+        assert answer == {"id": newer_id, "state": "active", "reason": answer["reason"],
+                          "offer": itf.offer_digest(newer_bytes)}, answer
+        assert "already running it" in answer["reason"] and running["id"] == newer_id
+
+        answer, running = offer(checkpoint.checkpoint_to_bytes(tmp_path / "older"))
+        assert answer["state"] == "refused", answer
+        assert f"older than {newer_id}, which it already has" in answer["reason"], answer
+        assert running["state"] == "active" and running["id"] == newer_id
+        assert h.tick([0.5, 0.25]) is not None
+    finally:
+        h.close()

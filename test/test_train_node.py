@@ -242,6 +242,31 @@ def test_a_shared_domain_bag_is_trained_on_the_robot_named_by_robot_name(tmp_pat
     assert len(got) == 20
 
 
+def test_several_robot_names_read_each_named_robots_episodes_of_a_shared_bag(tmp_path, episodes):
+    """`--robot-name r1 r2`: a shared-domain bag gives both robots' episodes, another bag once."""
+    from mile_ros import bags
+
+    shared = write_external_bag(tmp_path / "lab" / "iter1" / "rosbag2_0", episodes[20],
+                                namespace="r1", others={"r2": episodes[30]})
+    write_external_bag(tmp_path / "lab" / "iter1" / "rosbag2_1", episodes[40], namespace="r3")
+    got, report = bags.load_episodes(shared.parent, robot=["r1", "r2", "r3"])
+    assert sorted(len(e) for e in got) == [20, 30, 40] and report["episodes"] == 3
+    by_robot = {e.metadata.get("robot_name"): len(e) for e in got if e.path == shared}
+    assert by_robot == {"r1": 20, "r2": 30}, by_robot
+    np.testing.assert_allclose(next(e for e in got if len(e) == 30).state,
+                               episodes[30]["state"])
+    (got,), _ = bags.load_episodes(shared, robot=["r2", "nobody"])       # the one it holds
+    assert len(got) == 30
+    with pytest.raises(bags.SharedBagError, match="--robot-name"):
+        bags.load_episodes(shared, robot=["r5", "r6"])                     # none of them
+    r = cli("train", "--bags", shared.parent, "--out", tmp_path / "ck", "--robot-name", "r1",
+            "r2", "r3", *FAST)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "data: 3 episodes, 90 ticks" in r.stderr, r.stderr[-3000:]
+    r = cli("train", "--bags", shared.parent, "--robot-name", "r1", "9r", *FAST)
+    assert r.returncode == 2 and "--robot-name '9r' is not a valid ROS namespace" in r.stderr
+
+
 def test_malformed_ros_args_are_a_configuration_error_before_training(tmp_path, episodes):
     """Bad --ros-args for the delivery stop `train` before it trains, in the nodes' wording."""
     bags = tmp_path / "lab" / "iter1"

@@ -10,16 +10,18 @@ directory without `metadata.yaml` is an episode cut short by a crash (or a faile
 messages flushed so far can still be read (`read_episode` returns it with `complete=False`;
 `load_episodes` skips it with a warning unless asked to use it).
 
-Layers, lowest first (codec <- writer <- recorder; codec <- index <- reader; no module imports
-this package or one above it):
+Layers, lowest first (codec <- writer <- recorder; codec <- index <- reader <- loading; no module
+imports this package or one above it):
 - `codec`: format constants, `BagError`, typestore and tolerant CDR (de)serialization, topic names.
 - `writer`: `EpisodeBagWriter`, one bag (`.write(topic, msg, stamp_ns)`, `.flush()`,
   `.close(metadata)`), and the output-directory checks.
 - `recorder`: `EpisodeRecorder`, the recorder node's threaded core (it also asks `index` which
   bags of its directory are incomplete when it starts).
 - `index`: finding bags and their state (`find_episode_bags`, `bag_state`, `scan_mcap`).
-- `reader`: `read_episode` -> `EpisodeData`, `read_bag_episodes`, `load_episodes`, for the trainer
-  and tools; they also read bags of the same topics recorded by `ros2 bag record`.
+- `reader`: `read_episode` -> `EpisodeData`, `read_bag_episodes`, for the trainer and tools; they
+  also read bags of the same topics recorded by `ros2 bag record`.
+- `loading`: `load_episodes`, every episode under directories of bags (the trainer's input), a
+  shared-domain bag read per named robot.
 The `<out>/iterN` naming lives in `mile_ros.runs`.
 """
 from mile_ros.bags.codec import (
@@ -38,10 +40,11 @@ from mile_ros.bags.codec import (
                                  typestore,
 )
 from mile_ros.bags.index import bag_state, find_episode_bags, scan_mcap
+from mile_ros.bags.loading import load_episodes
 from mile_ros.bags.reader import (
                                  REQUIRED_TOPICS,
                                  EpisodeData,
-                                 load_episodes,
+                                 SharedBagError,
                                  read_bag_episodes,
                                  read_episode,
 )
@@ -52,6 +55,7 @@ from mile_ros.runs import ITER_RE, iteration_dir
 __all__ = [
     "BAG_VERSION", "FORMAT_KEY", "FORMAT_VERSION", "HEADER_TYPES", "ITER_RE", "REQUIRED_TOPICS",
     "SIDECAR_LOG", "STORAGES", "STORAGE_SUFFIXES", "SUMMARY_KEYS", "BagError", "EpisodeBagWriter",
+    "SharedBagError",
     "EpisodeData", "EpisodeRecorder", "bag_state", "bag_topic", "check_writable", "clean_cdr",
     "deserialize", "episode_bag_name", "find_episode_bags", "header_stamp_ns", "iteration_dir",
     "load_episodes", "read_bag_episodes", "read_episode", "scan_mcap", "topic_types", "typestore",

@@ -1,10 +1,11 @@
 """Episode bags, reading: bags -> `EpisodeData`, the control ticks aligned by header stamp.
 
-`read_episode`, `read_bag_episodes` and `load_episodes` serve the trainer and tools. They read this
-package's bags and also bags of the same topics recorded by `ros2 bag record` (absolute topic
-names, no custom metadata, sqlite3 or mcap, one session split at the episode events it holds).
-An incomplete bag (no `metadata.yaml`: its recording stopped mid-episode) is read as far as it
-was flushed (`complete=False`); `load_episodes` skips it with a warning unless asked to use it.
+`read_episode` and `read_bag_episodes` serve the trainer (through `loading.load_episodes`) and
+tools. They read this package's bags and also bags of the same topics recorded by `ros2 bag
+record` (absolute topic names, no custom metadata, sqlite3 or mcap, one session split at the
+episode events it holds). An incomplete bag (no `metadata.yaml`: its recording stopped
+mid-episode) is read as far as it was flushed (`complete=False`); `load_episodes` skips it with a
+warning unless asked to use it.
 """
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from mile_ros.bags.codec import FORMAT_KEY, STORAGE_SUFFIXES, BagError, bag_topic, deserialize
-from mile_ros.bags.index import _find, _storage_files, bag_state, scan_mcap
+from mile_ros.bags.index import _storage_files, bag_state, scan_mcap
 from mile_ros.interfaces import (
     ACTION_HUMAN,
     ACTION_ROBOT,
@@ -38,6 +39,10 @@ from mile_ros.runs import ITER_RE
 REQUIRED_TOPICS = (OBSERVATION, ACTION_ROBOT, INTERVENTION)   # what a tick needs
 
 log = logging.getLogger("mile_ros.bags")     # one logger for the whole of mile_ros.bags
+
+
+class SharedBagError(BagError):
+    """A bag holding several robots' topics (one shared domain), read without naming a robot."""
 
 
 @dataclass
@@ -83,10 +88,7 @@ class EpisodeData:
                 if len(s) > 1 and s[-1] > s[0] else 0.0)
 
     def to_dict(self) -> dict:
-        """Return the learning core's episode dict.
-
-        Its keys: state, a_r, a_h, nu (+ image, ee_pos when read).
-        """
+        """Return the learning core's episode dict: state, a_r, a_h, nu (+ image, ee_pos)."""
         d = {"state": self.state, "a_r": self.a_r, "a_h": self.a_h, "nu": self.nu}
         if self.images is not None:
             d["image"] = self.images
@@ -197,9 +199,9 @@ def _match_topics(path: Path, conns: list[tuple[str, str]], namespace: str | Non
             names = [bag_topic(robot, rel)]
             hits = [h for h in hits if h[0] == names[0]]
         if len(names) > 1:
-            raise BagError(path, f"several topics look like '{rel}': {names} (several robots on "
-                                 f"one domain); choose one with `train --robot-name NAME` "
-                                 f"(robot=NAME in load_episodes)")
+            raise SharedBagError(path, f"several topics look like '{rel}': {names} (several "
+                                       f"robots on one domain); choose one with `train "
+                                       f"--robot-name NAME` (robot=NAME in load_episodes)")
         bad = [ty for _, ty in hits if ty != wanted[rel]]
         if bad:
             raise BagError(path, f"topic {names[0]} has type {bad[0]}, expected {wanted[rel]}")
@@ -516,75 +518,3 @@ def _episode_metadata(path: Path, complete: bool, custom: dict, events: list[dic
     if not ours:
         meta.update(ticks=len(data), intervention_count=data.interventions)
     return meta
-
-
-def load_episodes(dirs, only: bool = False, skip_bad: bool = False, *,
-                  include_incomplete: bool = False, action_names: Sequence[str] | None = None,
-                  images: bool = True, image_size: tuple[int, int] | None = None,
-                  namespace: str | None = None, robot: str | None = None,
-                  progress: bool = False) -> tuple[list[EpisodeData], dict]:
-    """Every episode under `dirs` (and the earlier iter* beside them unless `only`).
-
-    Returns (episodes, report): report has `bags_found`, `episodes`, `ticks`, `interventions`,
-    `used` [paths], `skipped` [(path, reason)], `issues` {path: [..]}, `low_rate` [paths], `dirs`.
-    A bad bag or a directory without bags raises BagError naming it; `skip_bad=True` skips it with
-    a warning instead. Incomplete bags (recording stopped mid-episode) are always skipped with a
-    warning unless `include_incomplete=True`. All episodes must share state and action names.
-    `robot`: in a bag holding several robots' topics (one domain), read that robot's.
-    """
-    bags, problems = _find(dirs, include_earlier_iters=not only)
-    report: dict[str, Any] = {"dirs": [str(d) for d in ([dirs] if isinstance(
-        dirs, (str, os.PathLike)) else dirs)], "bags_found": len(bags), "used": [],
-        "skipped": [], "issues": {}, "low_rate": []}
-
-    def bad(p: Path, reason: str, error: BagError | None = None) -> None:
-        if not skip_bad:
-            raise error or BagError(p, reason)
-        log.warning(f"skipping {p}: {reason}")
-        report["skipped"].append((str(p), reason))
-
-    for p, reason in problems:
-        bad(p, reason)
-    episodes: list[EpisodeData] = []
-    iterator: Iterable[Path] = bags
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(bags, desc="reading bags", unit="bag")
-    for p in iterator:
-        try:
-            bag_episodes = read_bag_episodes(p, action_names, images=images,
-                                             image_size=image_size, namespace=namespace,
-                                             robot=robot)
-        except BagError as e:
-            if e.problem.startswith("incomplete bag (recording stopped"):
-                log.warning(f"skipping {p}: incomplete bag (recording stopped mid-episode), "
-                            f"nothing recoverable: {e.problem}")
-                report["skipped"].append((str(p), f"incomplete: {e.problem}"))
-                continue
-            bad(p, e.problem, e)
-            continue
-        if not bag_episodes[0].complete and not include_incomplete:
-            reason = (f"incomplete bag (recording stopped mid-episode; {len(bag_episodes[0])} "
-                      "ticks recoverable with include_incomplete=True)")
-            log.warning(f"skipping {p}: {reason}")
-            report["skipped"].append((str(p), reason))
-            continue
-        first = episodes[0] if episodes else bag_episodes[0]
-        mismatch = next((f"{what} {getattr(ep, what)} differ from {getattr(first, what)} in "
-                         f"{first.path}" for ep in bag_episodes
-                         for what in ("state_names", "action_names")
-                         if getattr(ep, what) != getattr(first, what)), None)
-        if mismatch:
-            bad(p, mismatch)
-            continue
-        episodes += bag_episodes
-        report["used"].append(str(p))
-        issues = [i for ep in bag_episodes for i in ep.issues]
-        if issues:
-            report["issues"][str(p)] = issues
-        if any(ep.metadata.get("low_rate") for ep in bag_episodes):
-            report["low_rate"].append(str(p))
-    report.update(episodes=len(episodes), ticks=int(sum(len(e) for e in episodes)),
-                  interventions=int(sum(e.interventions for e in episodes)))
-    return episodes, report

@@ -6,10 +6,17 @@
   counted; an output outside [-1, 1] is clipped and counted.
 - Hot swap: a checkpoint arriving as bytes on `policy/checkpoint` is unpacked, loaded and checked
   on a worker thread (never on the control path), announced on `policy/active` as "pending", and
-  made active at the next episode start event; a checkpoint that fails any check is "refused" with
-  the reason and the running policy stays. `policy/active` (JSON {id, state, reason}, and for
-  pending/refused `offer`, a digest of the bytes answered) is transient local, so the recorder
-  and the trainer see the active id whenever they join.
+  made active at the next episode start event -- or at once while the server has not yet taken
+  an observation (it just started: it runs the checkpoint from its first episode); a checkpoint
+  that fails any check is "refused" with the reason and the running policy stays.
+  `policy/active` (JSON {id, state, reason}, and for pending/refused `offer`, a digest of the
+  bytes and signature answered) is transient local, so the recorder and the trainer see the
+  active id whenever they join.
+- Late start: `policy/checkpoint` is transient local, so a server that starts (or restarts) takes
+  the newest checkpoint from the history of every publisher (a `train` that still waits, the
+  trainer machine's `checkpoint_store` always) and validates it as any delivery. It never goes
+  back: a checkpoint saved before one it runs or holds pending is refused ("older than ..."); the
+  one it already runs is answered "active" with the offer (nothing changes).
 - Who may replace the policy: a delivered checkpoint must carry an HMAC-SHA256 signature of its
   bytes made with the key in `checkpoint_key_file` (mile_ros.policy.signing), checked before it is
   unpacked; an unsigned one is refused unless `allow_unsigned` is true (as `mile-ros collect
@@ -42,6 +49,7 @@ from mile_ros.policy.serving import (
     PolicyCounts,
     _id_in_archive,
     check_compatible,
+    check_not_older,
     initial_policy,
     load_policy_dir,
 )
@@ -73,6 +81,7 @@ class PolicyServerNode(Node):
         self.runner = self.policy.make_runner()
         self.pending: LoadedPolicy | None = None
         self.observation_names: list[str] | None = None
+        self._serving = False          # an observation was taken: swaps wait for an episode start
         self._lock = threading.Lock()  # guards policy/pending/runner between the two groups
         self._receive_dir = Path(p["receive_dir"]) if p["receive_dir"] else Path(
             tempfile.mkdtemp(prefix="mile_ros_checkpoints_"))
@@ -156,6 +165,7 @@ class PolicyServerNode(Node):
             self.observation_names = list(msg.name)
         with self._lock:
             policy, runner = self.policy, self.runner
+            self._serving = True
         try:
             state = itf.vector_from_msg(msg, policy.state_names)
         except ValueError as e:
@@ -194,34 +204,61 @@ class PolicyServerNode(Node):
 
     # --- hot swap (worker thread) ---------------------------------------------------------------
     def _on_checkpoint(self, msg) -> None:
-        data = bytes(msg.data)
+        data, signature = bytes(msg.data), itf.checkpoint_signature(msg)
         t0 = time.monotonic()
-        policy_id, offer = _id_in_archive(data), itf.offer_digest(data)
+        policy_id, offer = _id_in_archive(data), itf.offer_digest(data, signature)
         try:
-            from mile_ros.learning.checkpoint import checkpoint_from_bytes
-
-            # before anything is unpacked: only a station's key holder may replace its policy
-            trust = verify_signature(data, itf.checkpoint_signature(msg), self._key,
-                                     self.allow_unsigned)
-            path = checkpoint_from_bytes(data, self._receive_dir)
-            new = load_policy_dir(path, self.deterministic)
-            policy_id = new.id
-            with self._lock:
-                current = self.pending or self.policy
-            check_compatible(new, current, self.observation_names)
+            new, trust = self._validate(data, signature)
         except Exception as e:  # noqa: BLE001 - anything wrong with it means: refuse it
             reason = f"{type(e).__name__}: {e}"
+            policy_id = getattr(e, "policy_id", policy_id)
             self._announce(policy_id, itf.REFUSED, reason, offer)
             self.get_logger().error(f"refused checkpoint {policy_id} ({len(data)} bytes): "
                                     f"{reason}; policy {self.policy.id} keeps running")
             self._reannounce_active()
             return
+        checked = f"validated in {time.monotonic() - t0:.2f} s ({trust})"
         with self._lock:
-            self.pending = new
-        self._announce(new.id, itf.PENDING, f"validated in {time.monotonic() - t0:.2f} s "
-                                          f"({trust}); active from the next episode start", offer)
-        self.get_logger().info(f"checkpoint {new.id} pending until the next episode start")
+            running = new.id == self.policy.id
+            at_once = not running and not self._serving
+            if at_once:      # nothing has run on this server yet: from its first episode
+                self.policy, self.pending = new, None
+                self.runner = new.make_runner()
+            elif not running:
+                self.pending = new
+        if running:
+            self._announce(new.id, itf.ACTIVE, f"{checked}; already running it", offer)
+        elif at_once:
+            self._announce(new.id, itf.PENDING, f"{checked}; active at once: this server has "
+                                                "taken no observation yet", offer)
+            self.get_logger().info(f"checkpoint {new.id} active from the first episode "
+                                   f"({trust})")
+        else:
+            self._announce(new.id, itf.PENDING, f"{checked}; active from the next episode "
+                                                "start", offer)
+            self.get_logger().info(f"checkpoint {new.id} pending until the next episode start")
         self._reannounce_active()
+
+    def _validate(self, data: bytes, signature: str | None):
+        """Check offered bytes -> (LoadedPolicy, what was checked); raise on any problem.
+
+        The exception carries `policy_id` once the archive was loaded.
+        """
+        from mile_ros.learning.checkpoint import checkpoint_from_bytes
+
+        # before anything is unpacked: only a station's key holder may replace its policy
+        trust = verify_signature(data, signature, self._key, self.allow_unsigned)
+        path = checkpoint_from_bytes(data, self._receive_dir)
+        new = load_policy_dir(path, self.deterministic)
+        try:
+            with self._lock:
+                running, pending = self.policy, self.pending
+            check_compatible(new, pending or running, self.observation_names)
+            check_not_older(new, running, pending)
+        except Exception as e:
+            e.policy_id = new.id
+            raise
+        return new, trust
 
     def _reannounce_active(self) -> None:
         """Announce the running policy again.

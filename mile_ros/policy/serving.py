@@ -55,6 +55,7 @@ class LoadedPolicy:
     uses_image: bool = False
     source: str = ""
     image_shape: tuple | None = None   # (height, width) of the camera frames it takes, if any
+    created: float | None = None       # when the trainer saved it (unix s); None: built here
 
 
 def _checkpoint_id(path: Path) -> str:
@@ -80,7 +81,10 @@ def load_policy_dir(path: str | Path, deterministic: bool = True) -> LoadedPolic
 
     model = load_checkpoint(path)
     policy_id = getattr(model, "checkpoint_id", None) or _checkpoint_id(path)
-    return policy_from_model(model, policy_id, deterministic, source=str(path))
+    policy = policy_from_model(model, policy_id, deterministic, source=str(path))
+    created = (getattr(model, "manifest", None) or {}).get("created_unix")
+    policy.created = float(created) if isinstance(created, (int, float)) else None
+    return policy
 
 
 def policy_from_model(model, policy_id: str, deterministic: bool = True,
@@ -126,6 +130,22 @@ def _id_in_archive(data: bytes) -> str:
     except Exception:  # noqa: BLE001 - unreadable: described by the refusal reason instead
         pass
     return f"<{len(data)} bytes>"
+
+
+def check_not_older(new: LoadedPolicy, *have: LoadedPolicy | None) -> None:
+    """Raise ValueError when `new` was saved before a policy the server runs or holds pending.
+
+    A restarted server, or one that takes the history of several publishers (a checkpoint store
+    and a trainer), never goes back to an older checkpoint. A policy built here (the initial
+    one) is older than any checkpoint.
+    """
+    newest = max((p for p in have if p is not None and p.created is not None),
+                 key=lambda p: p.created, default=None)
+    if newest is not None and (new.created is None or new.created < newest.created):
+        raise ValueError(f"older than {newest.id}, which it already has: a policy server never "
+                         f"goes back to an older checkpoint (to roll back: restart it with "
+                         f"checkpoint:=<that directory>, and point the checkpoint store's "
+                         f"latest at it)")
 
 
 def check_compatible(new: LoadedPolicy, old: LoadedPolicy, observation_names=None) -> None:

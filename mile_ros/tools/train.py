@@ -12,14 +12,20 @@
    checkpoint under `--out`, when there is one and it fits the data).
 4. Writes the checkpoint atomically under `--out`, then `latest`, and beside it
    `<name>.metrics.json` (losses, predicted vs observed intervention rate, data counts, timings).
-5. Sends the checkpoint's bytes on /<robot_name>/policy/checkpoint (reliable, transient local),
-   signed with the key in `--key-file` (HMAC-SHA256 over those bytes; unsigned without it), and
-   waits up to `--wait-ack` s for the policy server's answer on policy/active: "pending"
-   (validated; it runs from the next episode start) or "refused" (with the reason).
+5. Sends the checkpoint's bytes on /<robot>/policy/checkpoint (reliable, transient local) of
+   every robot named by `--robot-name` (default wx250s; several: `--robot-name r1 r2 r3`), signed
+   with the key in `--key-file` (HMAC-SHA256 over those bytes; unsigned without it), and waits up
+   to `--wait-ack` s for each policy server's answer on its policy/active: "pending" (validated;
+   it runs from the next episode start), "active" (it already runs it) or "refused" (with the
+   reason). One line per robot names it and its answer.
 
-Exit status: 0 trained (and accepted, unless --no-deliver), 1 refused by the policy server,
-2 bad input (bags, arguments, --init), 4 trained and saved but no policy server answered,
-130 interrupted.
+`--robot-name` also says whose topics to train on in a bag that holds several robots' (`ros2 bag
+record -a` on a shared domain): with several names, each named robot's episodes in it.
+
+Exit status: 0 trained (and accepted by every robot, unless --no-deliver), 1 refused by any
+robot's policy server, 2 bad input (bags, arguments, --init), 4 trained and saved, none refused,
+but some robot's policy server did not answer, 130 interrupted. A refusal outranks a missing
+answer (mile_ros.policy.delivery.fleet_status).
 """
 from __future__ import annotations
 
@@ -38,7 +44,9 @@ from mile_ros.policy.delivery import (  # noqa: F401
     EXIT_NO_ANSWER,
     EXIT_REFUSED,
     deliver,
+    fleet_status,
     report_answer,
+    report_answers,
 )
 from mile_ros.runs import checkpoints_dir, iteration_name, iteration_of
 
@@ -57,8 +65,9 @@ class TrainInputError(ValueError):
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog=PROG, description="Train MILE on episode bags and hand the checkpoint to the "
-        "policy server over ROS.", epilog="Exit status: 0 ok, 1 refused by the policy server, "
-        "2 bad input, 4 saved but no policy server answered, 130 interrupted.")
+        "policy servers over ROS.", epilog="Exit status: 0 ok (every robot accepted), 1 "
+        "refused by any robot's policy server, 2 bad input, 4 saved, none refused, but some "
+        "robot's policy server did not answer, 130 interrupted.")
     ap.add_argument("--bags", nargs="+", required=True, metavar="DIR",
                     help="episode bags, directories of bags (iter3) or run directories")
     ap.add_argument("--only", action="store_true",
@@ -84,10 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--key-file", metavar="FILE",
                     help="sign the checkpoint with the key in FILE (HMAC-SHA256), the policy "
                          "servers' checkpoint_key_file; without it, it is sent unsigned")
-    ap.add_argument("--robot-name", default="wx250s",
-                    help="the robot: the ROS namespace of its policy server, and whose topics "
-                         "to train on in a bag that holds several robots' (ros2 bag record -a "
-                         "on a shared domain)")
+    ap.add_argument("--robot-name", nargs="+", default=["wx250s"], metavar="NAME",
+                    help="the robot(s): the ROS namespace of each policy server to deliver to "
+                         "(several: to each, answers awaited together), and whose topics to "
+                         "train on in a bag that holds several robots' (ros2 bag record -a on "
+                         "a shared domain)")
     ap.add_argument("--threads", type=int, default=TRAIN_THREADS,
                     help="torch intra-op threads (0: one per core); default 1, measured fastest "
                          "beside any other busy process (bench/bench_threads.py)")
@@ -129,9 +139,11 @@ def check_args(args) -> None:
         raise TrainInputError(f"--image-size must be in 32..128 px, got {args.image_size}")
     if args.image_size is not None and not args.image:
         raise TrainInputError("--image-size needs --image")
-    name = args.robot_name.strip("/")
-    if not name or not all(c.isalnum() or c == "_" for c in name) or name[0].isdigit():
-        raise TrainInputError(f"--robot-name {args.robot_name!r} is not a valid ROS namespace")
+    for given in args.robot_name:
+        name = given.strip("/")
+        if not name or not all(c.isalnum() or c == "_" for c in name) or name[0].isdigit():
+            raise TrainInputError(f"--robot-name {given!r} is not a valid ROS namespace")
+    args.robot_name = list(dict.fromkeys(n.strip("/") for n in args.robot_name))
 
 
 def default_out(bags: list[str]) -> Path:
@@ -168,7 +180,10 @@ def _say(msg: str) -> None:
 
 def load_data(bags, only=False, skip_bad=False, include_incomplete=False, image_size=None,
               progress=True, say=_say, robot=None):
-    """(EpisodeData list, report) with the bag report printed; BagError on bad input."""
+    """(EpisodeData list, report) with the bag report printed; BagError on bad input.
+
+    `robot`: a name, or several (load_episodes: whose topics to read in a shared-domain bag).
+    """
     from mile_ros.bags import load_episodes
 
     size = (image_size, image_size) if image_size else None
@@ -216,7 +231,7 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
                  image_size: int | None = None, only: bool = False, skip_bad: bool = False,
                  include_incomplete: bool = False, seed: int = 0, epochs_scale: float = 1.0,
                  c: float | None = None, settings: dict | None = None, progress: bool = True,
-                 say=_say, robot: str | None = None) -> TrainResult:
+                 say=_say, robot: str | list[str] | None = None) -> TrainResult:
     """Turn bags into a trained, saved checkpoint (no ROS).
 
     Raises BagError / TrainInputError / CheckpointError / ObservationError (all ValueError) naming
@@ -391,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(own)
     try:
         check_args(args)
+        robots = args.robot_name[0] if len(args.robot_name) == 1 else args.robot_name
         key = delivery_key(args.key_file)
         if not args.no_deliver:
             check_ros_args(ros_args)          # before training, not after it
@@ -404,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_training(args.bags, args.out, args.init, args.image, args.image_size,
                               args.only, args.skip_bad, args.include_incomplete, args.seed,
                               args.epochs_scale, args.c, settings,
-                              progress=not args.no_progress, robot=args.robot_name.strip("/"))
+                              progress=not args.no_progress, robot=robots)
     except KeyboardInterrupt:
         _say("interrupted; nothing was written")
         return EXIT_INTERRUPTED
@@ -421,15 +437,15 @@ def main(argv: list[str] | None = None) -> int:
         _say("not delivered (--no-deliver)")
         return 0
     try:
-        answer = deliver(result.checkpoint, result.checkpoint_id, args.robot_name, args.wait_ack,
-                         ros_args, key=key)
+        answers = deliver(result.checkpoint, result.checkpoint_id, args.robot_name,
+                          args.wait_ack, ros_args, key=key)
     except KeyboardInterrupt:
         _say(f"interrupted while delivering; the checkpoint is saved at {result.checkpoint}")
         return EXIT_INTERRUPTED
     except ConfigError as e:
         _say(f"configuration error: {e}; the checkpoint is saved at {result.checkpoint}")
         return EXIT_INPUT
-    return report_answer(answer, result.checkpoint_id)
+    return report_answers(answers, result.checkpoint_id)
 
 
 if __name__ == "__main__":
