@@ -69,6 +69,31 @@ def test_tiny_demo_prints_the_table_and_writes_the_plot(tmp_path):
     assert (out / "demo.json").is_file()
 
 
+def test_two_robots_collect_side_by_side_and_share_one_trainer(tmp_path):
+    out = tmp_path / "fleet"
+    p = demo("--iterations", 2, "--robots", 2, "--out", out, *TINY)
+    _, err = p.communicate(timeout=400)
+    assert p.returncode == 0, err[-4000:]
+    rows = json.loads((out / "demo.json").read_text())["rows"]
+    assert [r["iteration"] for r in rows] == [0, 1, 2] and rows[0]["robots"] == {}
+    for prev, r in zip(rows, rows[1:]):
+        assert set(r["robots"]) == {"r1", "r2"}
+        assert r["episodes"] == sum(f["episodes"] for f in r["robots"].values()) == 2
+        assert r["ticks"] == sum(f["ticks"] for f in r["robots"].values())
+        # both robots ran the checkpoint trained just before, on both robots' bags
+        assert {f["collected_with"] for f in r["robots"].values()} == {prev["policy"]}
+    for robot in ("r1", "r2"):
+        assert sorted(p.name for p in (out / robot).glob("iter*")) == ["iter1", "iter2"]
+        assert len(list((out / robot / "iter1").glob("episode_*"))) == 1
+    (metrics,) = (out / "checkpoints").glob("iter1-*.metrics.json")
+    data = json.loads(metrics.read_text())
+    assert data["data"]["episodes"] == 2 and data["bags_used"] == 2, data
+    (metrics,) = (out / "checkpoints").glob("iter2-*.metrics.json")
+    assert json.loads(metrics.read_text())["data"]["episodes"] == 4   # iterations 1 and 2
+    table = err[err.rindex("iter  policy"):]
+    assert "  r1  " in table and "  r2  " in table                  # per-robot lines
+
+
 def test_ctrl_c_stops_every_node_and_keeps_the_results(tmp_path):
     out = tmp_path / "demo"
     p = demo("--iterations", 3, "--out", out, "--robot-name", "demo_sigint", *TINY)

@@ -145,3 +145,5 @@ def test_each_episode_starts_the_person_afresh_from_seed_and_episode():
     finally:
         rclpy.shutdown(context=context)
     assert person.seeds == [(7, 0), (7, 1), (7, 1)]   # same episode, same stream
+    node_seed = SimHumanNode._episode_seed
+    assert node_seed(type("N", (), {"p": {"seed": 7, "episode_stream": 2}})(), 1) == (7, 1, 2)

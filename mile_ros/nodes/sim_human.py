@@ -4,8 +4,8 @@ Two styles (`style`): "segments" (default) takes over when the hazard p(nu=1|s) 
 reaction delay (`reaction_s`), drives with the expert for at least `dwell_s` and hands back once
 p(s) has stayed below `handback_p` for `dwell_s` (mile_ros.sim.person.SegmentPerson); "paper"
 decides afresh every tick (the paper's Section V person; in toggle mode it flickers). Each
-episode starts the person afresh with its own seed (the `seed` parameter and the episode number),
-so a run is deterministic per seed whatever came before.
+episode starts the person afresh with its own seed (the `seed` parameter, the episode number and,
+where set, `episode_stream`: one per simulated robot), so a run is deterministic per seed.
 
 Every tick t it reads the observation(t) and the scripted expert's action for t
 (`sim/expert_action`, published by the simulated arm and heard by no one else; the person never
@@ -140,7 +140,7 @@ class SimHumanNode(Node):
             return
         if event["event"] == "start":
             self.frames.clear()
-            self.person.reseed((self.p["seed"], int(event.get("episode", 0))))
+            self.person.reseed(self._episode_seed(int(event.get("episode", 0))))
             self._last_nu = False
             self.episode_stats = dict(self.stats)
         else:
@@ -148,6 +148,11 @@ class SimHumanNode(Node):
             self.get_logger().info(f"episode {event['episode']}: intervened on "
                                    f"{d['interventions']}/{d['ticks']} ticks in "
                                    f"{d['takeovers']} takeover(s)")
+
+    def _episode_seed(self, episode: int) -> tuple:
+        """(seed, episode), and the `episode_stream` when set (several simulated robots)."""
+        stream = self.p["episode_stream"]
+        return (self.p["seed"], episode) if stream == 0 else (self.p["seed"], episode, stream)
 
     def _on_observation(self, msg) -> None:
         try:

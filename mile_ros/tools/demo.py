@@ -28,11 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mile_ros._io import atomic_write
-from mile_ros.params import ConfigError, resolve, ros_params_file
-from mile_ros.runs import checkpoints_dir, iteration_name
+from mile_ros.params import ConfigError
+from mile_ros.runs import iteration_name
 from mile_ros.tools import collect
 from mile_ros.tools.demo_compare import NAMES as COMPARE_NAMES
 from mile_ros.tools.demo_compare import check_names
+from mile_ros.tools.demo_graph import DemoGraph, collect_all, recorded_policies, robot_names, say
 
 DEFAULT_ITERATIONS = 6
 DEFAULT_EPISODES = 8
@@ -43,8 +44,6 @@ DEFAULT_INTERVENTION_RATE = 0.3   # the simulated person's target (the paper kee
 # defaults the measured runs stopped after a few hundred updates and stayed at 0% success.
 TRAINING = {"lr": 1e-3, "holdout": 0.0, "epochs": 200.0, "max_updates": 3000}
 EVAL_SEED_BASE = 9_000_000        # evaluation episodes; collection seeds stay far below
-COLLECT_NODES = ["recorder", "arbiter", "sim_human", "arm"]
-SERVER = "policy_server"
 
 
 @dataclass
@@ -64,6 +63,7 @@ class Row:
     swap: str = ""               # the policy server's answer to the delivery
     compare: dict = field(default_factory=dict)   # baseline -> its success alone (--compare)
     compare_train_s: float = 0.0
+    robots: dict = field(default_factory=dict)    # --robots N: robot -> its own figures
 
     @property
     def intervention_rate(self) -> float | None:
@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                     metavar="RATE", help="the simulated person's target intervention rate "
                     f"(sim_human target_rate; default {DEFAULT_INTERVENTION_RATE})")
     ap.add_argument("--robot-name", default="demo", help="ROS namespace of the graph")
+    ap.add_argument("--robots", type=int, default=1, metavar="N",
+                    help="N simulated robots side by side (namespaces r1..rN, each its own "
+                         "graph and person; one trainer on every robot's bags; default 1)")
     ap.add_argument("--params", help="parameter file overriding config/collect.yaml")
     ap.add_argument("--force", action="store_true",
                     help="delete an earlier run in --out (default: move it aside)")
@@ -100,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args) -> None:
-    for name in ("iterations", "episodes", "eval_episodes"):
+    for name in ("iterations", "episodes", "eval_episodes", "robots"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, "
                               f"got {getattr(args, name)}")
@@ -203,120 +206,6 @@ def load_policy(path: Path):
     return load_policy_dir(path, deterministic=True)
 
 
-# --- the graph -----------------------------------------------------------------------------------
-class DemoGraph:
-    """The policy server for the whole run, and per iteration the rest of the collection graph."""
-
-    def __init__(self, args, out: Path):
-        self.args, self.out = args, out
-        self.robot_name = args.robot_name.strip("/")
-        self.files = [args.params] if args.params else []
-        self.server: collect.Graph | None = None
-        self.initial: Path | None = None      # the initial policy's checkpoint
-        self.graph: collect.Graph | None = None
-
-    def values(self, iteration: int) -> dict[str, dict]:
-        a = self.args
-        over = collect.node_overrides(True, False, str(self.out), iteration, a.episodes,
-                                      realtime_factor=0.0)
-        over[SERVER] = {**over[SERVER], "checkpoint": str(self.initial or ""),  # allow_unsigned
-                        "initial_seed": a.seed, "receive_dir": str(self.out / "received")}
-        over["arm"]["seed"] = 100_000 * a.seed + 1_000 * iteration   # new episodes every round
-        if a.episode_timeout is not None:
-            over["arm"]["episode_timeout_s"] = float(a.episode_timeout)
-        over["sim_human"] = {"seed": a.seed}
-        over["sim_human"]["target_rate"] = float(a.intervention_rate)
-        return {node: resolve(node, self.files, values) for node, values in over.items()}
-
-    def _start(self, nodes: list[str], iteration: int, log_dir: Path) -> collect.Graph:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        params = ros_params_file(self.values(iteration), log_dir / "params.yaml")
-        graph = collect.Graph(nodes, self.robot_name, params, log_dir)
-        graph.start()
-        return graph
-
-    def start_server(self) -> None:
-        self.server = self._start([SERVER], 1, self.out / "logs" / SERVER)
-
-    def server_problem(self) -> str | None:
-        if self.server is not None and self.server.exited():
-            rc = self.server.exited()[SERVER]
-            return (f"the policy server exited with status {rc}; end of its log:\n"
-                    + self.server.log_tail(SERVER))
-        return None
-
-    def collect(self, iteration: int, show: bool) -> dict:
-        """Run K episodes with the running policy; returns counts from the progress monitor."""
-        episodes = self.args.episodes
-        progress = None
-        self.graph = self._start(COLLECT_NODES, iteration,
-                                 self.out / "logs" / iteration_name(iteration))
-        problem = None
-        try:
-            progress = collect.Progress(self.robot_name, episodes, show)
-            progress.bar.set_description(f"collect iter{iteration}")
-            arm_done_at = None
-            while True:
-                progress.spin(0.1)
-                problem = self.server_problem()
-                exited = self.graph.exited()
-                died = {n: rc for n, rc in exited.items() if not (n == "arm" and rc == 0)}
-                if died and not problem:
-                    node, rc = next(iter(died.items()))
-                    problem = (f"node '{node}' exited with status {rc}; end of its log:\n"
-                               + self.graph.log_tail(node))
-                if problem:
-                    break
-                if "arm" in exited:
-                    arm_done_at = arm_done_at or time.monotonic()
-                    finished = len(progress.recorded) + len(progress.failed)
-                    if finished >= episodes or time.monotonic() - arm_done_at > 20.0:
-                        break
-        finally:
-            self.stop_collection()
-            if progress is not None:
-                for _ in range(3):
-                    progress.spin(0.05)
-                progress.close()
-        if problem:
-            raise RuntimeError(problem)
-        recorded = list(progress.recorded)
-        if not recorded:
-            raise RuntimeError(f"no episode of iteration {iteration} was recorded; see the logs "
-                               f"in {self.out / 'logs' / iteration_name(iteration)}")
-        return {"ticks": sum(int(e.get("ticks", 0)) for e in recorded),
-                "interventions": sum(int(e.get("intervention_count", 0)) for e in recorded),
-                "episodes": len(recorded), "recorded": recorded, "failed": list(progress.failed),
-                "success": sum(bool(e.get("success")) for e in recorded) / len(recorded)}
-
-    def stop_collection(self) -> None:
-        if self.graph is not None:
-            self._report(self.graph.stop(), self.graph)
-            self.graph = None
-
-    def stop(self) -> None:
-        self.stop_collection()
-        if self.server is not None:
-            self._report(self.server.stop(), self.server)
-            self.server = None
-
-    @staticmethod
-    def _report(codes: dict, graph) -> None:
-        for node, rc in codes.items():
-            if rc not in (0, -signal.SIGINT):
-                say(f"mile-ros demo: node '{node}' stopped with status {rc} "
-                    f"(log: {graph.log_dir / (node + '.log')})")
-
-
-def recorded_policies(recorded: list[dict]) -> str:
-    ids = []
-    for event in recorded:
-        pid = event.get("policy_checkpoint_id") or "?"
-        if pid not in ids:
-            ids.append(pid)
-    return ",".join(ids)
-
-
 # --- output --------------------------------------------------------------------------------------
 HEADER = (f"{'iter':>4}  {'policy (checkpoint id)':<28}  {'success alone':>13}  "
           f"{'collected with':>14}  {'episodes':>8}  {'ticks':>6}  {'interventions':>13}  "
@@ -387,10 +276,6 @@ def plot(rows: list[Row], path: Path) -> Path:
 
 
 # --- main ----------------------------------------------------------------------------------------
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
@@ -400,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"mile-ros demo: {note}")
     started = time.monotonic()
     rows: list[Row] = []
-    graph = DemoGraph(args, out)
-    task_kwargs = task_options(graph.values(1)["arm"])   # validates the parameters, too
+    graphs = [DemoGraph(args, out, name, i) for i, name in enumerate(robot_names(args))]
+    task_kwargs = task_options(graphs[0].values(1)["arm"])   # validates the parameters, too
     sender = None
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     complete, status = False, 0
@@ -411,20 +296,24 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
         from mile_ros.policy.delivery import CheckpointSender
 
-        say(f"mile-ros demo: {args.iterations} iterations x {args.episodes} episodes, "
+        on = f" on {len(graphs)} robots" if len(graphs) > 1 else ""
+        say(f"mile-ros demo: {args.iterations} iterations x {args.episodes} episodes{on}, "
             f"{args.eval_episodes} evaluation episodes each -> {out}")
-        collect.prepare_sim_person(graph.values(1), lambda m: say(f"mile-ros demo: {m}"))
-        graph.initial = initial_checkpoint(out / "checkpoints", args.seed)
-        graph.start_server()              # loads the initial policy while we evaluate it
-        rows.append(evaluated(Row(0, "", 0.0, args.eval_episodes), graph.initial, args,
-                              task_kwargs))
+        collect.prepare_sim_person(graphs[0].values(1), lambda m: say(f"mile-ros demo: {m}"))
+        initial = initial_checkpoint(out / "checkpoints", args.seed)
+        for graph in graphs:
+            graph.initial = initial
+            graph.start_server()          # loads the initial policy while we evaluate it
+        rows.append(evaluated(Row(0, "", 0.0, args.eval_episodes), initial, args, task_kwargs))
         rows[0].compare = dict.fromkeys(args.compare, rows[0].success)   # all start here
         say(header(args.compare))
         say(format_row(rows[-1], rows))
-        sender = CheckpointSender(graph.robot_name)
+        sender = CheckpointSender([g.robot_name for g in graphs])
         for it in range(1, args.iterations + 1):
-            rows.append(run_iteration(it, graph, sender, args, task_kwargs))
+            rows.append(run_iteration(it, graphs, sender, args, task_kwargs))
             say(format_row(rows[-1], rows))
+            for line in robot_lines(rows[-1], rows):
+                say(line)
         complete = True
     except KeyboardInterrupt:
         say("mile-ros demo: interrupted; stopping the graph")
@@ -435,38 +324,62 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if sender is not None:
             sender.close()
-        graph.stop()
+        for graph in graphs:
+            graph.stop()
         signal.signal(signal.SIGTERM, old_term)
     if rows:
         summarise(rows, out, args, complete, started)
     return status
 
 
-def run_iteration(it: int, graph: DemoGraph, sender, args, task_kwargs: dict) -> Row:
-    """Collect, train, deliver, evaluate (and compare): iteration `it`'s table row."""
-    from mile_ros import interfaces as itf
+def run_iteration(it: int, graphs: list[DemoGraph], sender, args, task_kwargs: dict) -> Row:
+    """Collect on every robot, train on all their bags, deliver to each, evaluate (compare)."""
     from mile_ros.learning.checkpoint import checkpoint_to_bytes
     from mile_ros.tools import train as trainer
 
-    out, show = graph.out, not args.no_progress
+    out, show = graphs[0].out, not args.no_progress and len(graphs) == 1
     t0 = time.monotonic()
-    counts = graph.collect(it, show)
+    counts = collect_all(graphs, it, show)
     collect_s = time.monotonic() - t0
-    res = trainer.run_training([out / iteration_name(it)],
-                               checkpoints_dir(out / iteration_name(it)), init="latest",
-                               seed=args.seed + it, epochs_scale=args.epochs_scale,
-                               settings=TRAINING, progress=show, say=lambda m: None)
-    answer = sender.send(checkpoint_to_bytes(res.checkpoint), res.checkpoint_id, 60.0)
-    if answer.state != itf.PENDING:
-        raise RuntimeError(f"the policy server did not take {res.checkpoint_id}: "
-                           f"{answer.reason}")
-    row = Row(it, "", 0.0, args.eval_episodes,
-              collected_with=recorded_policies(counts["recorded"]),
-              episodes=counts["episodes"], ticks=counts["ticks"],
-              interventions=counts["interventions"], collection_success=counts["success"],
-              train_s=res.metrics["timings_s"]["train"], collect_s=collect_s, swap=answer.state)
-    return compared(evaluated(row, res.checkpoint, args, task_kwargs), out / iteration_name(it),
-                    args, task_kwargs)
+    bags = [g.bags / iteration_name(it) for g in graphs]
+    res = trainer.run_training(bags, out / "checkpoints", init="latest", seed=args.seed + it,
+                               epochs_scale=args.epochs_scale, settings=TRAINING,
+                               progress=show, say=lambda m: None)
+    answers = sender.send_all(checkpoint_to_bytes(res.checkpoint), res.checkpoint_id, 60.0)
+    refused = {r: a for r, a in answers.items() if not a.accepted}
+    if refused:
+        raise RuntimeError(f"the policy server(s) did not take {res.checkpoint_id}: " + "; ".join(
+            f"{r}: {a.state} ({a.reason})" for r, a in refused.items()))
+    row = pooled_row(it, graphs, counts, args)
+    row.train_s, row.collect_s = res.metrics["timings_s"]["train"], collect_s
+    row.swap = ",".join(dict.fromkeys(a.state for a in answers.values()))
+    return compared(evaluated(row, res.checkpoint, args, task_kwargs), bags, args, task_kwargs)
+
+
+def pooled_row(it: int, graphs: list[DemoGraph], counts: list[dict], args) -> Row:
+    """Pool iteration `it`'s figures over every robot; each robot's own go in `robots`."""
+    recorded = [e for c in counts for e in c["recorded"]]
+    per_robot = {g.robot_name: {"episodes": c["episodes"], "ticks": c["ticks"],
+                                "interventions": c["interventions"],
+                                "collection_success": c["success"],
+                                "collected_with": recorded_policies(c["recorded"])}
+                 for g, c in zip(graphs, counts)}
+    return Row(it, "", 0.0, args.eval_episodes, collected_with=recorded_policies(recorded),
+               episodes=len(recorded), ticks=sum(c["ticks"] for c in counts),
+               interventions=sum(c["interventions"] for c in counts),
+               collection_success=sum(bool(e.get("success")) for e in recorded) / len(recorded),
+               robots=per_robot if len(graphs) > 1 else {})
+
+
+def robot_lines(r: Row, rows: list[Row]) -> list[str]:
+    """One line per robot under a row of a several-robot demo."""
+    by_id = {x.policy: f"iter {x.iteration}" for x in rows}
+
+    def used(ids: str) -> str:
+        return ",".join(by_id.get(i, _short(i, 14)) for i in ids.split(","))
+    return [f"{'':4}  {name:<28}  {'':>13}  {used(f['collected_with']):>14}  "
+            f"{f['episodes']:>8}  {f['ticks']:>6}  "
+            f"{f['interventions'] / max(f['ticks'], 1):>13.1%}" for name, f in r.robots.items()]
 
 
 def summarise(rows: list[Row], out: Path, args, complete: bool, started: float) -> None:
@@ -477,6 +390,8 @@ def summarise(rows: list[Row], out: Path, args, complete: bool, started: float) 
     say(header(args.compare))
     for r in rows:
         say(format_row(r, rows))
+        for line in robot_lines(r, rows):
+            say(line)
     versus = "".join(f", {n} {v:.0%}" for n, v in rows[-1].compare.items())
     say(f"\nsuccess without the person: {rows[0].success:.0%} (initial policy) -> "
         f"{rows[-1].success:.0%} (iteration {rows[-1].iteration}{versus}); "
@@ -495,15 +410,15 @@ def evaluated(row: Row, checkpoint: Path, args, task_kwargs: dict) -> Row:
     return row
 
 
-def compared(row: Row, bag_dir: Path, args, task_kwargs: dict) -> Row:
+def compared(row: Row, bag_dirs: list[Path], args, task_kwargs: dict) -> Row:
     """`row` with every --compare baseline trained on the bags so far and evaluated."""
     from mile_ros.policy.serving import policy_from_model
     from mile_ros.tools.demo_compare import train_baseline
 
     for name in args.compare:
         t0 = time.perf_counter()
-        model = train_baseline(name, bag_dir, initial_model(args.seed), args.seed + row.iteration,
-                               args.epochs_scale, TRAINING)
+        model = train_baseline(name, bag_dirs, initial_model(args.seed),
+                               args.seed + row.iteration, args.epochs_scale, TRAINING)
         row.compare_train_s += time.perf_counter() - t0
         policy = policy_from_model(model, f"{name}:iter{row.iteration}")
         bar = _bar(args, f"evaluate {name} iter{row.iteration}")

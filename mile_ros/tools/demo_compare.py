@@ -34,16 +34,17 @@ def with_executed(arrays: dict) -> dict:
     return {**arrays, "executed": np.where(nu[:, None], a_h, np.asarray(arrays["a_r"]))}
 
 
-def bag_arrays(bag_dir: Path, obs_spec) -> list[dict]:
-    """Load the training arrays of every episode in `bag_dir` and the iter* folders before it."""
+def bag_arrays(bag_dirs: list[Path], obs_spec) -> list[dict]:
+    """Load the training arrays of every episode in `bag_dirs` and the iter* folders before."""
     from mile_ros.learning import observations as obs
     from mile_ros.tools import train as trainer
 
-    episodes, _report = trainer.load_data([str(bag_dir)], progress=False, say=lambda _m: None)
+    episodes, _report = trainer.load_data([str(d) for d in bag_dirs], progress=False,
+                                          say=lambda _m: None)
     return [with_executed(a) for a in obs.training_episodes(episodes, obs_spec)]
 
 
-def train_baseline(name: str, bag_dir: Path, initial, seed: int, epochs_scale: float,
+def train_baseline(name: str, bag_dirs: list[Path], initial, seed: int, epochs_scale: float,
                    settings: dict):
     """Train baseline `name` from the `initial` MileModel on the bags so far; a MileModel."""
     from mile_ros.learning import MileConfig
@@ -51,5 +52,5 @@ def train_baseline(name: str, bag_dir: Path, initial, seed: int, epochs_scale: f
 
     config = trainer.scaled_config(MileConfig, seed=seed, epochs_scale=epochs_scale, c=None,
                                    settings=settings)
-    episodes = bag_arrays(bag_dir, initial.obs_spec)
+    episodes = bag_arrays(bag_dirs, initial.obs_spec)
     return BASELINES[name](initial, episodes, [], BaselineConfig(), config)
