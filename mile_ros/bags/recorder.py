@@ -42,6 +42,7 @@ from mile_ros.interfaces import (
     ACTION_HUMAN,
     ACTION_ROBOT,
     ACTIVE,
+    ARM_REFUSED,
     COMMAND,
     EE_POSE,
     EPISODE,
@@ -59,7 +60,8 @@ from mile_ros.runs import iteration_dir
 
 SIDECAR_LOG = "recorder_log.jsonl"
 # topics published once per control tick, stamped with the tick
-TICK_TOPICS = (OBSERVATION, ACTION_ROBOT, INTERVENTION, COMMAND, EE_POSE, JOINT_STATES)
+TICK_TOPICS = (OBSERVATION, ACTION_ROBOT, INTERVENTION, COMMAND, EE_POSE, JOINT_STATES,
+               ARM_REFUSED)
 
 log = logging.getLogger("mile_ros.bags")     # one logger for the whole of mile_ros.bags
 
@@ -502,6 +504,8 @@ class EpisodeRecorder:
 
     def _observe(self, ep: _Episode, topic: str, msg, stamp: int | None) -> None:
         bit = _TICK_BITS.get(topic)
+        if topic == ARM_REFUSED and stamp is not None:
+            ep.refused[stamp] = bool(np.any(np.asarray(msg.position, dtype=float) > 0.5))
         if bit is None or stamp is None:
             return
         ep.tick_bits[stamp] = ep.tick_bits.get(stamp, 0) | bit
@@ -584,4 +588,4 @@ class EpisodeRecorder:
 
 SUMMARY_KEYS = ("iteration", "episode", "success", "end_reason", "ticks", "intervention_count",
                 "achieved_rate_hz", "low_rate", "policy_checkpoint_id", "message_counts",
-                "record_errors")
+                "record_errors", "ik_refusals")
