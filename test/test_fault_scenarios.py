@@ -139,11 +139,13 @@ class Probe:
                                     itf.ACTION_ROBOT)}
         for topic in self.got:
             n.create_subscription(JointState, topic, self._keep(topic), 50)
-        self.status, self.recorder, self.active = [], [], []
+        self.status, self.recorder, self.active, self.episodes = [], [], [], []
+        self.recorder_times = []      # (arrival, event) of recorder/status
         n.create_subscription(String, itf.ARBITER_STATUS, lambda m: self.status.append(
             (time.monotonic(), json.loads(m.data))), LATCHED)
-        n.create_subscription(String, "recorder/status", lambda m: self.recorder.append(
-            json.loads(m.data)), 50)
+        n.create_subscription(String, "recorder/status", self._on_recorder, 50)
+        n.create_subscription(String, itf.EPISODE, lambda m: self.episodes.append(   # as heard
+            (time.monotonic(), json.loads(m.data))), LATCHED)
         n.create_subscription(String, itf.POLICY_ACTIVE, lambda m: self.active.append(
             json.loads(m.data)), LATCHED)
         self.executor = SingleThreadedExecutor(context=self.ctx)
@@ -162,6 +164,11 @@ class Probe:
                 self.executor.spin_once(timeout_sec=0.02)
         except ExternalShutdownException:
             pass
+
+    def _on_recorder(self, msg):
+        event = json.loads(msg.data)
+        self.recorder_times.append((time.monotonic(), event))
+        self.recorder.append(event)
 
     def _keep(self, topic):
         def keep(msg):
@@ -196,10 +203,11 @@ class Probe:
     def wait_state(self, state, timeout=5.0):
         wait_until(lambda: self.state().get("state") == state, timeout, f"arbiter state {state}")
 
-    def episode(self, event, index, **fields):
-        self.stamp = max(self.stamp + 1, time.time_ns())
-        self.pub_episode.publish(String(data=itf.episode_event(event, index, self.stamp,
-                                                               **fields)))
+    def episode(self, event, index, stamp=None, **fields):
+        """Publish an episode event, stamped now or with `stamp` (a tick's, as the arm does)."""
+        if stamp is None:
+            self.stamp = stamp = max(self.stamp + 1, time.time_ns())
+        self.pub_episode.publish(String(data=itf.episode_event(event, index, stamp, **fields)))
 
     def tick(self, a_r=None, state=(0.0, 1.0), image=None, a_r_names=ACTIONS, timeout=5.0):
         """Publish observation(t) (+ ee_pose, joint_states, image); when given, a_r(t) 3 ms later.
@@ -723,6 +731,7 @@ def start_episode_zero(probe):
 def test_s1_an_ended_episode_survives_the_recorder_killed_right_after(procs):
     """The bag of an episode whose end event is in is sealed at once, not a reorder window later.
 
+    The end event is stamped with the episode's last tick, as the arm (and the arbiter) stamps it.
     With reorder_window_s 3.5 (the default until the window went to 0) the recorder used to close
     the bag only after that window: killed 0.5 s after the end, the episode had no metadata.yaml.
     """
@@ -735,7 +744,7 @@ def test_s1_an_ended_episode_survives_the_recorder_killed_right_after(procs):
     try:
         start_episode_zero(probe)
         ticks = probe.ticks(12, a_r=(0.2, -0.1, 0.3, 0.6))
-        probe.episode("end", 0, success=True, reason="success")
+        probe.episode("end", 0, stamp=ticks[-1]["stamp"], success=True, reason="success")
         t_end, sealed = time.monotonic(), None
         while time.monotonic() - t_end < 0.5:                  # killed 0.5 s after the end
             if sealed is None and any(e["event"] == "episode_recorded" for e in probe.recorder):
