@@ -1,16 +1,22 @@
-"""The recorder core seals an ended episode as soon as its ticks are in (ROS-free).
+"""The recorder core seals an ended episode as soon as its ticks are in, durably (ROS-free).
 
 When the end event is in and every tick up to its stamp is complete the bag is sealed at once (no
 fixed wait); a tick still missing is waited for (bounded); the arm's refusal flags (`arm/refused`)
-are part of a tick and counted into the metadata.
+are part of a tick and counted into the metadata; the bag's files and directories are fsynced, in
+an order that a power cut cannot turn into a sealed bag with missing data, before the episode is
+declared recorded; the fast seal writes what rosbags' own close writes.
 """
+import json
+import os
 import threading
 import time
 
+import yaml
 from rosbags.rosbag2 import Reader
 from test_bags import DT, T0, make_recorder, raw, string, tick_messages, vec
 
-from mile_ros.bags import EpisodeRecorder, read_episode
+from mile_ros import bags
+from mile_ros.bags import EpisodeBagWriter, EpisodeRecorder, read_episode
 from mile_ros.interfaces import ARM_REFUSED, REFUSED_NAMES, episode_event
 
 
@@ -114,3 +120,63 @@ def test_no_refusal_flags_means_no_refusal_count(tmp_path):
     submit(rec, tick_messages(6, images=False))
     rec.close()
     assert read_episode(events[0]["path"]).metadata["ik_refusals"] is None
+
+
+def test_the_bag_is_durable_before_the_episode_is_declared_recorded(tmp_path, monkeypatch):
+    """Make the storage file, metadata.yaml and the directories durable, in order, then say so.
+
+    The storage file is fsynced, then metadata.yaml written, fsynced and renamed into place, then
+    the bag directory and its parent fsynced; only then is the episode declared recorded.
+    """
+    order = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        order.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst, **kw):
+        order.append(("replace", str(dst)))
+        return real_replace(src, dst, **kw)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    rec = EpisodeRecorder(tmp_path / "out", 1, record_images=False, fsync=True,
+                          on_event=lambda e: order.append(("event", e["event"])))
+    submit(rec, tick_messages(6, images=False))
+    rec.close()
+    bag = next((tmp_path / "out" / "iter1").glob("episode_0000_*"))
+    mcap, meta = str(next(bag.glob("*.mcap"))), str(bag / "metadata.yaml")
+    steps = order[:order.index(("event", "episode_recorded"))]
+    assert steps[-5:] == [("fsync", mcap), ("fsync", meta + ".tmp"), ("replace", meta),
+                          ("fsync", str(bag)), ("fsync", str(bag.parent))], steps
+    assert bags.bag_state(bag) == "complete"
+    assert json.loads((bag.parent / bags.SIDECAR_LOG).read_text().splitlines()[0])["event"] == \
+        "episode_recorded"
+
+
+def test_the_seal_writes_what_rosbags_own_close_writes(tmp_path, monkeypatch):
+    """Sealed with libyaml, a bag has the metadata rosbags' `Writer.close` would give it."""
+    def write(path):
+        with EpisodeBagWriter(path, record_images=False, namespace="wx250s", fsync=False) as w:
+            for topic, msg, s in refusal_flags(tick_messages(8, images=False), {3}):
+                w.write(topic, msg, s)
+            w.close({"episode": 0, "note": "a: b\nc", "names": ["x", "y"]})
+
+    def info(path):
+        data = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        for t in data["topics_with_message_count"]:
+            t["topic_metadata"]["offered_qos_profiles"] = yaml.safe_load(
+                t["topic_metadata"]["offered_qos_profiles"])
+        return data
+
+    ours, theirs = tmp_path / "ours" / "bag", tmp_path / "rosbags" / "bag"
+    write(ours)
+    monkeypatch.setattr(EpisodeBagWriter, "_seal", lambda self: False)
+    write(theirs)
+    assert info(ours) == info(theirs)
+    with Reader(ours) as r:                               # an independent reader opens it
+        counts = {c.topic: c.msgcount for c in r.connections}
+        assert sum(1 for _ in r.messages()) == sum(counts.values())
+    assert counts["/wx250s/arm/refused"] == 8 and counts["/wx250s/observation"] == 8
+    assert read_episode(ours).metadata["note"] == "a: b\nc"
