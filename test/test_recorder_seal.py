@@ -11,6 +11,7 @@ import os
 import threading
 import time
 
+import pytest
 import yaml
 from rosbags.rosbag2 import Reader
 from test_bags import DT, T0, make_recorder, raw, string, tick_messages, vec
@@ -155,10 +156,12 @@ def test_the_bag_is_durable_before_the_episode_is_declared_recorded(tmp_path, mo
         "episode_recorded"
 
 
-def test_the_seal_writes_what_rosbags_own_close_writes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_the_seal_writes_what_rosbags_own_close_writes(tmp_path, monkeypatch, storage):
     """Sealed with libyaml, a bag has the metadata rosbags' `Writer.close` would give it."""
     def write(path):
-        with EpisodeBagWriter(path, record_images=False, namespace="wx250s", fsync=False) as w:
+        with EpisodeBagWriter(path, storage=storage, record_images=False, namespace="wx250s",
+                              fsync=False) as w:
             for topic, msg, s in refusal_flags(tick_messages(8, images=False), {3}):
                 w.write(topic, msg, s)
             w.close({"episode": 0, "note": "a: b\nc", "names": ["x", "y"]})

@@ -6,9 +6,9 @@ together with `metadata.yaml` (written last): a bag directory without `metadata.
 episode cut short by a crash (or a failed write).
 
 Closing (sealing) writes what rosbags' `Writer.close` writes, but with libyaml instead of
-rosbags' pure-Python YAML emitter, which took 80-450 ms per bag on a loaded 2-core machine (about
-1 ms here): a bag is sealed within a control tick of its end. With another rosbags than the one
-`_seal` knows (the pinned range), rosbags' own close does it, slower.
+rosbags' pure-Python YAML emitter, which took 80-450 ms per bag on a loaded 2-core machine
+(libyaml: about 1 ms): a bag is sealed within a control tick of its end. With another rosbags than
+the one `_seal` knows (the pinned range), rosbags' own close does it, slower.
 """
 from __future__ import annotations
 
