@@ -8,7 +8,9 @@ flags and the command.
 
 One control tick t:  arm publishes OBSERVATION(t) -> policy_server publishes ACTION_ROBOT(t) ->
 arbiter publishes INTERVENTION(t) (nu, hold, estop), ACTION_HUMAN(t) (only when nu=1) and
-COMMAND(t) -> arm applies COMMAND(t).  The recorder writes every one of them.
+COMMAND(t) -> arm applies COMMAND(t) and, when its backend counts the commands it refuses (the real
+arm: unreachable by IK, too fast a joint step, refused by the driver), publishes ARM_REFUSED(t).
+The recorder writes every one of them.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ ACTION_ROBOT = "action_robot"          # sensor_msgs/JointState   a_r(t), stampe
 ACTION_HUMAN = "action_human"          # sensor_msgs/JointState   a_h(t), only when nu(t)=1
 INTERVENTION = "intervention"          # sensor_msgs/JointState   FLAG_NAMES, stamped with obs(t)
 COMMAND = "command"                    # sensor_msgs/JointState   executed action (clamped)
+# ARM_REFUSED(t): 1.0 when the arm refused COMMAND(t) (held instead), else 0.0; every tick, and
+# only from a backend that counts refusals (the real arm, not the simulated one)
+ARM_REFUSED = "arm/refused"            # sensor_msgs/JointState   REFUSED_NAMES, tick t
 ARBITER_STATUS = "arbiter/status"      # std_msgs/String          human-readable state and reasons
 EPISODE = "episode"                    # std_msgs/String          JSON episode events (below)
 CHECKPOINT = "policy/checkpoint"       # std_msgs/UInt8MultiArray checkpoint tar, signature (below)
@@ -36,6 +41,7 @@ SIM_EXPERT_ACTION = "sim/expert_action"  # sensor_msgs/JointState  the sim arm's
 RECORDER_STATUS = "recorder/status"    # std_msgs/String          JSON recorder events
 
 FLAG_NAMES = ("nu", "hold", "estop")
+REFUSED_NAMES = ("refused",)
 
 # Topics every episode bag holds, with their ROS type names (the recorder writes exactly these,
 # plus IMAGE when images are recorded; the trainer requires the first four).
@@ -47,6 +53,7 @@ STEP_TOPICS = {
     ACTION_HUMAN: "sensor_msgs/msg/JointState",
     EE_POSE: "geometry_msgs/msg/PoseStamped",
     JOINT_STATES: "sensor_msgs/msg/JointState",
+    ARM_REFUSED: "sensor_msgs/msg/JointState",
     EPISODE: "std_msgs/msg/String",
 }
 IMAGE_TYPE = "sensor_msgs/msg/Image"

@@ -76,6 +76,7 @@ class Peer:
         self.node = Node(name, namespace=ns, context=self.context)
         self.respond = respond
         self.obs, self.events, self.expert, self.joints, self.poses = [], [], [], [], []
+        self.refused = []          # (stamp, values) of arm/refused
         n = self.node
         self.pub = n.create_publisher(JointState, itf.COMMAND, 10)
         n.create_subscription(JointState, itf.OBSERVATION, self._on_obs, 50)
@@ -87,6 +88,8 @@ class Peer:
             itf.stamp_to_ns(m.header.stamp)), 50)
         n.create_subscription(PoseStamped, itf.EE_POSE, lambda m: self.poses.append(
             itf.stamp_to_ns(m.header.stamp)), 50)
+        n.create_subscription(JointState, itf.ARM_REFUSED, lambda m: self.refused.append(
+            (itf.stamp_to_ns(m.header.stamp), list(m.name), list(m.position))), 50)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(n)
         self.thread = threading.Thread(target=self._spin, daemon=True)
@@ -303,10 +306,28 @@ def test_end_events_report_the_episode_refusals(tmp_path):
     assert node.stats.ik_refusals == 5 and "ik_refusals=5" in node.stats.summary()
 
 
+def test_each_tick_says_whether_its_command_was_refused(tmp_path):
+    """`arm/refused`(t) after each tick's command, stamped with the tick: 1.0 where refused.
+
+    The recorder files it into the episode by its stamp, so bags of episodes that the arm does
+    not end itself (the arbiter's buttons) hold the refusals too.
+    """
+    backend = RefusingBackend(length=5)
+    rc, _, peer = run_arm(tmp_path, backend, answer([0.25, 0.0, 0.0, 0.0]))
+    assert rc == 0
+    stamps = [s for s, _ in peer.obs]
+    assert [s for s, _, _ in peer.refused] == stamps              # one per tick, its stamp
+    assert all(names == list(itf.REFUSED_NAMES) for _, names, _ in peer.refused)
+    assert [v for _, _, v in peer.refused] == [[1.0]] * 5 + [[0.0]] * 5
+    assert sum(v == [1.0] for _, _, v in peer.refused) == backend.ik_refusals
+
+
 def test_sim_end_events_have_no_refusal_field(tmp_path):
+    """A backend that counts no refusals (the simulated arm) says nothing about them."""
     rc, _, peer = run_arm(tmp_path, FakeBackend(length=3), answer([0.0, 0.0, 0.0, 0.0]),
                           episodes=1)
     assert rc == 0 and all("ik_refusals" not in e for e in peer.events)
+    assert peer.refused == [] and len(peer.obs) == 3
 
 
 class ContinuousBackend(RefusingBackend):

@@ -139,11 +139,13 @@ class Probe:
                                     itf.ACTION_ROBOT)}
         for topic in self.got:
             n.create_subscription(JointState, topic, self._keep(topic), 50)
-        self.status, self.recorder, self.active = [], [], []
+        self.status, self.recorder, self.active, self.episodes = [], [], [], []
+        self.recorder_times = []      # (arrival, event) of recorder/status
         n.create_subscription(String, itf.ARBITER_STATUS, lambda m: self.status.append(
             (time.monotonic(), json.loads(m.data))), LATCHED)
-        n.create_subscription(String, "recorder/status", lambda m: self.recorder.append(
-            json.loads(m.data)), 50)
+        n.create_subscription(String, "recorder/status", self._on_recorder, 50)
+        n.create_subscription(String, itf.EPISODE, lambda m: self.episodes.append(   # as heard
+            (time.monotonic(), json.loads(m.data))), LATCHED)
         n.create_subscription(String, itf.POLICY_ACTIVE, lambda m: self.active.append(
             json.loads(m.data)), LATCHED)
         self.executor = SingleThreadedExecutor(context=self.ctx)
@@ -162,6 +164,11 @@ class Probe:
                 self.executor.spin_once(timeout_sec=0.02)
         except ExternalShutdownException:
             pass
+
+    def _on_recorder(self, msg):
+        event = json.loads(msg.data)
+        self.recorder_times.append((time.monotonic(), event))
+        self.recorder.append(event)
 
     def _keep(self, topic):
         def keep(msg):
@@ -196,10 +203,11 @@ class Probe:
     def wait_state(self, state, timeout=5.0):
         wait_until(lambda: self.state().get("state") == state, timeout, f"arbiter state {state}")
 
-    def episode(self, event, index, **fields):
-        self.stamp = max(self.stamp + 1, time.time_ns())
-        self.pub_episode.publish(String(data=itf.episode_event(event, index, self.stamp,
-                                                               **fields)))
+    def episode(self, event, index, stamp=None, **fields):
+        """Publish an episode event, stamped now or with `stamp` (a tick's, as the arm does)."""
+        if stamp is None:
+            self.stamp = stamp = max(self.stamp + 1, time.time_ns())
+        self.pub_episode.publish(String(data=itf.episode_event(event, index, stamp, **fields)))
 
     def tick(self, a_r=None, state=(0.0, 1.0), image=None, a_r_names=ACTIONS, timeout=5.0):
         """Publish observation(t) (+ ee_pose, joint_states, image); when given, a_r(t) 3 ms later.
@@ -720,11 +728,32 @@ def start_episode_zero(probe):
     time.sleep(0.05)
 
 
-def test_s1_an_ended_episode_survives_the_recorder_killed_right_after(procs):
-    """The bag of an episode whose end event is in is sealed at once, not a reorder window later.
+def run_queue_wait_s(pid: int) -> float:
+    """Return how long the threads of process `pid` have waited for a CPU so far (schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, ValueError, IndexError):   # a thread gone, or no schedstat
+            pass
+    return total * 1e-9
 
-    With reorder_window_s 3.5 (the default until the window went to 0) the recorder used to close
-    the bag only after that window: killed 0.5 s after the end, the episode had no metadata.yaml.
+
+def test_s1_an_ended_episode_survives_the_recorder_killed_one_tick_after(procs):
+    """The bag of an episode whose end event is in is sealed at once: killed one tick later, kept.
+
+    The end event is stamped with the episode's last tick and published after that tick's
+    command, as the arm (and the arbiter) does; the recorder is SIGKILLed one control period
+    after the end event reached this process. With reorder_window_s 3.5 (the default until the
+    window went to 0) the recorder used to close the bag only after that window: killed 0.5 s
+    after the end, the episode had no metadata.yaml; later it waited one control period at least
+    and took 80-450 ms to write the metadata (sealed 0.08-0.14 s after the end).
+
+    The seal takes 10-40 ms with both cores busy; a machine loaded far beyond its cores can keep
+    the recorder off the CPU for most of that tick. Then (the recorder's threads waited on the run
+    queue for half a tick or more, as the kernel's schedstat says) a bag left unsealed is reported
+    as an expected failure naming that wait, not as a pass; so is a kill that this process itself
+    could send only two ticks or more after the end.
     """
     ns = unique_ns("seal")
     out = procs.tmp / "runs"
@@ -735,21 +764,30 @@ def test_s1_an_ended_episode_survives_the_recorder_killed_right_after(procs):
     try:
         start_episode_zero(probe)
         ticks = probe.ticks(12, a_r=(0.2, -0.1, 0.3, 0.6))
-        probe.episode("end", 0, success=True, reason="success")
-        t_end, sealed = time.monotonic(), None
-        while time.monotonic() - t_end < 0.5:                  # killed 0.5 s after the end
-            if sealed is None and any(e["event"] == "episode_recorded" for e in probe.recorder):
-                sealed = time.monotonic() - t_end
-            time.sleep(0.005)
+        probe.episode("end", 0, stamp=ticks[-1]["stamp"], success=True, reason="success")
+        wait_until(lambda: any(e["event"] == "end" for _, e in probe.episodes), 5, "the end")
+        waited = run_queue_wait_s(recorder.pid)
+        t_end = next(t for t, e in probe.episodes if e["event"] == "end")
+        time.sleep(max(0.0, t_end + PERIOD - time.monotonic()))   # one tick after the end
+        waited = run_queue_wait_s(recorder.pid) - waited
         recorder.send_signal(signal.SIGKILL)
-        figure("recorder_seal_after_end_s", None if sealed is None else round(sealed, 3))
+        killed_after = time.monotonic() - t_end
         assert recorder.wait(10) == -signal.SIGKILL
+        sealed = [t for t, e in probe.recorder_times if e["event"] == "episode_recorded"]
+        figure("recorder_killed_after_end_s", round(killed_after, 4))
+        figure("recorder_seal_after_end_s", round(sealed[0] - t_end, 4) if sealed else None)
+        figure("recorder_run_queue_wait_in_that_tick_s", round(waited, 4))
     finally:
         probe.close()
     (bag,) = sorted((out / "iter1").glob("episode_0000_*"))
-    assert bags.bag_state(bag) == "complete", list(bag.iterdir())
+    if bags.bag_state(bag) != "complete" and waited >= PERIOD / 2:
+        pytest.xfail(f"not sealed {killed_after:.3f} s after its end, but the recorder's threads "
+                     f"waited {waited:.3f} s for a CPU in that time (machine overloaded)")
+    assert bags.bag_state(bag) == "complete", (list(bag.iterdir()), waited)
     episode = bags.read_episode(bag)
-    assert episode.complete and len(episode) == len(ticks) == 12
+    assert episode.complete and len(episode) == len(ticks) == 12, (len(episode), episode.metadata)
+    if killed_after >= 2 * PERIOD:            # this process was kept off the CPU itself
+        pytest.xfail(f"sealed, but killed only {killed_after:.3f} s after the end, not one tick")
 
 
 def test_s1_a_recorder_killed_mid_episode_loses_at_most_a_flush_period(procs):

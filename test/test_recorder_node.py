@@ -215,6 +215,7 @@ def test_two_episodes_then_sigkill_then_sigint(executor, tmp_path):
         assert meta["state_names"] == STATE and meta["action_names"] == ACTION
         assert meta["control_rate_hz"] == 20.0 and meta["achieved_rate_hz"] > 0
         assert isinstance(meta["low_rate"], bool) and meta["record_errors"] == []
+        assert meta["ik_refusals"] is None       # no refusal flags: an arm that counts none
     # each topic recorded with its publisher's QoS: `episode` transient local, as offered
     offered = offered_qos(paths[0])
     assert offered[f"{ns}/{itf.EPISODE}"]["durability"] == int(DurabilityPolicy.TRANSIENT_LOCAL)

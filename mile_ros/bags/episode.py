@@ -36,6 +36,7 @@ class _Episode:
     errors: list = field(default_factory=list)
     tick_bits: dict = field(default_factory=dict)      # stamp -> bits obs=1, a_r=2, nu=4
     flags: dict = field(default_factory=dict)          # stamp -> (nu, hold, estop)
+    refused: dict = field(default_factory=dict)        # stamp -> the arm refused command(t)
     state_names: list | None = None
     action_names: list | None = None
     checkpoint_ids: list = field(default_factory=list)
@@ -51,7 +52,10 @@ def episode_metadata(ep: _Episode, rec) -> dict:
     """Build the bag's custom metadata for episode `ep` of the recorder `rec`.
 
     Counts only ticks stamped inside the episode: complete ones (observation, a_r and flags),
-    interventions, takeovers, holds, e-stops, the achieved rate against the configured one.
+    interventions, takeovers, holds, e-stops, the commands the arm refused (`ik_refusals`: ticks
+    whose `arm/refused` flag is set; None when the arm reported no refusal flags, e.g. the
+    simulated arm, which refuses nothing and counts nothing), the achieved rate against the
+    configured one.
     """
     lo = ep.start_stamp if ep.start_stamp is not None else -math.inf
     hi = ep.end_stamp if ep.end_stamp is not None else math.inf
@@ -61,6 +65,7 @@ def episode_metadata(ep: _Episode, rec) -> dict:
     flags = [ep.flags[s] for s in ticks]
     nu = [f[0] for f in flags]
     flag_stamps = sorted(s for s in ep.flags if lo <= s <= hi)
+    refused = [r for s, r in ep.refused.items() if lo <= s <= hi]
     estops = [s for i, s in enumerate(flag_stamps)
               if ep.flags[s][2] and (i == 0 or not ep.flags[flag_stamps[i - 1]][2])]
     event_rate = ep.start_event.get("control_rate_hz")
@@ -84,6 +89,7 @@ def episode_metadata(ep: _Episode, rec) -> dict:
                                   if v and (i == 0 or not nu[i - 1]))),
         "hold_ticks": int(sum(f[1] for f in flags)),
         "estop_events": estops, "estop_count": len(estops),
+        "ik_refusals": int(sum(refused)) if refused else None,
         "policy_checkpoint_id": ep.end_checkpoint or rec.checkpoint_id,
         "policy_checkpoint_ids": ep.checkpoint_ids,
         "control_rate_hz": rate, "achieved_rate_hz": round(achieved, 3),

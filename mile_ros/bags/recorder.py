@@ -29,6 +29,7 @@ from mile_ros.bags.codec import (
     deserialize,
     header_stamp_ns,
     topic_types,
+    warm_up,
 )
 from mile_ros.bags.episode import _TICK_BITS, _Episode, episode_metadata
 from mile_ros.bags.index import _bags_in, bag_state
@@ -42,6 +43,7 @@ from mile_ros.interfaces import (
     ACTION_HUMAN,
     ACTION_ROBOT,
     ACTIVE,
+    ARM_REFUSED,
     COMMAND,
     EE_POSE,
     EPISODE,
@@ -59,7 +61,8 @@ from mile_ros.runs import iteration_dir
 
 SIDECAR_LOG = "recorder_log.jsonl"
 # topics published once per control tick, stamped with the tick
-TICK_TOPICS = (OBSERVATION, ACTION_ROBOT, INTERVENTION, COMMAND, EE_POSE, JOINT_STATES)
+TICK_TOPICS = (OBSERVATION, ACTION_ROBOT, INTERVENTION, COMMAND, EE_POSE, JOINT_STATES,
+               ARM_REFUSED)
 
 log = logging.getLogger("mile_ros.bags")     # one logger for the whole of mile_ros.bags
 
@@ -74,10 +77,11 @@ class EpisodeRecorder:
       after they arrive (an episode event published before them on another topic may arrive
       after them), except those an episode's end event has already claimed: from the end event
       on, messages stamped up to its end stamp are routed at once, and the bag is sealed
-      (metadata written, fsynced) as soon as every topic has reached the end stamp or gone quiet
-      for `close_grace_s` (at most `max_close_wait_s`), so an episode that has ended survives a
-      crash of the recorder a tick later. DDS keeps no order across topics, and under load
-      images may lag the episode events by a second;
+      (metadata written, fsynced) as soon as every tick up to the end stamp is complete (no
+      fixed wait: at once when the end event comes last), waiting at most `close_grace_s` for
+      what cannot be known to come and `max_close_wait_s` for what is known to be missing, so an
+      episode that has ended survives a crash of the recorder a tick later. DDS keeps no order
+      across topics, and under load images may lag the episode events by a second;
     - flushes the open bag every `flush_period_s`: a crash loses at most the last
       `reorder_window_s + flush_period_s` of the episode in progress (the shipped window is 0),
       never an earlier episode;
@@ -121,6 +125,7 @@ class EpisodeRecorder:
         self.on_event, self.log = on_event, logger or log
         self.writer_factory = writer_factory
         self.topics = topic_types(record_images)
+        warm_up(self.topics.values())           # not at the end of the first episode
         self.received: Counter = Counter()      # per topic, counted in submit()
         self.written: Counter = Counter()       # per topic, written into some bag
         self.dropped: Counter = Counter()       # per reason
@@ -326,14 +331,13 @@ class EpisodeRecorder:
     def _sealed_topic_done(self, ep: _Episode, topic: str, now: float) -> bool:
         """Whether an ended episode has everything of `topic` up to its end stamp.
 
-        Per topic, messages arrive in stamp order. A topic stamped with the control ticks is
-        complete once it has reached the episode's last tick (or its end stamp), at least one
-        control period after the end event (the last tick's messages travel on other topics);
-        a_h once every tick whose flags say nu=1 has one; any other topic once it has reached
-        the end stamp or been quiet for `close_grace_s` since the end was taken.
+        Per topic, messages arrive in stamp order, so a topic that has reached the end stamp is
+        complete. A topic stamped with the control ticks is complete at the episode's last tick
+        once no later tick can come: once the observations have reached the end stamp (the arm
+        and the arbiter stamp an end event with a tick whose observation came before it), or
+        `close_grace_s` after the end was taken (an end stamped between ticks). a_h once every
+        tick whose flags say nu=1 has one; any other topic once quiet for `close_grace_s`.
         """
-        if now - ep.ended_at < 1.0 / self.control_rate_hz:
-            return False
         arrived = self._arrived.get(topic, -1)
         if arrived >= ep.end_stamp:
             return True
@@ -343,7 +347,9 @@ class EpisodeRecorder:
                 if f[0] and ep.start_stamp is not None and ep.start_stamp <= s <= ep.end_stamp)
         if topic in TICK_TOPICS:
             last_tick = max((s for s in ep.tick_bits if s <= ep.end_stamp), default=None)
-            return last_tick is not None and arrived >= last_tick
+            known = (self._arrived.get(OBSERVATION, -1) >= ep.end_stamp
+                     or now - ep.ended_at >= self.close_grace_s)
+            return last_tick is not None and arrived >= last_tick and known
         return now - max(self._last_submit.get(topic, 0.0), ep.ended_at) >= self.close_grace_s
 
     def _open_episodes(self) -> list[_Episode]:
@@ -502,6 +508,8 @@ class EpisodeRecorder:
 
     def _observe(self, ep: _Episode, topic: str, msg, stamp: int | None) -> None:
         bit = _TICK_BITS.get(topic)
+        if topic == ARM_REFUSED and stamp is not None:
+            ep.refused[stamp] = bool(np.any(np.asarray(msg.position, dtype=float) > 0.5))
         if bit is None or stamp is None:
             return
         ep.tick_bits[stamp] = ep.tick_bits.get(stamp, 0) | bit
@@ -584,4 +592,4 @@ class EpisodeRecorder:
 
 SUMMARY_KEYS = ("iteration", "episode", "success", "end_reason", "ticks", "intervention_count",
                 "achieved_rate_hz", "low_rate", "policy_checkpoint_id", "message_counts",
-                "record_errors")
+                "record_errors", "ik_refusals")

@@ -16,9 +16,15 @@ Episodes (sim): the arm resets the task, publishes `episode` start/end events (s
 and after `episodes` episodes (0 = no limit) exits with status 0. The first episode starts once the
 nodes named in `wait_for_nodes` are up, with their endpoints (at most `startup_timeout_s`).
 
-Refusals: a backend that counts commands it refused to send (`ik_refusals`, the real arm) has the
-episode's count in the end events the arm publishes (`ik_refusals`) and, for episodes decided
-elsewhere (the arbiter's buttons), logged at their end event and kept in `episode_refusals`.
+Refusals: with a backend that counts the commands it refused to send (`ik_refusals`, the real
+arm), the arm publishes `arm/refused`(t) after applying each tick's command: 1.0 when that command
+was refused (held instead), 0.0 otherwise, stamped with the tick like the other step topics. The
+recorder files it into the episode by its stamp and seals it with the tick, so every episode bag,
+whoever ended the episode, holds its refusals (metadata `ik_refusals`). The end events the arm
+publishes itself carry the episode's count too (`ik_refusals`); for episodes decided elsewhere (the
+arbiter's buttons) the count is logged at their end event and kept in `episode_refusals`. The
+simulated arm never refuses a command (it clamps into the workspace) and counts nothing: no
+`arm/refused`, no `ik_refusals` in its end events, `ik_refusals: null` in its bags.
 """
 from __future__ import annotations
 
@@ -133,6 +139,8 @@ class ArmNode(Node):
         self.expert_pub = (self.create_publisher(JointState, itf.SIM_EXPERT_ACTION, 10)
                            if self.backend.has_expert else None)
         self.create_subscription(JointState, itf.COMMAND, self._on_command, 10)
+        self.refused_pub = (self.create_publisher(JointState, itf.ARM_REFUSED, itf.control_qos())
+                            if self._refusals() is not None else None)
         self.episode_refusals: dict[int, int] = {}   # episode -> refusals (episodes not ours)
         self._refusals_at_start = None               # (episode, count) at its start event
         if not self.backend.owns_episodes and self._refusals() is not None:
@@ -186,6 +194,15 @@ class ArmNode(Node):
 
     def _refusals(self) -> int | None:
         return getattr(self.backend, "ik_refusals", None)
+
+    def _apply(self, t: int, command: np.ndarray | None):
+        """Apply tick t's command (None: hold); publish `arm/refused`(t) if the backend counts."""
+        before = self._refusals()
+        outcome = self.backend.apply(command)
+        if self.refused_pub is not None:
+            refused = float((self._refusals() or 0) > (before or 0))
+            self.refused_pub.publish(itf.vector_msg(itf.REFUSED_NAMES, [refused], t))
+        return outcome
 
     def _refusal_fields(self, at_start: int | None) -> dict:
         """Return the end event's `ik_refusals` (this episode's), when the backend counts them."""
@@ -287,8 +304,8 @@ class ArmNode(Node):
     def _run_continuous(self) -> int:
         tick_start = time.monotonic()
         while not self._stop.is_set():
-            _, command = self._tick(tick_start)
-            self.backend.apply(command)  # None: hold (nothing is sent)
+            t, command = self._tick(tick_start)
+            self._apply(t, command)  # None: hold (nothing is sent)
             tick_start = self._pace(tick_start)
         return 0
 
@@ -346,7 +363,7 @@ class ArmNode(Node):
             while not self._stop.is_set():
                 t, command = self._tick(tick_start, first)
                 first = None
-                outcome = self.backend.apply(command)  # None: hold
+                outcome = self._apply(t, command)  # None: hold
                 if outcome.done:
                     self._episode = None
                     self._publish_event(itf.episode_event("end", episode, t,
