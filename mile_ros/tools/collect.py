@@ -285,7 +285,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _check_args(args)
     values = resolved_params(args)          # raises ConfigError before anything starts
-    prepare_sim_person(values)
     out, iteration = split_out(args.out, args.iteration)
     log_dir = out / "logs" / iteration_name(iteration)
     try:
@@ -293,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         raise ConfigError(f"--out: cannot create {log_dir}: {e.strerror}") from None
     params_file = ros_params_file(values, log_dir / "params.yaml")
+    prepare_sim_person(values)              # after every configuration check: it takes a while
     robot_name = args.robot_name.strip("/")
     nodes = graph_nodes(args.sim, args.camera)
     print(f"mile-ros collect: {' '.join(nodes)} in /{robot_name}; bags -> {out}/iter{iteration}; "
