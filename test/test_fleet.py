@@ -10,7 +10,6 @@ episode; one that runs something newer refuses it as older; a server that takes 
 checkpoints refuses an unsigned store's. A server started while `train` still waits gets the
 delivery from its transient-local history.
 """
-import json
 import os
 import re
 import secrets
@@ -21,99 +20,22 @@ import time
 from pathlib import Path
 
 import pytest
-import rclpy
 import torch
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from std_msgs.msg import String
 
 from mile_ros.learning.checkpoint import checkpoint_to_bytes, verify_checkpoint
 from mile_ros.policy import delivery, signing
 from mile_ros.tools import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from support.ros_graph import Watcher, latest_of, start_server, stop  # noqa: E402
 from support.train_helpers import simulate_episode, write_external_bag  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PID = os.getpid()
 OK, BAD, GONE = f"fleet_ok_{PID}", f"fleet_bad_{PID}", f"fleet_gone_{PID}"
 LATE, NEWER, STRICT, WAITING = (f"fleet_{n}_{PID}" for n in ("late", "newer", "strict", "wait"))
-LATCHED = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 FAST = ["--epochs-scale", "0.05", "--no-progress"]
 torch.set_num_threads(1)
-
-
-class Watcher:
-    """Listens to policy/active of the given robots: [(arrival, answer)] per robot."""
-
-    def __init__(self, robots):
-        self.ctx = rclpy.Context()
-        rclpy.init(args=[], context=self.ctx)
-        self.node = Node("fleet_watcher", context=self.ctx)
-        self.heard = {r: [] for r in robots}
-        for r in robots:
-            self.node.create_subscription(
-                String, f"/{r}/policy/active",
-                lambda m, r=r: self.heard[r].append((time.monotonic(), json.loads(m.data))),
-                LATCHED)
-        self.ex = SingleThreadedExecutor(context=self.ctx)
-        self.ex.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        try:
-            while self.ctx.ok():
-                self.ex.spin_once(timeout_sec=0.05)
-        except Exception:  # noqa: BLE001 - shutdown
-            pass
-
-    def wait_for(self, robot, predicate, since=0.0, timeout=120.0, what="an answer"):
-        """Return (arrival, answer) of the first answer since `since` that fits, or fail."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for when, a in list(self.heard[robot]):
-                if when >= since and predicate(a):
-                    return when, a
-            time.sleep(0.02)
-        raise AssertionError(f"timed out after {timeout:g} s waiting for {what} on {robot}; "
-                             f"heard: {[a for _, a in self.heard[robot][-6:]]}")
-
-    def close(self):
-        self.ctx.try_shutdown()
-        self.thread.join(timeout=2)
-
-
-def start_server(tmp: Path, robot: str, checkpoint: Path, key_file=None, allow_unsigned=False):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), RCUTILS_LOGGING_BUFFERED_STREAM="0")
-    args = [sys.executable, "-m", "mile_ros.nodes.policy_server", "--ros-args", "-r",
-            f"__ns:=/{robot}", "-p", f"checkpoint:={checkpoint}", "-p",
-            f"receive_dir:={tmp / ('received_' + robot)}", "-p",
-            f"allow_unsigned:={str(allow_unsigned).lower()}"]
-    if key_file:
-        args += ["-p", f"checkpoint_key_file:={key_file}"]
-    log = tmp / f"{robot}.log"
-    with open(log, "a") as out:   # a file, not a pipe: never blocks the process
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                text=True)
-    proc.log = log
-    return proc
-
-
-def stop(proc) -> None:
-    if proc.poll() is None:
-        proc.send_signal(2)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def latest_of(root: Path) -> Path:
-    return root / (root / "latest").read_text().strip()
 
 
 @pytest.fixture(scope="module")
