@@ -14,7 +14,7 @@ import time
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
@@ -25,6 +25,7 @@ from mile_ros import interfaces as itf  # noqa: E402
 from mile_ros import params  # noqa: E402
 from mile_ros.arms import InterbotixArm  # noqa: E402
 from mile_ros.nodes.arm import ArmNode  # noqa: E402
+from support.ros_graph import spin_until_shutdown  # noqa: E402
 
 ACTION = ["dx", "dy", "dz", "gripper"]
 TOO_FAST = [1.0, 1.0, 0.0, 0.0]      # 0.3 m across in one tick: the joints would jump, refused
@@ -63,15 +64,7 @@ class ArbiterPeer:
             json.loads(m.data)), 10)
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(n)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        try:
-            while self.ctx.ok():
-                self.executor.spin_once(timeout_sec=0.05)
-        except ExternalShutdownException:
-            pass
+        self.thread = spin_until_shutdown(self.executor, self.ctx)
 
     def _event(self, event, stamp, **fields):
         text = itf.episode_event(event, 0, stamp, iteration=1, source="arbiter", **fields)

@@ -12,7 +12,6 @@ import os
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from mile_ros.policy import delivery, signing
 from mile_ros.tools import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from support.ros_graph import spin_until_shutdown  # noqa: E402
 from support.train_helpers import simulate_episode, write_external_bag  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,16 +61,8 @@ class Peer:
         self.ep_pub = self.node.create_publisher(String, itf.EPISODE, LATCHED)
         self.ex = SingleThreadedExecutor(context=self.ctx)
         self.ex.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+        self.thread = spin_until_shutdown(self.ex, self.ctx)
         self.stamp = 1_000_000_000
-
-    def _spin(self):
-        try:
-            while self.ctx.ok():
-                self.ex.spin_once(timeout_sec=0.05)
-        except Exception:  # noqa: BLE001 - shutdown
-            pass
 
     def wait(self, predicate, timeout=60.0, what="condition"):
         """Poll until predicate() holds; the timeouts are generous (CI runs on 2 loaded cores)."""

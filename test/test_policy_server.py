@@ -96,6 +96,13 @@ class Harness:
         self.stamp = 1_000_000_000
         self.wait(lambda: self.obs_pub.get_subscription_count() > 0 and self.active)
 
+    def offer(self, data: bytes) -> tuple[dict, dict]:
+        """Publish checkpoint bytes; return the next two policy/active messages (answer, state)."""
+        n = len(self.active)
+        self.ckpt_pub.publish(UInt8MultiArray(data=list(data)))
+        self.wait(lambda: len(self.active) >= n + 2)
+        return self.active[n], self.active[n + 1]
+
     @staticmethod
     def _spin(executor, context):
         try:
@@ -221,10 +228,7 @@ def test_hot_swap_at_the_next_episode_start_and_refusals(tmp_path):
     h = Harness(tmp_path)
     try:
         def offer(data):
-            n = len(h.active)
-            h.ckpt_pub.publish(UInt8MultiArray(data=list(data)))
-            h.wait(lambda: len(h.active) >= n + 2)
-            answer, latched = h.active[n], h.active[n + 1]
+            answer, latched = h.offer(data)
             assert latched["state"] == "active" and latched["id"] == "stub:1"   # still running
             return answer
 
@@ -270,26 +274,20 @@ def test_before_its_first_observation_it_runs_a_checkpoint_at_once_and_never_goe
     newer_id = checkpoint.save_checkpoint(newer, tmp_path / "newer")
     h = Harness(tmp_path)
     try:
-        def offer(data):
-            n = len(h.active)
-            h.ckpt_pub.publish(UInt8MultiArray(data=list(data)))
-            h.wait(lambda: len(h.active) >= n + 2)
-            return h.active[n], h.active[n + 1]
-
         newer_bytes = checkpoint.checkpoint_to_bytes(tmp_path / "newer")
-        answer, running = offer(newer_bytes)
+        answer, running = h.offer(newer_bytes)
         assert answer["state"] == "pending" and answer["id"] == newer_id, answer
         assert "active at once: this server has taken no observation yet" in answer["reason"]
         assert running["state"] == "active" and running["id"] == newer_id, running
         expected = newer.runner().step(np.array([0.5, 0.25]))
         np.testing.assert_allclose(h.tick([0.5, 0.25]), expected, atol=1e-6)
 
-        answer, running = offer(newer_bytes)          # again (a store's history, a restart)
+        answer, running = h.offer(newer_bytes)          # again (a store's history, a restart)
         assert answer == {"id": newer_id, "state": "active", "reason": answer["reason"],
                           "offer": itf.offer_digest(newer_bytes)}, answer
         assert "already running it" in answer["reason"] and running["id"] == newer_id
 
-        answer, running = offer(checkpoint.checkpoint_to_bytes(tmp_path / "older"))
+        answer, running = h.offer(checkpoint.checkpoint_to_bytes(tmp_path / "older"))
         assert answer["state"] == "refused", answer
         assert f"older than {newer_id}, which it already has" in answer["reason"], answer
         assert running["state"] == "active" and running["id"] == newer_id

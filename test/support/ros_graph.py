@@ -26,6 +26,19 @@ def latched_qos():
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+def spin_until_shutdown(executor, context, period_s: float = 0.05) -> threading.Thread:
+    """Spin `executor` on a daemon thread until `context` shuts down; return the thread."""
+    def spin():
+        try:
+            while context.ok():
+                executor.spin_once(timeout_sec=period_s)
+        except Exception:  # noqa: BLE001 - the context went down mid-spin
+            pass
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    return thread
+
+
 class Watcher:
     """Listens to policy/active of the given robots: [(arrival, answer)] per robot."""
 
@@ -46,15 +59,7 @@ class Watcher:
                 latched_qos())
         self.ex = SingleThreadedExecutor(context=self.ctx)
         self.ex.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        try:
-            while self.ctx.ok():
-                self.ex.spin_once(timeout_sec=0.05)
-        except Exception:  # noqa: BLE001 - shutdown
-            pass
+        self.thread = spin_until_shutdown(self.ex, self.ctx)
 
     def wait_for(self, robot, predicate, since=0.0, timeout=120.0, what="an answer"):
         """Return (arrival, answer) of the first answer since `since` that fits, or fail."""
