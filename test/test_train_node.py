@@ -120,6 +120,8 @@ def test_image_policy_from_camera_frames(tmp_path):
     out = tmp_path / "ckpt"
     assert train.main(["--bags", str(tmp_path / "iter1"), "--out", str(out), "--image",
                        "--image-size", "64", *FAST]) == 0
+    manifest = json.loads((Path(metrics_of(out)["checkpoint"]) / "manifest.json").read_text())
+    assert manifest["networks"]["policy"]["kwargs"]["image_encoder"] == "patch"   # the fast one
     policy = load_policy_dir(metrics_of(out)["checkpoint"])
     assert policy.uses_image and policy.state_names == ["ee_x", "ee_y", "ee_z"]
     a = policy.make_runner().step(np.zeros(3), np.zeros((64, 64, 3), np.uint8))

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mile_ros.learning.model import MileModel
-from mile_ros.learning.networks import CategoricalPolicy, GaussianPolicy
+from mile_ros.learning.networks import CategoricalPolicy, GaussianPolicy, image_input
 from mile_ros.learning.specs import _ACTION_TOL, ActionSpec, ObsSpec, stack_frames
 
 
@@ -36,9 +36,9 @@ def seed_everything(seed: int) -> None:
 def _make_network(obs_spec, action_spec, config) -> nn.Module:
     if action_spec.continuous:
         return GaussianPolicy(obs_spec.stacked_dim, action_spec.dim, config.hidden,
-                              obs_spec.image_shape, config.log_std_bounds)
+                              obs_spec.image_shape, config.log_std_bounds, config.image_encoder)
     return CategoricalPolicy(obs_spec.stacked_dim, action_spec.n, config.hidden,
-                             obs_spec.image_shape)
+                             obs_spec.image_shape, config.image_encoder)
 
 
 # ----------------------------------------------------------------------------- data
@@ -141,9 +141,10 @@ class _Tensors:
         self.n = self.obs.shape[0]
 
     def obs_at(self, idx):
+        """Return the inputs of ticks `idx`, frames converted to float once for both networks."""
         if self.image is None:
             return self.obs[idx]
-        return {"state": self.obs[idx], "image": self.image[idx]}
+        return {"state": self.obs[idx], "image": image_input(self.image[idx])}
 
 
 def _split(data, config, rng) -> tuple[np.ndarray, np.ndarray | None]:
