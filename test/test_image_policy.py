@@ -1,4 +1,4 @@
-"""Image policies: the encoders, old checkpoints, determinism."""
+"""Image policies: the encoders, old checkpoints, determinism, and the training device."""
 import hashlib
 import json
 
@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from mile_ros.learning import ActionSpec, MileConfig, ObsSpec, train_mile
+from mile_ros.learning import ActionSpec, MileConfig, ObsSpec, train_bc, train_mile
 from mile_ros.learning.checkpoint import (
     CheckpointError,
     _canonical,
     load_checkpoint,
     save_checkpoint,
 )
+from mile_ros.learning.loop import resolve_device
 from mile_ros.learning.model import MileModel
 from mile_ros.learning.networks import GaussianPolicy, ImageEncoder, image_input
 from mile_ros.learning.specs import Normalizer
@@ -170,3 +171,43 @@ def test_same_seed_same_weights(encoder):
     a, b, c = weights(3), weights(3), weights(4)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_device_choice(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device(name)
+    with pytest.raises(ValueError, match="'cpu', 'cuda', 'cuda:N' or 'auto'"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="'cpu', 'cuda', 'cuda:N' or 'auto'"):
+        resolve_device("meta")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_training_on_cpu_by_name_returns_a_cpu_model(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model, metrics = train_mile(episodes(), OBS, ACT, MileConfig(**TINY), progress=False,
+                                device="auto")
+    assert metrics["device"] == "cpu"
+    assert all(p.device.type == "cpu" for net in (model.policy, model.mental)
+               for p in net.parameters())
+    bc = train_bc(episodes(), OBS, ACT, MileConfig(**TINY), progress=False, device="auto")
+    assert bc.metrics["device"] == "cpu"
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        train_mile(episodes(), OBS, ACT, MileConfig(**TINY), progress=False, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_gives_a_cpu_checkpoint(tmp_path):
+    model, metrics = train_mile(episodes(), OBS, ACT, MileConfig(**TINY), progress=False,
+                                device="cuda")
+    assert metrics["device"].startswith("cuda")
+    assert all(p.device.type == "cpu" for p in model.policy.parameters())
+    save_checkpoint(model, tmp_path / "ck")
+    loaded = load_checkpoint(tmp_path / "ck")
+    x = {"state": episodes()[0]["state"][:5], "image": episodes()[0]["image"][:5]}
+    np.testing.assert_allclose(loaded.act(x), model.act(x))
