@@ -120,10 +120,36 @@ def test_image_policy_from_camera_frames(tmp_path):
     out = tmp_path / "ckpt"
     assert train.main(["--bags", str(tmp_path / "iter1"), "--out", str(out), "--image",
                        "--image-size", "64", *FAST]) == 0
+    manifest = json.loads((Path(metrics_of(out)["checkpoint"]) / "manifest.json").read_text())
+    assert manifest["networks"]["policy"]["kwargs"]["image_encoder"] == "patch"   # the fast one
     policy = load_policy_dir(metrics_of(out)["checkpoint"])
     assert policy.uses_image and policy.state_names == ["ee_x", "ee_y", "ee_z"]
     a = policy.make_runner().step(np.zeros(3), np.zeros((64, 64, 3), np.uint8))
     assert np.shape(a) == (4,) and np.all(np.isfinite(a))
+
+
+def test_device_option_falls_back_to_the_cpu_or_names_the_problem(tmp_path, episodes, capsys,
+                                                                   monkeypatch):
+    """Without CUDA: `--device auto` trains on the CPU and says so; `--device cuda` is exit 2."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    write_external_bag(tmp_path / "iter1" / "ep0", episodes[20])
+    out = tmp_path / "ckpt"
+    assert train.main(["--bags", str(tmp_path / "iter1"), "--out", str(out), "--device", "auto",
+                       *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "device: cpu (--device auto: no CUDA device available)" in err, err
+    m = metrics_of(out)
+    assert m["device"] == "cpu" and m["training"]["device"] == "cpu"
+    assert load_policy_dir(m["checkpoint"]).make_runner() is not None
+    for device in ("cuda", "cuda:0"):
+        assert train.main(["--bags", str(tmp_path / "iter1"), "--out", str(tmp_path / "c2"),
+                           "--device", device, *FAST]) == 2
+        err = capsys.readouterr().err
+        assert f"train: error: --device {device}: " in err and "CUDA is not available" in err
+        assert "Traceback" not in err and "data:" not in err   # refused before reading bags
+    assert train.main(["--bags", str(tmp_path / "iter1"), "--device", "gpu", *FAST]) == 2
+    assert "--device gpu: device must be 'cpu', 'cuda'" in capsys.readouterr().err
+    assert not (tmp_path / "c2").exists()
 
 
 def test_aggregation_takes_earlier_iterations_unless_only(tmp_path, episodes, capsys):

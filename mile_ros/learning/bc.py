@@ -17,6 +17,7 @@ from mile_ros.learning.loop import (
     _select_and_fit,
     _Tensors,
     prepare_episodes,
+    resolve_device,
     seed_everything,
 )
 from mile_ros.learning.model import MileModel
@@ -25,9 +26,10 @@ from mile_ros.learning.specs import ActionSpec, Normalizer, ObsSpec
 
 def _bc_loss(net, tensors, target, action_spec, weight):
     def loss_fn(idx, presampled=False):
+        idx = tensors.index(idx)
         obs = tensors.obs_at(idx)
         y = target[idx]
-        w = torch.ones(len(idx)) if presampled else weight[idx]
+        w = torch.ones(len(idx), device=idx.device) if presampled else weight[idx]
         if action_spec.continuous:
             mu, ls = net(obs)
             nll = -mile.gaussian_log_prob(mu, ls, y)
@@ -57,7 +59,7 @@ def _bc_targets(data, target, action_spec):
 def train_bc(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
              config: MileConfig | None = None, *, target: str = "a_r",
              init: MileModel | None = None, progress: bool = True,
-             sampling: str = "uniform") -> MileModel:
+             sampling: str = "uniform", device="cpu") -> MileModel:
     """Fit the policy to `target` actions by behaviour cloning.
 
     `target`: "a_r" robot, "a_h" interventions only, "executed" = a_h where nu else a_r; the fit
@@ -65,11 +67,13 @@ def train_bc(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
     tick's loss times its weight; "weight": minibatches drawn in proportion to the weight). Ticks
     of weight 0 are left out, as if absent. Accepts a list of episode dicts or one dict.
     The mental model of the result is a copy of the policy; c is None unless config.c is set.
-    Metrics in `model.metrics`.
+    Metrics in `model.metrics`. `device` ("cpu", "cuda", "auto": `loop.resolve_device`) is where
+    it trains; the model is returned on the CPU.
     """
     config = copy.deepcopy(config or MileConfig()).validate(action_spec)
     if sampling not in ("uniform", "weight"):
         raise ValueError(f"sampling must be 'uniform' or 'weight', got {sampling!r}")
+    device = resolve_device(device)
     seed_everything(config.seed)
     t0 = time.perf_counter()
     data = prepare_episodes(episodes, obs_spec, action_spec)
@@ -80,14 +84,15 @@ def train_bc(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
         _check_compatible(init, obs_spec, action_spec)
     normalizer = init.normalizer if init is not None else Normalizer.fit(data["raw"])
     net = (copy.deepcopy(init.policy) if init is not None
-           else _make_network(obs_spec, action_spec, config))
-    tensors = _Tensors(data, normalizer, action_spec)
+           else _make_network(obs_spec, action_spec, config)).to(device)
+    tensors = _Tensors(data, normalizer, action_spec, device)
     gen = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     loss_fn = _bc_loss(net, tensors, tensors.a_r, action_spec, tensors.weight)
     metrics = _select_and_fit(loss_fn, [net], data, config, gen, rng, progress, f"BC ({target})",
                               sample_weight=data["weight"] if sampling == "weight" else None)
-    metrics.update(time_s=time.perf_counter() - t0, target=target)
+    metrics.update(time_s=time.perf_counter() - t0, target=target, device=str(device))
+    net.cpu()
     model = MileModel(net, copy.deepcopy(net), obs_spec, action_spec, normalizer,
                       config.c, config.beta, config)
     model.metrics = metrics

@@ -4,6 +4,9 @@ manifest.json holds the observation/action specs (with dimension names), the nor
 training config, c and beta, the networks' constructor arguments, the creation time, the size
 and sha256 of every file, and `manifest_sha256` over the rest of the manifest, so truncated,
 edited or mismatched checkpoints are refused with a `CheckpointError` naming the path.
+Image networks record their `image_encoder`; one written before that field existed is rebuilt
+with the encoder of that time ("conv3", `networks.build_network`). Weights load onto the CPU
+whatever device trained them.
 
 The directory is built under a temporary name in the same parent and renamed into place; a
 `latest` pointer file (the checkpoint's directory name) is replaced atomically afterwards.
@@ -190,6 +193,9 @@ def load_checkpoint(path, expect_obs_spec: ObsSpec | None = None,
         normalizer = Normalizer.from_dict(manifest["normalizer"])
         config = MileConfig.from_dict(manifest.get("config", {}))
         nets = {k: build_network(v["class"], v["kwargs"]) for k, v in manifest["networks"].items()}
+        encoder = getattr(nets["policy"].trunk.encoder, "kind", None)
+        if encoder is not None:   # older manifests: the encoder the networks were built with
+            config.image_encoder = encoder
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(path, f"manifest is inconsistent ({e})") from None
     if expect_obs_spec is not None and obs_spec != expect_obs_spec:

@@ -5,7 +5,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from mile_ros.learning.networks import LOG_STD_BOUNDS
+from mile_ros.learning.networks import DEFAULT_IMAGE_ENCODER, IMAGE_ENCODERS, LOG_STD_BOUNDS
 from mile_ros.learning.specs import ActionSpec
 
 
@@ -21,6 +21,7 @@ class MileConfig:
     intervention_model: str = "per_tick"
     form: str | None = None  # continuous "eq5"|"joint", discrete "eq3"|"joint"; None = eq5/eq3
     hidden: tuple = (256, 256)
+    image_encoder: str = DEFAULT_IMAGE_ENCODER  # image networks: "patch" | "conv3" (networks.py)
     lr: float = 3e-4
     c_lr: float = 3e-2
     batch_size: int = 256
@@ -65,6 +66,8 @@ class MileConfig:
             bad("beta_update", "must be 'fixed' or 'learn'")
         if self.intervention_model not in ("per_tick", "segments"):
             bad("intervention_model", "must be 'per_tick' or 'segments'")
+        if self.image_encoder not in IMAGE_ENCODERS:
+            bad("image_encoder", f"must be one of {IMAGE_ENCODERS}")
         if not 0.0 <= self.lam <= 1.0:
             bad("lam", "must be in [0, 1]")
         allowed = (None, "eq5", "joint") if action_spec is None or action_spec.continuous \

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mile_ros.learning.model import MileModel
-from mile_ros.learning.networks import CategoricalPolicy, GaussianPolicy
+from mile_ros.learning.networks import CategoricalPolicy, GaussianPolicy, image_input
 from mile_ros.learning.specs import _ACTION_TOL, ActionSpec, ObsSpec, stack_frames
 
 
@@ -33,12 +33,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def resolve_device(device="cpu") -> torch.device:
+    """Map "cpu", "cuda", "cuda:N" or "auto" (CUDA when torch has a GPU, else the CPU) to a device.
+
+    Asking for CUDA where torch has none raises a ValueError that names the device.
+    """
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}") \
+            from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available to torch "
+                             f"{torch.__version__} on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA "
+                             "device(s) here")
+    return dev
+
+
 def _make_network(obs_spec, action_spec, config) -> nn.Module:
     if action_spec.continuous:
         return GaussianPolicy(obs_spec.stacked_dim, action_spec.dim, config.hidden,
-                              obs_spec.image_shape, config.log_std_bounds)
+                              obs_spec.image_shape, config.log_std_bounds, config.image_encoder)
     return CategoricalPolicy(obs_spec.stacked_dim, action_spec.n, config.hidden,
-                             obs_spec.image_shape)
+                             obs_spec.image_shape, config.image_encoder)
 
 
 # ----------------------------------------------------------------------------- data
@@ -128,22 +153,31 @@ def _finite_actions(a, action_spec):
 class _Tensors:
     """The prepared data as tensors, with batching by index."""
 
-    def __init__(self, data, normalizer, action_spec):
-        self.obs = torch.from_numpy(normalizer(data["stacked"]))
-        self.image = None if data["image"] is None else torch.from_numpy(data["image"])
+    def __init__(self, data, normalizer, action_spec, device=None):
+        self.device = torch.device(device or "cpu")
+
+        def put(array, dtype=None):
+            return torch.from_numpy(array).to(self.device, dtype)
+        self.obs = put(normalizer(data["stacked"]))
+        self.image = None if data["image"] is None else put(data["image"])
         dtype = torch.float32 if action_spec.continuous else torch.long
-        self.a_r = torch.from_numpy(data["a_r"]).to(dtype)
-        self.a_h = torch.from_numpy(data["a_h"]).to(dtype)
-        self.nu = torch.from_numpy(data["nu"])
-        self.weight = torch.from_numpy(data["weight"]).to(torch.float32)
-        self.has_a_r = torch.from_numpy(
-            _finite_actions(data["a_r"], action_spec)).to(torch.float32)
+        self.a_r = put(data["a_r"], dtype)
+        self.a_h = put(data["a_h"], dtype)
+        self.nu = put(data["nu"])
+        self.weight = put(data["weight"], torch.float32)
+        self.has_a_r = put(_finite_actions(data["a_r"], action_spec), torch.float32)
         self.n = self.obs.shape[0]
 
+    def index(self, idx) -> torch.Tensor:
+        """Return the tick indices `idx` as a tensor on the data's device."""
+        return torch.as_tensor(idx, device=self.device)
+
     def obs_at(self, idx):
+        """Return the inputs of ticks `idx`, frames converted to float once for both networks."""
+        idx = self.index(idx)
         if self.image is None:
             return self.obs[idx]
-        return {"state": self.obs[idx], "image": self.image[idx]}
+        return {"state": self.obs[idx], "image": image_input(self.image[idx])}
 
 
 def _split(data, config, rng) -> tuple[np.ndarray, np.ndarray | None]:
@@ -262,11 +296,12 @@ class _Cost:
     beta is learned as log beta (it must stay > 0).
     """
 
-    def __init__(self, value: float, learn: bool, beta: float = 1.0, learn_beta: bool = False):
-        self.param = torch.nn.Parameter(torch.tensor(float(value), dtype=torch.float64)) \
-            if learn else None
-        self.log_beta = torch.nn.Parameter(torch.tensor(math.log(beta), dtype=torch.float64)) \
-            if learn_beta else None
+    def __init__(self, value: float, learn: bool, beta: float = 1.0, learn_beta: bool = False,
+                 device=None):
+        def param(v):
+            return torch.nn.Parameter(torch.tensor(v, dtype=torch.float64, device=device))
+        self.param = param(float(value)) if learn else None
+        self.log_beta = param(math.log(beta)) if learn_beta else None
         self.value, self.beta_value = float(value), float(beta)
 
     def __call__(self):

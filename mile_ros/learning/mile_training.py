@@ -59,6 +59,7 @@ from mile_ros.learning.loop import (
     _select_and_fit,
     _Tensors,
     prepare_episodes,
+    resolve_device,
     seed_everything,
 )
 from mile_ros.learning.model import MileModel, _probability
@@ -67,6 +68,7 @@ from mile_ros.learning.specs import ActionSpec, Normalizer, ObsSpec
 
 def _mile_loss(policy, mental, tensors, c, config, action_spec, form, scored=None):
     def loss_fn(idx):
+        idx = tensors.index(idx)
         sc = None if scored is None else scored[idx]
         obs = tensors.obs_at(idx)
         if config.train_mental:
@@ -102,15 +104,15 @@ def _mean_probability(policy, mental, tensors, c, beta, action_spec) -> np.ndarr
     with torch.no_grad():
         for s in range(0, tensors.n, 4096):
             idx = torch.arange(s, min(s + 4096, tensors.n))
-            ps.append(_probability(policy, mental, tensors.obs_at(idx), c, beta, action_spec))
+            ps.append(_probability(policy, mental, tensors.obs_at(idx), c, beta,
+                                   action_spec).cpu())
     return torch.cat(ps).double().numpy()
 
 
 def _rate_c(policy, mental, tensors, rate, beta, action_spec, c_hint=None, idx=None) -> float:
     """C such that the mean predicted p(nu=1|s) over the ticks `idx` (all) equals `rate`."""
     idx = torch.arange(tensors.n) if idx is None else torch.as_tensor(idx)
-    with torch.no_grad():
-        outs = [policy(tensors.obs_at(idx)), mental(tensors.obs_at(idx))]
+    outs = _outputs(policy, tensors, idx), _outputs(mental, tensors, idx)
     if action_spec.continuous:
         (mu, ls), (muh, lsh) = outs
         return mile.estimate_c(rate, mu=mu, log_std=ls, mu_hat=muh, log_std_hat=lsh, beta=beta,
@@ -119,44 +121,66 @@ def _rate_c(policy, mental, tensors, rate, beta, action_spec, c_hint=None, idx=N
                            c_hint=c_hint, tol=1e-6)
 
 
+def _outputs(net, tensors, idx, chunk: int = 4096):
+    """Return net's outputs on the ticks `idx`, on the CPU, computed a chunk at a time."""
+    parts = []
+    with torch.no_grad():
+        for s in range(0, len(idx), chunk):
+            out = net(tensors.obs_at(idx[s:s + chunk]))
+            parts.append(tuple(o.cpu() for o in out) if isinstance(out, tuple) else out.cpu())
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(p) for p in zip(*parts))
+    return torch.cat(parts)
+
+
+def _start_networks(init, data, obs_spec, action_spec, config, device, metrics):
+    """(policy, mental, normalizer, tensors): from `init`, or a BC fit of a_r for both."""
+    if init is not None:
+        _check_compatible(init, obs_spec, action_spec)
+        metrics["warm_start"] = "init (policy and mental model)"
+        tensors = _Tensors(data, init.normalizer, action_spec, device)
+        return (copy.deepcopy(init.policy).to(device), copy.deepcopy(init.mental).to(device),
+                init.normalizer, tensors)
+    normalizer = Normalizer.fit(data["raw"])
+    tensors = _Tensors(data, normalizer, action_spec, device)
+    policy = _make_network(obs_spec, action_spec, config).to(device)
+    metrics["warm_start"] = "none"
+    has_ar = _finite_actions(data["a_r"], action_spec)
+    if config.pretrain_updates > 0 and has_ar.any():
+        bc_idx = np.flatnonzero(has_ar)
+        gen = torch.Generator().manual_seed(config.seed + 1)
+        loop = _Loop(_bc_loss(policy, tensors, tensors.a_r, action_spec,
+                              torch.ones(tensors.n, device=device)), [policy], config, gen)
+        loop.run(bc_idx, config.pretrain_updates)
+        metrics["warm_start"] = f"BC on a_r ({config.pretrain_updates} updates), both networks"
+    return policy, copy.deepcopy(policy), normalizer, tensors
+
+
 def train_mile(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
                config: MileConfig | None = None, init: MileModel | None = None,
-               progress: bool = True) -> tuple[MileModel, dict]:
-    """Fit pi and pihat jointly with the MILE loss -> (MileModel, metrics)."""
+               progress: bool = True, device="cpu") -> tuple[MileModel, dict]:
+    """Fit pi and pihat jointly with the MILE loss -> (MileModel, metrics).
+
+    `device` ("cpu", "cuda", "auto": `loop.resolve_device`) is where it trains; the model is
+    returned on the CPU.
+    """
     config = copy.deepcopy(config or MileConfig()).validate(action_spec)
+    device = resolve_device(device)
     seed_everything(config.seed)
     t0 = time.perf_counter()
     form = config.resolved_form(action_spec)
     data = prepare_episodes(episodes, obs_spec, action_spec)
     n, n_int = data["nu"].shape[0], int(data["nu"].sum())
-    metrics = {"n_interventions": n_int, "rate_observed": n_int / n, "form": form}
-
-    if init is not None:
-        _check_compatible(init, obs_spec, action_spec)
-        normalizer = init.normalizer
-        policy, mental = copy.deepcopy(init.policy), copy.deepcopy(init.mental)
-        metrics["warm_start"] = "init (policy and mental model)"
-    else:
-        normalizer = Normalizer.fit(data["raw"])
-        policy = _make_network(obs_spec, action_spec, config)
-        metrics["warm_start"] = "none"
-        has_ar = _finite_actions(data["a_r"], action_spec)
-        if config.pretrain_updates > 0 and has_ar.any():
-            tensors = _Tensors(data, normalizer, action_spec)
-            bc_idx = np.flatnonzero(has_ar)
-            gen = torch.Generator().manual_seed(config.seed + 1)
-            loop = _Loop(_bc_loss(policy, tensors, tensors.a_r, action_spec,
-                                  torch.ones(tensors.n)), [policy], config, gen)
-            loop.run(bc_idx, config.pretrain_updates)
-            metrics["warm_start"] = f"BC on a_r ({config.pretrain_updates} updates), both networks"
-        mental = copy.deepcopy(policy)
-    tensors = _Tensors(data, normalizer, action_spec)
+    metrics = {"n_interventions": n_int, "rate_observed": n_int / n, "form": form,
+               "device": str(device)}
+    policy, mental, normalizer, tensors = _start_networks(init, data, obs_spec, action_spec,
+                                                          config, device, metrics)
 
     # which ticks are intervention decisions (all, or all but takeover continuations)
     scored = None
     if config.intervention_model == "segments":
         keep = ~mile.continuation_ticks(data["nu"], data["tick"] == 0)
-        scored = torch.from_numpy(keep)
+        scored = torch.from_numpy(keep).to(device)
         n_dec, n_on = int(keep.sum()), int((data["nu"] & keep).sum())
         metrics.update(decision_ticks=n_dec, onsets=n_on)
     else:
@@ -173,7 +197,7 @@ def train_mile(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
                 "fixed": "rate-matched once"}[config.c_update]
     learn_beta = config.beta_update == "learn"
     cost = _Cost(c0, learn=config.c is None and config.c_update == "learn",
-                 beta=config.beta, learn_beta=learn_beta)
+                 beta=config.beta, learn_beta=learn_beta, device=device)
     on_eval = None
     if config.c is None and config.c_update == "rate":
         def on_eval():
@@ -192,7 +216,7 @@ def train_mile(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
     metrics.update(c=c_final, c_initial=c0, c_mode=mode, beta=beta_final,
                    beta_mode="learned" if learn_beta else "given (fixed)",
                    rate_predicted=float(p.mean()), time_s=time.perf_counter() - t0)
-    model = MileModel(policy, mental, obs_spec, action_spec, normalizer, c_final, beta_final,
-                      config)
+    model = MileModel(policy.cpu(), mental.cpu(), obs_spec, action_spec, normalizer, c_final,
+                      beta_final, config)
     model.metrics = metrics
     return model, metrics

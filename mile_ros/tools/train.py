@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "(several: to each, answers awaited together), and whose topics to "
                          "train on in a bag that holds several robots' (ros2 bag record -a on "
                          "a shared domain)")
+    ap.add_argument("--device", default="cpu", metavar="cpu|cuda|cuda:N|auto",
+                    help="where to train: cpu (default), cuda (a GPU; an error without one) or "
+                         "auto (CUDA when torch sees a GPU, else the CPU); the checkpoint loads "
+                         "on a CPU-only machine either way")
     ap.add_argument("--threads", type=int, default=TRAIN_THREADS,
                     help="torch intra-op threads (0: one per core); default 1, measured fastest "
                          "beside any other busy process (bench/bench_threads.py)")
@@ -139,11 +143,33 @@ def check_args(args) -> None:
         raise TrainInputError(f"--image-size must be in 32..128 px, got {args.image_size}")
     if args.image_size is not None and not args.image:
         raise TrainInputError("--image-size needs --image")
+    check_device(args.device)
     for given in args.robot_name:
         name = given.strip("/")
         if not name or not all(c.isalnum() or c == "_" for c in name) or name[0].isdigit():
             raise TrainInputError(f"--robot-name {given!r} is not a valid ROS namespace")
     args.robot_name = list(dict.fromkeys(n.strip("/") for n in args.robot_name))
+
+
+def check_device(device: str):
+    """Return the torch device `--device` names; TrainInputError naming the option if unusable."""
+    from mile_ros.learning.loop import resolve_device
+
+    try:
+        return resolve_device(device)
+    except ValueError as e:
+        raise TrainInputError(f"--device {device}: {e}; use --device cpu, or --device auto to "
+                              "fall back to the CPU") from None
+
+
+def device_note(asked: str, device) -> str:
+    """Say where training runs and why (e.g. `auto` without a GPU)."""
+    import torch
+
+    if device.type == "cuda":
+        return f"device: {device} ({torch.cuda.get_device_name(device)})"
+    why = " (--device auto: no CUDA device available)" if asked.strip().lower() == "auto" else ""
+    return f"device: cpu{why}"
 
 
 def default_out(bags: list[str]) -> Path:
@@ -231,7 +257,8 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
                  image_size: int | None = None, only: bool = False, skip_bad: bool = False,
                  include_incomplete: bool = False, seed: int = 0, epochs_scale: float = 1.0,
                  c: float | None = None, settings: dict | None = None, progress: bool = True,
-                 say=_say, robot: str | list[str] | None = None) -> TrainResult:
+                 say=_say, robot: str | list[str] | None = None,
+                 device: str = "cpu") -> TrainResult:
     """Turn bags into a trained, saved checkpoint (no ROS).
 
     Raises BagError / TrainInputError / CheckpointError / ObservationError (all ValueError) naming
@@ -239,13 +266,10 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
     """
     from mile_ros.learning import MileConfig, train_mile
     from mile_ros.learning import observations as obs
-    from mile_ros.learning.checkpoint import (
-        load_checkpoint,
-        save_checkpoint,
-        update_latest,
-    )
+    from mile_ros.learning.checkpoint import save_checkpoint, update_latest
 
     t0 = time.perf_counter()
+    torch_device = check_device(device)
     bags = [str(b) for b in bags]
     out = Path(out) if out else default_out(bags)
     size = (image_size or obs.DEFAULT_IMAGE_SIZE) if image else None
@@ -258,25 +282,14 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
     arrays = obs.training_episodes(episodes, obs_spec)
     counts = obs.data_counts(arrays)
 
-    init_path = resolve_init(init, out)
-    init_model = None
-    if init_path is not None:
-        try:
-            init_model = load_checkpoint(init_path, expect_obs_spec=obs_spec,
-                                         expect_action_spec=act_spec)
-            say(f"warm start from {init_path}")
-        except ValueError as e:
-            if init != "latest":
-                raise TrainInputError(f"--init {init}: {e}") from None
-            say(f"WARNING: not warm-starting from {init_path}: {e}; training from scratch")
-    if init_model is None:
-        say("training from scratch (no checkpoint to warm-start from)")
+    init_path, init_model = warm_start(init, out, obs_spec, act_spec, say)
+    say(device_note(device, torch_device))
 
     config = scaled_config(MileConfig, seed=seed, epochs_scale=epochs_scale, c=c,
                            settings=settings)
     t1 = time.perf_counter()
     model, metrics = train_mile(arrays, obs_spec, act_spec, config, init=init_model,
-                                progress=progress)
+                                progress=progress, device=torch_device)
     t_train = time.perf_counter() - t1
 
     fit = intervention_fit(model, arrays)
@@ -285,7 +298,7 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
     summary = {"data": counts, "bags_used": len(report["used"]),
                "bags_skipped": len(report["skipped"]), "init": str(init_path) if init_model
                else None, "seed": seed, "epochs_scale": epochs_scale, "image": bool(image),
-               "settings": settings or {}}
+               "settings": settings or {}, "device": str(torch_device)}
     t2 = time.perf_counter()
     ckpt_id = save_checkpoint(model, out / name, extra_manifest={"training": summary})
     ckpt_dir = out / name
@@ -305,6 +318,29 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
     say(f"trained in {t_train:.1f} s: intervention rate observed {fit['observed']:.3f}, "
         f"predicted {fit['predicted']:.3f}; checkpoint {ckpt_id} -> {ckpt_dir}")
     return TrainResult(ckpt_dir, str(ckpt_id), full, report)
+
+
+def warm_start(init: str, out: Path, obs_spec, act_spec, say=_say):
+    """(checkpoint path, MileModel) to warm-start from, or (path or None, None): from scratch."""
+    from mile_ros.learning.checkpoint import load_checkpoint
+
+    init_path = resolve_init(init, out)
+    init_model = None
+    if init_path is not None:
+        try:
+            init_model = load_checkpoint(init_path, expect_obs_spec=obs_spec,
+                                         expect_action_spec=act_spec)
+            say(f"warm start from {init_path}")
+        except ValueError as e:
+            if init != "latest":
+                raise TrainInputError(f"--init {init}: {e}") from None
+            say(f"WARNING: not warm-starting from {init_path}: {e}; training from scratch")
+    if init_model is None:
+        say("training from scratch (no checkpoint to warm-start from)")
+    elif getattr(init_model.policy.trunk.encoder, "kind", None) == "conv3":
+        say("note: the warm start's image encoder is the older, slower 'conv3', and it is kept "
+            "(--init none trains the faster 'patch' encoder from scratch)")
+    return init_path, init_model
 
 
 def parse_settings(items: list[str]) -> dict:
@@ -420,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_training(args.bags, args.out, args.init, args.image, args.image_size,
                               args.only, args.skip_bad, args.include_incomplete, args.seed,
                               args.epochs_scale, args.c, settings,
-                              progress=not args.no_progress, robot=robots)
+                              progress=not args.no_progress, robot=robots,
+                              device=args.device)
     except KeyboardInterrupt:
         _say("interrupted; nothing was written")
         return EXIT_INTERRUPTED
