@@ -25,6 +25,10 @@ DEFAULT_FILE = "collect.yaml"
 SHARED = {("arbiter", "control_rate_hz"): ("arm", "control_rate_hz"),
           ("recorder", "control_rate_hz"): ("arm", "control_rate_hz"),
           ("sim_human", "control_rate_hz"): ("arm", "control_rate_hz")}
+# The executors a control-path node can spin on (mile_ros.nodes._runtime.executor_factory).
+EXECUTORS = ("auto", "events", "single")
+# String parameters with a fixed set of values: {(node, parameter): the values}.
+CHOICES = {("arbiter", "executor"): EXECUTORS, ("arm", "executor"): EXECUTORS}
 
 
 class ConfigError(ValueError):
@@ -117,7 +121,16 @@ def _type_name(v: Any) -> str:
 
 
 def coerce(node: str, name: str, value: Any, default: Any, source: str) -> Any:
-    """Check `value` against the type of `default`; ints are accepted where floats are."""
+    """Check `value` against the type of `default` and CHOICES; ints are accepted as floats."""
+    value = _coerce_type(node, name, value, default, source)
+    allowed = CHOICES.get((node, name))
+    if allowed is not None and value not in allowed:
+        raise ConfigError(f"{source}: parameter '{name}' of node '{node}' must be one of "
+                          f"{', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _coerce_type(node: str, name: str, value: Any, default: Any, source: str) -> Any:
     want, got = _type_name(default), _type_name(value)
     if want == got:
         return value

@@ -1,6 +1,8 @@
 """The arbiter node over real DDS, in-process: stamps, flags, a_h, holds, e-stop, watchdog."""
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -11,7 +13,6 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -22,6 +23,7 @@ from mile_ros import interfaces as itf  # noqa: E402
 from mile_ros.nodes.arbiter import ArbiterNode  # noqa: E402
 from mile_ros.params import ConfigError, resolve  # noqa: E402
 from mile_ros.teleop.arbiter import ArbiterConfig, JoyMap  # noqa: E402
+from support.executors import UNDER_TEST, make_executor  # noqa: E402
 
 NAMES = ["dx", "dy", "dz", "gripper"]
 LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
@@ -29,9 +31,12 @@ LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
 
 
 class Graph:
-    """The arbiter plus a probe node that plays arm, policy server and joystick."""
+    """The arbiter plus a probe node that plays arm, policy server and joystick.
 
-    def __init__(self, **overrides):
+    Both spin on `executor` (events | single), by default the one the arbiter would get.
+    """
+
+    def __init__(self, executor=None, **overrides):
         overrides.setdefault("handback_ramp_s", 0.0)
         self.ctx = Context()
         rclpy.init(context=self.ctx)
@@ -55,10 +60,11 @@ class Graph:
                                        LATCHED)
         self.joy_on, self.action, self.held = True, np.zeros(4), set()
         self.last_joy = 0.0
-        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor = make_executor(self.ctx, executor)
         self.executor.add_node(self.arbiter)
         self.executor.add_node(self.probe)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinning = True
+        self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
         self.running = True
         self.joy_thread = threading.Thread(target=self._joy_stream, daemon=True)
@@ -67,6 +73,12 @@ class Graph:
         self.wait(lambda: self.probe.count_subscribers(itf.OBSERVATION) >= 1
                   and self.probe.count_publishers(itf.COMMAND) >= 1)
         time.sleep(0.2)
+
+    def _spin(self):
+        # spin_once, as the nodes do: rclpy 9.1's EventsExecutor deadlocks when another thread
+        # calls into it (wake, shutdown, destroying an entity) while it is in spin()
+        while self.spinning:
+            self.executor.spin_once(timeout_sec=0.05)
 
     def _store(self, key):
         def store(msg):
@@ -130,8 +142,9 @@ class Graph:
     def close(self):
         self.running = False
         self.joy_thread.join(timeout=5)
-        self.executor.shutdown(timeout_sec=5)
+        self.spinning = False
         self.thread.join(timeout=5)
+        self.executor.shutdown(timeout_sec=5)
         self.arbiter.destroy_node()
         self.probe.destroy_node()
         rclpy.shutdown(context=self.ctx)
@@ -149,8 +162,9 @@ def graph():
         g.close()
 
 
-def test_takeover_handback_stale_nan_and_estop_over_dds(graph):
-    g = graph(joy_timeout_s=1.0)        # the Joy watchdog has its own test
+@pytest.mark.parametrize("executor", UNDER_TEST)
+def test_takeover_handback_stale_nan_and_estop_over_dds(graph, executor):
+    g = graph(executor=executor, joy_timeout_s=1.0)   # the Joy watchdog has its own test
     command, flags, human = g.tick(a_r=(0.1, 0.2, 0.3, 0.4))
     np.testing.assert_allclose(command, [0.1, 0.2, 0.3, 0.4])
     np.testing.assert_array_equal(flags, [0, 0, 0])
@@ -258,3 +272,48 @@ def test_bad_button_name_is_a_startup_error():
     out = subprocess.run([sys.executable, "-m", "mile_ros.nodes.arbiter", "--ros-args", "-p",
                           "axes.dx:=9"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "axes.dx" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("executor", UNDER_TEST)
+def test_process_logs_its_executor_and_stops_cleanly_on_ctrl_c(executor):
+    """The node starts on the executor its parameter names, says so, and Ctrl-C exits 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "mile_ros.nodes.arbiter", "--ros-args", "-r",
+                             "__ns:=/arbiter_exec_" + executor, "-p", f"executor:={executor}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "MILE_ROS_EXECUTOR": ""})
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "arbiter: executor" in line:
+                break
+        time.sleep(1.0)                          # spinning: the watchdog timer runs
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(lines) + out
+    name = {"events": "EventsExecutor (rclpy.experimental)", "single": "SingleThreadedExecutor"}
+    assert f"arbiter: executor {name[executor]}\n" in text, text
+    assert "no Joy received yet" in text, text   # the watchdog timer ran on it
+    assert proc.returncode == 0 and "Traceback" not in text, text
+
+
+def test_executor_parameter_is_checked_and_events_needs_an_executor(monkeypatch):
+    from mile_ros.nodes import _runtime
+
+    with pytest.raises(ConfigError, match="'executor' of node 'arbiter' must be one of auto, "
+                                          "events, single, got 'fast'"):
+        resolve("arbiter", overrides={"executor": "fast"})
+    monkeypatch.setitem(sys.modules, "rclpy.experimental", None)   # Humble: no EventsExecutor
+    factory, text = _runtime.executor_factory("auto")
+    assert factory.__name__ == "SingleThreadedExecutor" and "not available" in text
+    with pytest.raises(ConfigError, match="'executor' is 'events', but this rclpy has no "
+                                          "EventsExecutor"):
+        _runtime.executor_factory("events")
+    monkeypatch.setenv("MILE_ROS_EXECUTOR", "single")
+    assert _runtime.executor_choice("events") == ("single", "single")
+    monkeypatch.setenv("MILE_ROS_EXECUTOR", "fast")
+    with pytest.raises(ConfigError, match="MILE_ROS_EXECUTOR"):
+        _runtime.executor_choice("auto")

@@ -4,6 +4,8 @@ Tick protocol, episode events, command checking and holding, start-up gating, an
 configuration errors. A peer node plays the rest of the graph.
 """
 import itertools
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +27,7 @@ from mile_ros.arms import ACTION_NAMES, StepOutcome, check_arm_params
 from mile_ros.interfaces import SIM_EXPERT_ACTION, episode_qos
 from mile_ros.nodes.arm import ArmNode, ArmStats, check_command
 from mile_ros.params import ConfigError
+from support.executors import UNDER_TEST, make_executor
 
 ROOT = Path(__file__).resolve().parents[1]
 _ns = itertools.count()
@@ -123,8 +126,11 @@ def answer(values, *, stamp_shift=0, names=ACTION_NAMES, delay=0.0):
     return lambda i, stamp: (stamp + stamp_shift, list(names), list(values), delay)
 
 
-def run_arm(tmp_path, backend, respond, wait_for_peer=True, **overrides):
-    """Run an ArmNode to completion against a Peer; returns (rc, node, peer)."""
+def run_arm(tmp_path, backend, respond, wait_for_peer=True, executor=None, **overrides):
+    """Run an ArmNode to completion against a Peer; returns (rc, node, peer).
+
+    The arm spins on `executor` (events | single), by default the one the node would get.
+    """
     ns = f"/arm_test_{next(_ns)}"
     values = params.resolve("arm", [], {"realtime_factor": 0.0, "lockstep_timeout_s": 0.3,
                                         "startup_timeout_s": 10.0, "episodes": 2,
@@ -135,7 +141,7 @@ def run_arm(tmp_path, backend, respond, wait_for_peer=True, **overrides):
     rclpy.init(args=["arm", "--ros-args", "-r", f"__ns:={ns}", "--params-file", str(pfile)],
                context=context)
     node = ArmNode(context, backend_factory=lambda p, robot: backend)
-    executor = SingleThreadedExecutor(context=context)
+    executor = make_executor(context, executor)
     executor.add_node(node)
     try:
         rc = node.run(executor)
@@ -149,9 +155,11 @@ def run_arm(tmp_path, backend, respond, wait_for_peer=True, **overrides):
     return rc, node, peer
 
 
-def test_lockstep_ticks_episodes_and_stamps(tmp_path):
+@pytest.mark.parametrize("executor", UNDER_TEST)
+def test_lockstep_ticks_episodes_and_stamps(tmp_path, executor):
     backend = FakeBackend(length=5)
-    rc, node, peer = run_arm(tmp_path, backend, answer([0.25, -0.5, 1.0, 0.0]), seed=7)
+    rc, node, peer = run_arm(tmp_path, backend, answer([0.25, -0.5, 1.0, 0.0]), seed=7,
+                             executor=executor)
     assert rc == 0
     assert backend.resets == [7, 8]
     assert [(e["event"], e["episode"]) for e in peer.events] == \
@@ -219,7 +227,7 @@ class BackgroundArm:
                          "--params-file", str(pfile)],
                    context=self.context)
         self.node = ArmNode(self.context, backend_factory=lambda p, robot: self.backend)
-        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor = make_executor(self.context)
         self.executor.add_node(self.node)
         self.result = {}
 
@@ -352,7 +360,7 @@ def test_real_arm_refusals_are_reported_per_arbiter_episode(tmp_path):
                context=context)
     backend = ContinuousBackend()
     node = ArmNode(context, backend_factory=lambda p, robot: backend)
-    executor = SingleThreadedExecutor(context=context)
+    executor = make_executor(context)
     executor.add_node(node)
     runner = threading.Thread(target=node.run, args=(executor,), daemon=True)
     runner.start()
@@ -413,6 +421,7 @@ def test_bad_values_name_the_parameter(override, name):
     ("realtime_factor:=-0.5", "'realtime_factor'"),
     ("control_rate:=30.0", "unknown parameter 'control_rate'"),
     ("backend:=gazebo", "'backend'"),
+    ("executor:=fast", "'executor' of node 'arm' must be one of auto, events, single"),
 ])
 def test_node_process_refuses_bad_configuration_with_one_clear_line(arg, needle):
     proc = subprocess.run([sys.executable, "-m", "mile_ros.nodes.arm", "--ros-args", "-r",
@@ -433,3 +442,38 @@ def test_an_episode_line_counts_only_that_episode():
     assert (episode.ticks, episode.applied, episode.held_missing) == (150, 149, 0)
     assert episode.ik_refusals == 3
     assert "ticks=150 (20.0/s)" in episode.summary()
+
+
+@pytest.mark.parametrize("executor", UNDER_TEST)
+def test_ctrl_c_mid_episode_ends_it_on_either_executor(executor, tmp_path):
+    """The arm process logs its executor; Ctrl-C mid-episode still sends the episode's end.
+
+    The end event ("shutdown") and the summary go out through the node's context: Ctrl-C stops
+    the arm's loop and spin thread first, and shuts the context down only after `close()`.
+    """
+    ns = f"/arm_sigint_{next(_ns)}"
+    peer = Peer(ns, answer([0.0, 0.0, 0.0, 0.0]))
+    env = {**os.environ, "MILE_ROS_EXECUTOR": "", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mile_ros.nodes.arm", "--ros-args", "-r",
+                             f"__ns:={ns}", "-p", f"executor:={executor}", "-p",
+                             "wait_for_nodes:=[peer]", "-p", "episode_timeout_s:=60.0"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        give_up = time.monotonic() + 60
+        while len(peer.obs) < 20 and time.monotonic() < give_up and proc.poll() is None:
+            time.sleep(0.05)
+        assert len(peer.obs) >= 20, "the arm never ticked"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        time.sleep(0.3)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        peer.close()
+    name = {"events": "EventsExecutor (rclpy.experimental)", "single": "SingleThreadedExecutor"}
+    assert f"]: arm: executor {name[executor]}\n" in out, out
+    assert proc.returncode == 0 and "Traceback" not in out, out
+    assert [(e["event"], e.get("reason")) for e in peer.events] == [("start", None),
+                                                                     ("end", "shutdown")], out
+    assert "[INFO]" in out.split("arm: ticks=")[0].splitlines()[-1], out   # through the node

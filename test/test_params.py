@@ -105,3 +105,15 @@ def test_control_rate_is_declared_once_and_shared(tmp_path):
     assert params.resolve("recorder", [f])["control_rate_hz"] == 30.0
     assert params.resolve("arbiter")["control_rate_hz"] == 20.0
     assert params.resolve("arbiter", [f], {"control_rate_hz": 10.0})["control_rate_hz"] == 10.0
+
+
+def test_executor_is_one_of_its_values(tmp_path):
+    """The control path's `executor` (arm, arbiter): auto | events | single, nothing else."""
+    for node in ("arm", "arbiter"):
+        assert params.resolve(node)["executor"] == "auto"
+        assert params.resolve(node, overrides={"executor": "single"})["executor"] == "single"
+    f = tmp_path / "lab.yaml"
+    f.write_text(yaml.safe_dump({"arbiter": {"ros__parameters": {"executor": "multi"}}}))
+    with pytest.raises(ConfigError, match=f"{f}: parameter 'executor' of node 'arbiter' must be "
+                                          "one of auto, events, single, got 'multi'"):
+        params.resolve("arbiter", [f])

@@ -6,18 +6,26 @@ and turns configuration problems into one line on stderr, `<node>: configuration
 with exit status 2, instead of a traceback. On SIGINT or SIGTERM it stops spinning first, then
 closes the node (its context still valid, so its last log lines and messages go out), and only
 then shuts the context down.
+
+The executor: `executor_cls` when the caller gives one, else the node's own `executor` parameter
+when it has one (the control path: arbiter and arm; `executor_factory`), else rclpy's
+SingleThreadedExecutor. The choice is logged at start-up.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import time
 from typing import Callable, NoReturn
 
-from mile_ros.params import ConfigError
+from mile_ros.params import EXECUTORS, ConfigError
 
 EXIT_CONFIG = 2
+# Overrides every node's `executor` parameter when set (auto | events | single): the tests run
+# the control path under each executor with it.
+EXECUTOR_ENV = "MILE_ROS_EXECUTOR"
 
 
 def init_rclpy(args: list[str], context=None, **kwargs) -> None:
@@ -49,6 +57,55 @@ def open_context(args: list[str]):
     context = rclpy.Context()
     init_rclpy(args, context=context, signal_handler_options=SignalHandlerOptions.NO)
     return context
+
+
+def executor_choice(param: str) -> tuple[str, str | None]:
+    """Return (choice, override): $MILE_ROS_EXECUTOR's value when it is set, else `param`."""
+    override = os.environ.get(EXECUTOR_ENV, "").strip() or None
+    if override is not None and override not in EXECUTORS:
+        raise ConfigError(f"${EXECUTOR_ENV} must be one of {', '.join(EXECUTORS)}, "
+                          f"got {override!r}")
+    return (override or param), override
+
+
+def executor_factory(choice: str) -> tuple[Callable, str]:
+    """Return (executor class or factory taking `context=`, its name for the log).
+
+    `choice` is an `executor` parameter's value: auto = rclpy's EventsExecutor
+    (rclpy.experimental, Jazzy and later) where it can be imported, else the
+    SingleThreadedExecutor (Humble); events = the EventsExecutor, a ConfigError where this rclpy
+    has none; single = the SingleThreadedExecutor.
+    """
+    from rclpy.executors import SingleThreadedExecutor
+
+    if choice not in EXECUTORS:
+        raise ConfigError(f"parameter 'executor' must be one of {', '.join(EXECUTORS)}, "
+                          f"got {choice!r}")
+    if choice == "single":
+        return SingleThreadedExecutor, "SingleThreadedExecutor"
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError as e:
+        if choice == "events":
+            raise ConfigError(f"parameter 'executor' is 'events', but this rclpy has no "
+                              f"EventsExecutor ({e}; it needs ROS 2 Jazzy or later): use "
+                              f"'auto' or 'single'") from None
+        return SingleThreadedExecutor, ("SingleThreadedExecutor (rclpy.experimental."
+                                        "EventsExecutor not available)")
+    return EventsExecutor, "EventsExecutor (rclpy.experimental)"
+
+
+def _node_executor(name: str, node) -> Callable:
+    """Return the executor the node asks for with its `executor` parameter (logged), or single."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    if not node.has_parameter("executor"):
+        return SingleThreadedExecutor
+    choice, override = executor_choice(node.get_parameter("executor").value)
+    factory, text = executor_factory(choice)
+    say(node, f"{name}: executor {text}"
+        + (f" (${EXECUTOR_ENV}={override})" if override else ""))
+    return factory
 
 
 class _Stopper:
@@ -163,7 +220,8 @@ def run_node(name: str, build: Callable, argv: list[str] | None = None, executor
     `build(context=context)` returns a node with an optional `.setup(executor)` (start-up work
     that needs the executor), an optional `.run(executor)` (its own main loop, which returns
     once `.request_stop()` was called) and an optional `.close()`. Without `.run`, the node is
-    spun by `executor_cls` (single-threaded) until SIGINT or SIGTERM. With `exit_process` (a
+    spun by the executor until SIGINT or SIGTERM: `executor_cls`, else the one its `executor`
+    parameter names, else single-threaded. With `exit_process` (a
     node's `main`), the process then ends at once with the status (`end_process`).
     """
     code = _run(name, build, argv, executor_cls)
@@ -173,7 +231,7 @@ def run_node(name: str, build: Callable, argv: list[str] | None = None, executor
 
 
 def _run(name: str, build: Callable, argv: list[str] | None, executor_cls) -> int:
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
 
     args = list(sys.argv if argv is None else [sys.argv[0], *argv])
     stopper = _Stopper()
@@ -183,7 +241,7 @@ def _run(name: str, build: Callable, argv: list[str] | None, executor_cls) -> in
     try:
         context = open_context(args)
         node = stopper.node = build(context=context)
-        executor = (executor_cls or SingleThreadedExecutor)(context=context)
+        executor = (executor_cls or _node_executor(name, node))(context=context)
         executor.add_node(node)
         return _spin(node, executor, stopper)
     except ConfigError as e:
