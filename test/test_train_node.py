@@ -114,6 +114,33 @@ def test_trains_on_a_ros2_bag_record_bag_and_warm_starts(tmp_path, episodes):
     assert model.obs_spec.frame_stack == 4
 
 
+def test_warm_start_budget_counts_only_the_bags_the_checkpoint_was_not_trained_on(
+        tmp_path, episodes):
+    run = external_run(tmp_path / "run", episodes)
+    out = tmp_path / "ckpt"
+    assert train.main(["--bags", str(run / "iter1"), "--out", str(out), *FAST]) == 0
+    first = metrics_of(out)
+    assert first["trained_on"] == [str((run / "iter1" / "rosbag2_1").resolve())]
+    assert first["budget"] == {"epochs_over": "all", "ticks": 20, "new_ticks": 20,
+                               "fraction": 1.0}
+
+    assert train.main(["--bags", str(run / "iter2"), "--out", str(out), *FAST]) == 0
+    second = metrics_of(out)
+    assert second["budget"] == {"epochs_over": "new", "ticks": 50, "new_ticks": 30,
+                                "fraction": pytest.approx(30 / 50)}
+    assert len(second["trained_on"]) == 2
+
+    # --epochs-over all, and bags the checkpoint does not know (moved), count every tick
+    assert train.main(["--bags", str(run / "iter3"), "--out", str(out), "--epochs-over", "all",
+                       *FAST]) == 0
+    assert metrics_of(out)["budget"]["fraction"] == 1.0
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    assert train.main(["--bags", str(moved / "iter3"), "--out", str(out), *FAST]) == 0
+    assert metrics_of(out)["budget"] == {"epochs_over": "new", "ticks": 90, "new_ticks": 90,
+                                         "fraction": 1.0}
+
+
 def test_image_policy_from_camera_frames(tmp_path):
     ep = simulate_episode(seed=5, max_ticks=25, image_size=48)
     write_external_bag(tmp_path / "iter1" / "bag", ep)

@@ -9,7 +9,9 @@
 2. Builds observations (mile_ros.learning.observations): the state stacked over 4 ticks, or with
    `--image` the camera frame plus the end-effector position.
 3. Trains MILE (policy and mental model), warm-started from `--init` (default: the `latest`
-   checkpoint under `--out`, when there is one and it fits the data).
+   checkpoint under `--out`, when there is one and it fits the data). Warm-started, the epoch
+   budget counts only the ticks of bags that checkpoint was not trained on (`--epochs-over new`,
+   its manifest lists them): an iteration costs what its new data costs.
 4. Writes the checkpoint atomically under `--out`, then `latest`, and beside it
    `<name>.metrics.json` (losses, predicted vs observed intervention rate, data counts, timings).
 5. Sends the checkpoint's bytes on /<robot>/policy/checkpoint (reliable, transient local) of
@@ -54,6 +56,7 @@ EXIT_INPUT, EXIT_INTERRUPTED = 2, 130
 # Measured on 2 cores (bench/results/threads.json): 2 threads train the state policy 14% faster on
 # an idle machine, but 2.6x slower beside one busy process (the ROS graph, another run).
 TRAIN_THREADS = 1
+EPOCHS_OVER = ("new", "all")   # --epochs-over: which ticks the warm-start budget counts
 PROG = "train"
 
 
@@ -108,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs-scale", type=float, default=1.0,
                     help="multiply the training budget (epochs for the data size) by this")
+    ap.add_argument("--epochs-over", choices=EPOCHS_OVER, default="new",
+                    help="warm start: the epoch budget counts the ticks of bags the --init "
+                         "checkpoint was not trained on (new, default: an iteration costs what "
+                         "its new data costs) or every tick (all)")
     ap.add_argument("--c", type=float, default=None,
                     help="intervention cost c (default: estimated from the data's rate)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -258,7 +265,7 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
                  include_incomplete: bool = False, seed: int = 0, epochs_scale: float = 1.0,
                  c: float | None = None, settings: dict | None = None, progress: bool = True,
                  say=_say, robot: str | list[str] | None = None,
-                 device: str = "cpu") -> TrainResult:
+                 device: str = "cpu", epochs_over: str = "new") -> TrainResult:
     """Turn bags into a trained, saved checkpoint (no ROS).
 
     Raises BagError / TrainInputError / CheckpointError / ObservationError (all ValueError) naming
@@ -287,6 +294,11 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
 
     config = scaled_config(MileConfig, seed=seed, epochs_scale=epochs_scale, c=c,
                            settings=settings)
+    budget = epoch_budget(episodes, init_path if init_model else None, epochs_over)
+    config.epochs *= budget["fraction"]
+    if budget["fraction"] < 1.0:
+        say(f"warm start: the update budget counts the {budget['new_ticks']} new of "
+            f"{budget['ticks']} ticks (--epochs-over new)")
     t1 = time.perf_counter()
     model, metrics = train_mile(arrays, obs_spec, act_spec, config, init=init_model,
                                 progress=progress, device=torch_device)
@@ -298,7 +310,8 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
     summary = {"data": counts, "bags_used": len(report["used"]),
                "bags_skipped": len(report["skipped"]), "init": str(init_path) if init_model
                else None, "seed": seed, "epochs_scale": epochs_scale, "image": bool(image),
-               "settings": settings or {}, "device": str(torch_device)}
+               "settings": settings or {}, "device": str(torch_device), "budget": budget,
+               "trained_on": sorted(bag_identity(e.path) for e in episodes)}
     t2 = time.perf_counter()
     ckpt_id = save_checkpoint(model, out / name, extra_manifest={"training": summary})
     ckpt_dir = out / name
@@ -318,6 +331,35 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
     say(f"trained in {t_train:.1f} s: intervention rate observed {fit['observed']:.3f}, "
         f"predicted {fit['predicted']:.3f}; checkpoint {ckpt_id} -> {ckpt_dir}")
     return TrainResult(ckpt_dir, str(ckpt_id), full, report)
+
+
+def bag_identity(path) -> str:
+    """Return how a checkpoint remembers a bag it was trained on: the resolved path."""
+    return str(Path(path).resolve())
+
+
+def epoch_budget(episodes, init_path: Path | None, epochs_over: str) -> dict:
+    """Return which ticks the epoch budget counts, and their fraction of all ticks.
+
+    Warm-started from a checkpoint whose manifest lists the bags it was trained on
+    (`trained_on`), epochs_over="new" counts only the ticks of the other bags: iteration k then
+    costs what its new data costs, not what all k iterations' data cost. Without the list (an
+    older checkpoint, bags moved) every tick counts, as with "all" or no warm start.
+    """
+    ticks = sum(len(e.nu) for e in episodes)
+    seen = set(trained_on(init_path)) if init_path is not None and epochs_over == "new" else set()
+    new = sum(len(e.nu) for e in episodes if bag_identity(e.path) not in seen)
+    return {"epochs_over": epochs_over if seen else "all", "ticks": ticks, "new_ticks": new,
+            "fraction": max(new, 1) / max(ticks, 1) if seen else 1.0}
+
+
+def trained_on(checkpoint: Path) -> list[str]:
+    """Return the bags a checkpoint's manifest says it was trained on ([] when it does not)."""
+    from mile_ros.learning.checkpoint import verify_checkpoint
+
+    training = verify_checkpoint(checkpoint).get("extra", {}).get("training", {})
+    listed = training.get("trained_on") if isinstance(training, dict) else None
+    return [str(b) for b in listed] if isinstance(listed, list) else []
 
 
 def warm_start(init: str, out: Path, obs_spec, act_spec, say=_say):
@@ -457,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                               args.only, args.skip_bad, args.include_incomplete, args.seed,
                               args.epochs_scale, args.c, settings,
                               progress=not args.no_progress, robot=robots,
-                              device=args.device)
+                              device=args.device, epochs_over=args.epochs_over)
     except KeyboardInterrupt:
         _say("interrupted; nothing was written")
         return EXIT_INTERRUPTED
