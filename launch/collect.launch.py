@@ -14,6 +14,7 @@ the arguments -- the same nodes and parameters as `mile-ros collect` (mile_ros/t
   arbiter.episode_buttons  not `sim` (a real robot's episodes start and end on the controller)
   policy_server.allow_unsigned  true when `sim` (unsigned checkpoints: the simulated default);
                    otherwise the YAML's own value (false as shipped: signed checkpoints only)
+  policy_server.image_sync  `sim` and `camera` (an image policy waits for its tick's frame)
 `sim` and `camera` take true/false (also True/False, 1/0); `episodes` and `iteration` whole
 numbers >= 0. A bad value is refused, with the argument named, before any node starts.
 When the arm stops after `episodes` episodes (sim), the whole launch shuts down; when the arm
@@ -88,10 +89,15 @@ def _on_arm_exit(event, context):
     raise RuntimeError(failure)
 
 
-def _when_sim(if_true, if_false):
-    """'if_true' when the `sim` argument is true (as IfCondition reads it), else 'if_false'."""
-    return PythonExpression([f"'{if_true}' if '", LaunchConfiguration("sim"),
-                             f"'.lower() in ('true', '1') else '{if_false}'"])
+def _when_sim(if_true, if_false, *also):
+    """'if_true' when the `sim` argument is true (as IfCondition reads it), else 'if_false'.
+
+    `also`: other boolean arguments that must be true as well.
+    """
+    parts = [f"'{if_true}' if '", LaunchConfiguration("sim"), "'.lower() in ('true', '1')"]
+    for name in also:
+        parts += [" and '", LaunchConfiguration(name), "'.lower() in ('true', '1')"]
+    return PythonExpression([*parts, f" else '{if_false}'"])
 
 
 def _cache_dir():
@@ -185,7 +191,9 @@ def generate_launch_description():
                          "episode_buttons": ParameterValue(_when_sim("false", "true"),
                                                            value_type=bool)}),
         node("policy_server", {"allow_unsigned": ParameterValue(
-            _when_sim("true", str(shipped_allow_unsigned).lower()), value_type=bool)}),
+            _when_sim("true", str(shipped_allow_unsigned).lower()), value_type=bool),
+            "image_sync": ParameterValue(_when_sim("true", "false", "camera"),
+                                         value_type=bool)}),
         node("sim_human", condition=IfCondition(sim)),
         node("joystick", condition=UnlessCondition(sim)),
         node("camera", {"source": _when_sim("sim", "opencv")},

@@ -114,3 +114,28 @@ def test_ctrl_c_stops_every_node_and_keeps_the_results(tmp_path):
     result = json.loads((out / "demo.json").read_text())
     assert not result["complete"] and result["rows"][0]["iteration"] == 0
     assert (out / "demo.png").exists()
+
+
+def test_tiny_image_demo_records_frames_and_trains_an_image_policy(tmp_path):
+    """`--image`: about 20 s here with the initial policies cached (their first build: +25 s)."""
+    from mile_ros.bags import load_episodes
+    from mile_ros.learning.checkpoint import load_checkpoint
+
+    out = tmp_path / "demo"
+    p = demo("--image", "--iterations", 1, "--out", out, "--robot-name", "demo_image", *TINY)
+    _, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err[-4000:]
+    assert "Traceback" not in err and "image (64 px) + end-effector policy" in err
+    rows = json.loads((out / "demo.json").read_text())["rows"]
+    assert [r["iteration"] for r in rows] == [0, 1] and 20 <= rows[1]["ticks"] <= 30
+    assert rows[1]["collected_with"] == rows[0]["policy"]      # the image initial policy drove
+    # the sim camera's frames are in the bags: one per tick, stamped with it, at 64 px
+    (episode,), _ = load_episodes([out / "iter1"], images=True, progress=False)
+    assert episode.images.shape == (len(episode), 64, 64, 3)
+    assert (episode.image_stamps == episode.stamps).all()
+    # both checkpoints take the frame and the end-effector position
+    for name in ("iter0-initial", (out / "checkpoints" / "latest").read_text().strip()):
+        model = load_checkpoint(out / "checkpoints" / name)
+        assert model.obs_spec.image_shape == (64, 64, 3)
+        assert model.obs_spec.state_names == ("ee_x", "ee_y", "ee_z")
+        assert model.policy.trunk.encoder.kind == "patch"

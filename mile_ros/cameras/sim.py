@@ -3,7 +3,9 @@
 The arm node runs the simulation in another process, so this source mirrors the state the arm
 publishes (joint_states: joints and fingers; observation: block position and hole) into its own
 copy of the scene and renders that, stamped with the observation's stamp; a frame comes only when
-a new state has come in. The block is drawn upright (its orientation is not in the observation).
+a new state has come in, and, when the joints come stamped, only once the joints and the
+observation of one tick are both in. The block is drawn upright (its orientation is not in the
+observation).
 """
 from __future__ import annotations
 
@@ -33,12 +35,18 @@ class SimSource:
                                     f"(headless Linux needs MUJOCO_GL=egl and Mesa EGL)") from None
         self.task.close()   # a GL context belongs to its thread: the first read() makes a new one
         self.stamp_ns: int | None = None       # of the state mirrored and not yet rendered
+        self.joints_ns: int | None = None      # of the joints mirrored (None: not stamped)
 
-    def set_joints(self, names, positions) -> None:
+    def warm_up(self) -> None:
+        """Render once in the calling thread, so that its first frame is not a context's first."""
+        self.task.render(*self.size)
+
+    def set_joints(self, names, positions, stamp_ns: int | None = None) -> None:
         data = self.task.data
         for name, q in zip(names, positions):
             if name in self.task.joint_names and np.isfinite(q):
                 data.joint(name).qpos[0] = q
+        self.joints_ns = stamp_ns
 
     def set_observation(self, names, values, stamp_ns: int) -> None:
         v = dict(zip(names, values))
@@ -51,7 +59,7 @@ class SimSource:
 
     def read(self) -> tuple[int, np.ndarray] | None:
         """(stamp, RGB frame) of the newest mirrored state, once per state."""
-        if self.stamp_ns is None:
+        if self.stamp_ns is None or self.joints_ns not in (None, self.stamp_ns):
             return None
         import mujoco
 

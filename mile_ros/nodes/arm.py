@@ -55,6 +55,7 @@ READY_ENDPOINTS = {  # node: (topics it publishes, topics it subscribes)
     "arbiter": ((itf.COMMAND, itf.INTERVENTION), (itf.OBSERVATION, itf.ACTION_ROBOT)),
     "recorder": ((), (itf.OBSERVATION, itf.ACTION_ROBOT, itf.INTERVENTION)),
     "sim_human": ((), (itf.SIM_EXPERT_ACTION,)),
+    "camera": ((itf.IMAGE,), ()),
 }
 
 

@@ -6,8 +6,10 @@ source: sim     the simulated WidowX's workspace camera (MuJoCo offscreen render
                 runs the simulation in another process, so this node mirrors the state the arm
                 publishes (joint_states: joints and fingers; observation: block position and hole)
                 into its own copy of the scene and renders that, stamped with the observation's
-                stamp; a frame is published only when a new state has come in. The block is drawn
-                upright (its orientation is not in the observation).
+                stamp: one frame per arm tick, published as soon as the tick's joint_states and
+                observation are both in (rate_hz does not apply), so that in lockstep the policy
+                server can wait for the frame of its tick. The block is drawn upright (its
+                orientation is not in the observation).
 An unavailable device or file is a start-up error naming the `device` value.
 """
 from __future__ import annotations
@@ -56,24 +58,36 @@ class CameraNode(Node):
             self.create_subscription(JointState, itf.OBSERVATION, self.on_observation, 10)
         self.pub = self.create_publisher(Image, itf.IMAGE, 10)
         self.failures = 0
-        self.create_timer(1.0 / p["rate_hz"], self.tick)
-        what = f"opencv {p['device']!r}" if p["source"] == "opencv" else "sim (mirrors the arm)"
-        self.get_logger().info(f"{what} -> {itf.IMAGE} {p['width']}x{p['height']} rgb8 at "
-                               f"{p['rate_hz']} Hz")
+        if p["source"] == "opencv":
+            self.create_timer(1.0 / p["rate_hz"], self.tick)
+        what = (f"opencv {p['device']!r} at {p['rate_hz']} Hz" if p["source"] == "opencv"
+                else "sim (mirrors the arm, a frame per tick)")
+        self.get_logger().info(f"{what} -> {itf.IMAGE} {p['width']}x{p['height']} rgb8")
+
+    def setup(self, executor) -> None:
+        """Sim: make the renderer's GL context in the spinning thread before the first tick.
+
+        A context belongs to its thread, and the first render takes a few hundred ms.
+        """
+        if isinstance(self.source, SimSource):
+            self.source.warm_up()
 
     def on_joints(self, msg):
-        self.source.set_joints(msg.name, msg.position)
+        self.source.set_joints(msg.name, msg.position, itf.stamp_to_ns(msg.header.stamp))
+        self.publish_sim()
 
     def on_observation(self, msg):
         self.source.set_observation(msg.name, msg.position,
                                     itf.stamp_to_ns(msg.header.stamp))
+        self.publish_sim()
+
+    def publish_sim(self):
+        """Publish the frame of the tick mirrored, once its joints and observation are in."""
+        got = self.source.read()
+        if got is not None:
+            self.pub.publish(image_msg(got[1], got[0]))
 
     def tick(self):
-        if isinstance(self.source, SimSource):
-            got = self.source.read()
-            if got is not None:
-                self.pub.publish(image_msg(got[1], got[0]))
-            return
         frame = self.pending_frame if self.pending_frame is not None else self.source.read()
         self.pending_frame = None
         if frame is None:

@@ -1,7 +1,10 @@
 """The policy server: runs the current policy on every observation and publishes a_r(t).
 
 - `observation`(t) -> `action_robot`(t), stamped with the observation's stamp. The policy's frame
-  history is reset at every episode start event.
+  history is reset at every episode start event. An image policy takes the newest camera frame
+  (resized to its own size); with `image_sync` it waits for the frame stamped t (the simulated
+  camera renders each tick's state; lockstep would otherwise act on an older frame), and an
+  observation still waiting when the next comes in is dropped (counted as no_image).
 - A non-finite policy output is never published (the arbiter then holds for that tick) and is
   counted; an output outside [-1, 1] is clipped and counted.
 - Hot swap: a checkpoint arriving as bytes on `policy/checkpoint` is unpacked, loaded and checked
@@ -86,7 +89,8 @@ class PolicyServerNode(Node):
         self._receive_dir = Path(p["receive_dir"]) if p["receive_dir"] else Path(
             tempfile.mkdtemp(prefix="mile_ros_checkpoints_"))
         self._own_receive_dir = not p["receive_dir"]
-        self._latest_image = None
+        self._latest_image = None      # (stamp ns, frame) of the newest camera frame
+        self._waiting = None           # image_sync: the observation waiting for its frame
         self._last_report = time.monotonic()
 
         control = MutuallyExclusiveCallbackGroup()
@@ -156,10 +160,25 @@ class PolicyServerNode(Node):
 
     def _on_image(self, msg) -> None:
         if self.policy.uses_image and msg.encoding == "rgb8":
-            self._latest_image = np.frombuffer(bytes(msg.data), np.uint8).reshape(
-                msg.height, msg.width, 3)
+            stamp = itf.stamp_to_ns(msg.header.stamp)
+            self._latest_image = (stamp, np.frombuffer(bytes(msg.data), np.uint8).reshape(
+                msg.height, msg.width, 3))
+            waiting = self._waiting
+            if waiting is not None and stamp >= itf.stamp_to_ns(waiting.header.stamp):
+                self._waiting = None
+                self._act(waiting)
 
     def _on_observation(self, msg) -> None:
+        if self.p["image_sync"] and self.policy.uses_image:
+            frame = self._latest_image
+            if frame is None or frame[0] < itf.stamp_to_ns(msg.header.stamp):
+                if self._waiting is not None:
+                    self.counts.no_image += 1
+                self._waiting = msg
+                return
+        self._act(msg)
+
+    def _act(self, msg) -> None:
         c = self.counts
         if self.observation_names != list(msg.name):
             self.observation_names = list(msg.name)
@@ -175,10 +194,10 @@ class PolicyServerNode(Node):
             return
         image = None
         if policy.uses_image:
-            image = self._latest_image
-            if image is None:
+            if self._latest_image is None:
                 c.no_image += 1
                 return
+            image = self._latest_image[1]
         t0 = time.perf_counter()
         try:
             a = np.asarray(runner.step(state, image), dtype=np.float64).reshape(-1)

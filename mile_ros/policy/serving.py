@@ -34,15 +34,23 @@ class StackedRunner:
 
 
 class ModelRunner:
-    """A MileModel's PolicyRunner with the configured sampling mode."""
+    """A MileModel's PolicyRunner with the configured sampling mode.
 
-    def __init__(self, runner, deterministic: bool):
-        self.runner, self.deterministic = runner, deterministic
+    A camera frame of another size than the policy's (height, width) `image_hw` is resized to
+    it as the trainer resizes recorded frames (learning.observations.resize).
+    """
+
+    def __init__(self, runner, deterministic: bool, image_hw: tuple | None = None):
+        self.runner, self.deterministic, self.image_hw = runner, deterministic, image_hw
 
     def reset(self) -> None:
         self.runner.reset()
 
     def step(self, state, image=None):
+        if image is not None and self.image_hw and tuple(np.shape(image)[:2]) != self.image_hw:
+            from mile_ros.learning.observations import resize
+
+            image = resize(np.asarray(image, np.uint8)[None], *self.image_hw)[0]
         return self.runner.step(state, image, deterministic=self.deterministic)
 
 
@@ -90,9 +98,10 @@ def load_policy_dir(path: str | Path, deterministic: bool = True) -> LoadedPolic
 def policy_from_model(model, policy_id: str, deterministic: bool = True,
                       source: str = "") -> LoadedPolicy:
     """Serve a MileModel held in memory as a LoadedPolicy named `policy_id`."""
-    def make_runner():
-        return ModelRunner(model.runner(), deterministic)
     shape = model.obs_spec.image_shape
+
+    def make_runner():
+        return ModelRunner(model.runner(), deterministic, tuple(shape[:2]) if shape else None)
     return LoadedPolicy(id=policy_id, state_names=list(model.obs_spec.state_names),
                         action_names=list(model.action_spec.names), make_runner=make_runner,
                         uses_image=shape is not None, source=source,

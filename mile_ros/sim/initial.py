@@ -95,7 +95,7 @@ INITIAL_FIELDS = ("n_demos", "demo_noise", "demo_epsilon", "hidden", "bc_epochs"
 
 def _key(task_name: str, seed: int, cfg: InitialConfig, what: str) -> str:
     d = asdict(cfg)
-    if what == "initial":  # the person's settings do not change the initial policy
+    if what.startswith("initial"):  # the person's settings do not change the initial policy
         d = {k: d[k] for k in INITIAL_FIELDS}
     blob = json.dumps([CACHE_VERSION, what, task_name, seed, d], sort_keys=True, default=str)
     return (f"{task_name.replace('/', '_')}-s{seed}-{what}-"
@@ -112,30 +112,37 @@ def seeds_for(seed: int, stream: int, n: int) -> list[int]:
 
 
 def rollout(task, act_fn, seed: int, frame_stack: int = FRAME_STACK,
-            max_steps: int | None = None) -> dict:
-    """One episode with `act_fn(stacked_obs, raw_obs, t) -> (executed_action, label_action)`."""
+            max_steps: int | None = None, render=None) -> dict:
+    """One episode with `act_fn(stacked_obs, raw_obs, t) -> (executed_action, label_action)`.
+
+    `render() -> frame`, when given, is called on every tick before it acts ("image").
+    """
     stacker = FrameStacker(frame_stack)
     obs = task.reset(seed)
     so = stacker.reset(obs)
-    states, labels, ret, info = [], [], 0.0, {"success": False}
+    states, labels, frames, ret, info = [], [], [], 0.0, {"success": False}
     for t in range(max_steps or task.max_steps):
         a_exec, a_label = act_fn(so, obs, t)
         states.append(obs)
         labels.append(a_label)
+        if render is not None:
+            frames.append(render())
         obs, r, done, info = task.step(a_exec)
         so = stacker.push(obs)
         ret += r
         if done:
             break
-    return {"state": np.asarray(states), "action": np.asarray(labels),
-            "success": bool(info["success"]), "return": ret}
+    out = {"state": np.asarray(states), "action": np.asarray(labels),
+           "success": bool(info["success"]), "return": ret}
+    return out | ({"image": np.asarray(frames, np.uint8)} if render is not None else {})
 
 
 def collect_demos(task, n: int, cfg: InitialConfig, seed: int, noise: float | None = None,
-                  stream: int = 1) -> list[dict]:
+                  stream: int = 1, render=None) -> list[dict]:
     """`n` rollouts of the expert with noisy executed actions (labels = executed actions).
 
     `noise`: continuous action noise std (default cfg.demo_noise); discrete: cfg.demo_epsilon.
+    `render`: as `rollout`'s (the frames do not change the demonstrations).
     """
     rng = np.random.default_rng([seed, 11, stream])
     sigma = cfg.demo_noise if noise is None else float(noise)
@@ -147,7 +154,8 @@ def collect_demos(task, n: int, cfg: InitialConfig, seed: int, noise: float | No
         else:
             a = np.clip(a + sigma * rng.standard_normal(np.shape(a)), -1, 1)
         return a, a
-    return [rollout(task, noisy_expert, s, cfg.frame_stack) for s in seeds_for(seed, stream, n)]
+    return [rollout(task, noisy_expert, s, cfg.frame_stack, render=render)
+            for s in seeds_for(seed, stream, n)]
 
 
 def task_specs(task, frame_stack: int = FRAME_STACK) -> tuple[ObsSpec, ActionSpec]:
@@ -303,15 +311,44 @@ def _person(task, mental, c: float, cfg: InitialConfig, seed: int) -> SimulatedP
                          dwell_ticks=cfg.dwell_ticks, handback_p=cfg.handback_p, **kw)
 
 
-def widowx_initial_policy(seed: int):
+def widowx_initial_policy(seed: int, image_size: int | None = None):
     """Build (or load from the cache) the simulated WidowX task's initial policy for `seed`.
 
-    Returns (policy, state names, action names, the InitialConfig it was built with).
+    Returns (policy, state names, action names, the InitialConfig it was built with). With
+    `image_size` the policy is its image counterpart (`image_initial_policy`).
     """
     cfg = InitialConfig()
     task = make_task("widowx", seed=seed, options=cfg.task)
     try:
-        policy, _info = build_initial_policy("widowx", seed, cfg, task=task)
-        return policy, list(task.state_names), list(task.action_names), cfg
+        policy, info = build_initial_policy("widowx", seed, cfg, task=task)
+        if image_size is not None:
+            policy = image_initial_policy(task, seed, cfg, info, int(image_size))
+        return policy, list(policy.obs_spec.state_names), list(task.action_names), cfg
     finally:
         task.close()
+
+
+def image_initial_policy(task, seed: int, cfg: InitialConfig, info: dict, size: int):
+    """Return the initial policy's image counterpart for the WidowX `task`; cached.
+
+    BC (`fit_bc`'s settings) on the initial policy's own demonstrations (its seeds, count and
+    noise, from its `info`), seen as the camera frame (`size` px square) and the end-effector
+    position (learning.observations.obs_spec: the paper's real-robot observation).
+    """
+    from mile_ros.learning import observations as obs
+
+    spec = obs.obs_spec(task.state_names, size)
+    cols = [task.state_names.index(n) for n in spec.state_names]
+
+    def build():
+        demos = collect_demos(task, info["n_demos"], cfg, seed, info["demo_noise"],
+                              render=lambda: task.render(size, size))
+        data = [{"state": d["state"][:, cols], "a_r": d["action"], "image": d["image"]}
+                for d in demos]
+        model = train_bc(data, spec, obs.action_spec(task.action_names), bc_config(cfg, seed),
+                         target="a_r", progress=False)
+        return model, {"image_size": size, "n_demos": info["n_demos"],
+                       "demo_noise": info["demo_noise"],
+                       "demo_ticks": int(sum(len(d["state"]) for d in demos))}
+    path = default_cache_dir() / _key("widowx", seed, cfg, f"initial-image{size}")
+    return _cached(path, build)[0]

@@ -217,6 +217,10 @@ class WidowXBenchTask(BenchTask):
     def expert(self, obs):
         return self._expert(obs)
 
+    def render(self, width: int, height: int) -> np.ndarray:
+        """Return the workspace camera's frame of the current state (WidowXTask.render)."""
+        return self._env.render(width, height)
+
     def close(self):
         self._env.close()
 

@@ -52,10 +52,24 @@ def node_overrides(sim: bool, camera: bool, out: str, iteration: int, episodes: 
             # real robot: the person starts and ends episodes with the controller's buttons
             "arbiter": {"joy_sync": bool(sim), "episode_buttons": not sim},
             # sim: unsigned checkpoints are accepted (the simulated default); a real robot
-            # keeps the YAML's allow_unsigned (false: signed with checkpoint_key_file only)
-            "policy_server": {"allow_unsigned": True} if sim else {},
+            # keeps the YAML's allow_unsigned (false: signed with checkpoint_key_file only).
+            # sim + camera: an image policy acts with the frame of its own tick (lockstep)
+            "policy_server": ({"allow_unsigned": True, **({"image_sync": True} if camera else {})}
+                              if sim else {}),
             "camera": {"source": "sim" if sim else "opencv"}}
     return {n: over.get(n, {}) for n in graph_nodes(sim, camera)}
+
+
+def resolve_graph(files: list, over: dict[str, dict]) -> dict[str, dict]:
+    """Resolve every node's parameters (`over` on top of the files), validated.
+
+    The simulated arm's first episode waits for the camera too when it is in the graph.
+    """
+    values = {node: resolve(node, files, v) for node, v in over.items()}
+    arm = values.get("arm")
+    if "camera" in values and arm is not None and "camera" not in arm["wait_for_nodes"]:
+        arm["wait_for_nodes"] = [*arm["wait_for_nodes"], "camera"]
+    return values
 
 
 def resolved_params(args) -> dict[str, dict]:
@@ -67,7 +81,7 @@ def resolved_params(args) -> dict[str, dict]:
     out, iteration = split_out(args.out, args.iteration)
     over = node_overrides(args.sim, args.camera, str(out), iteration, args.episodes,
                           args.realtime_factor)
-    return {node: resolve(node, files, values) for node, values in over.items()}
+    return resolve_graph(files, over)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """`mile-ros demo`: the whole collect -> train -> hot-swap loop on the simulated WidowX.
 
-    mile-ros demo [--iterations N] [--episodes K] [--out runs/demo]
+    mile-ros demo [--iterations N] [--episodes K] [--out runs/demo] [--image]
 
 Iteration 0 is the initial policy (BC on a few noisy demonstrations, the one the simulated person's
 mental model was fitted to). Then, N times:
@@ -13,6 +13,10 @@ mental model was fitted to). Then, N times:
   4. evaluate the new policy alone (no person) on fixed-seed episodes, ROS-free;
   5. with `--compare hg-dagger` (any baseline of mile_ros.learning.baselines), train that
      baseline on the same bags and evaluate it on the same episodes (tools/demo_compare.py).
+`--image`: the policy sees the camera frame (64 px) and the end-effector position, the paper's
+real-robot observation: the sim camera runs in the graph, the bags hold its frames, the trainer
+trains image policies (`train --image`), the initial policy is the image counterpart of the
+state one (mile_ros.sim.initial.image_initial_policy) and evaluation renders the frames.
 Prints a table per iteration and writes <out>/demo.json and <out>/demo.png at the end.
 Ctrl-C stops the graph cleanly and still writes what was measured so far.
 """
@@ -28,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mile_ros._io import atomic_write
+from mile_ros.learning.observations import DEFAULT_IMAGE_SIZE
 from mile_ros.params import ConfigError
 from mile_ros.runs import iteration_name
 from mile_ros.tools import collect
@@ -44,6 +49,7 @@ DEFAULT_INTERVENTION_RATE = 0.3   # the simulated person's target (the paper kee
 # defaults the measured runs stopped after a few hundred updates and stayed at 0% success.
 TRAINING = {"lr": 1e-3, "holdout": 0.0, "epochs": 200.0, "max_updates": 3000}
 EVAL_SEED_BASE = 9_000_000        # evaluation episodes; collection seeds stay far below
+IMAGE_SIZE = DEFAULT_IMAGE_SIZE   # --image: the camera's and the policy's frame size, px
 
 
 @dataclass
@@ -98,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--compare", nargs="+", default=[], metavar="BASELINE",
                     help="also train these baselines on the same bags every iteration and "
                          f"evaluate them on the same episodes ({', '.join(COMPARE_NAMES)})")
+    ap.add_argument("--image", action="store_true",
+                    help=f"image policy: camera frame ({IMAGE_SIZE} px) + end-effector position "
+                         "(the sim camera runs and is recorded; 'patch' encoder)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
 
@@ -297,10 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         from mile_ros.policy.delivery import CheckpointSender
 
         on = f" on {len(graphs)} robots" if len(graphs) > 1 else ""
+        what = f"image ({IMAGE_SIZE} px) + end-effector" if args.image else "state"
         say(f"mile-ros demo: {args.iterations} iterations x {args.episodes} episodes{on}, "
-            f"{args.eval_episodes} evaluation episodes each -> {out}")
+            f"{args.eval_episodes} evaluation episodes each, {what} policy -> {out}")
         collect.prepare_sim_person(graphs[0].values(1), lambda m: say(f"mile-ros demo: {m}"))
-        initial = initial_checkpoint(out / "checkpoints", args.seed)
+        initial = initial_checkpoint(out / "checkpoints", args.seed, image_size(args))
         for graph in graphs:
             graph.initial = initial
             graph.start_server()          # loads the initial policy while we evaluate it
@@ -342,7 +352,8 @@ def run_iteration(it: int, graphs: list[DemoGraph], sender, args, task_kwargs: d
     counts = collect_all(graphs, it, show)
     collect_s = time.monotonic() - t0
     bags = [g.bags / iteration_name(it) for g in graphs]
-    res = trainer.run_training(bags, out / "checkpoints", init="latest", seed=args.seed + it,
+    res = trainer.run_training(bags, out / "checkpoints", init="latest", image=args.image,
+                               image_size=image_size(args), seed=args.seed + it,
                                epochs_scale=args.epochs_scale, settings=TRAINING,
                                progress=show, say=lambda m: None)
     answers = sender.send_all(checkpoint_to_bytes(res.checkpoint), res.checkpoint_id, 60.0)
@@ -417,7 +428,7 @@ def compared(row: Row, bag_dirs: list[Path], args, task_kwargs: dict) -> Row:
 
     for name in args.compare:
         t0 = time.perf_counter()
-        model = train_baseline(name, bag_dirs, initial_model(args.seed),
+        model = train_baseline(name, bag_dirs, initial_model(args.seed, image_size(args)),
                                args.seed + row.iteration, args.epochs_scale, TRAINING)
         row.compare_train_s += time.perf_counter() - t0
         policy = policy_from_model(model, f"{name}:iter{row.iteration}")
@@ -442,26 +453,31 @@ def _raise_interrupt(*_):
 
 
 # --- iteration 0 ---------------------------------------------------------------------------------
-def initial_model(seed: int):
+def image_size(args) -> int | None:
+    """Return the policy's frame size with --image, else None (a state policy)."""
+    return IMAGE_SIZE if args.image else None
+
+
+def initial_model(seed: int, image_size: int | None = None):
     """Return the simulated task's initial policy (mile_ros.sim.initial, cached): a MileModel.
 
     Trained by the robot trainer's BC (`train_bc`); its mental model is a copy of the policy (the
-    paper's initial pihat).
+    paper's initial pihat). With `image_size`: its image + end-effector counterpart.
     """
     from mile_ros.sim.initial import widowx_initial_policy
 
-    model, _names, _actions, _cfg = widowx_initial_policy(seed)
+    model, _names, _actions, _cfg = widowx_initial_policy(seed, image_size)
     return model
 
 
-def initial_checkpoint(root: Path, seed: int) -> Path:
+def initial_checkpoint(root: Path, seed: int, image_size: int | None = None) -> Path:
     """Save the initial policy as checkpoint `<root>/iter0-initial` (also `latest`)."""
     from mile_ros.learning.checkpoint import save_checkpoint, update_latest
 
     path = root / "iter0-initial"
-    save_checkpoint(initial_model(seed), path,
+    save_checkpoint(initial_model(seed, image_size), path,
                     extra_manifest={"source": "mile_ros.sim.initial initial policy",
-                                    "seed": seed})
+                                    "seed": seed, "image_size": image_size})
     update_latest(root, path)
     return path
 

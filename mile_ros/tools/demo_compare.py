@@ -39,8 +39,9 @@ def bag_arrays(bag_dirs: list[Path], obs_spec) -> list[dict]:
     from mile_ros.learning import observations as obs
     from mile_ros.tools import train as trainer
 
-    episodes, _report = trainer.load_data([str(d) for d in bag_dirs], progress=False,
-                                          say=lambda _m: None)
+    size = obs_spec.image_shape[0] if obs_spec.image_shape else None
+    episodes, _report = trainer.load_data([str(d) for d in bag_dirs], image_size=size,
+                                          progress=False, say=lambda _m: None)
     return [with_executed(a) for a in obs.training_episodes(episodes, obs_spec)]
 
 

@@ -1,8 +1,9 @@
 """The simulated graph of `mile-ros demo`: per robot a policy server and a collection graph.
 
 The policy server runs for the whole demo (it receives every checkpoint over ROS); recorder,
-arbiter, sim_human and the simulated arm run for one iteration's episodes at a time (lockstep,
-faster than real time). `collect_all` runs every robot's iteration side by side.
+arbiter, sim_human and the simulated arm (with `--image` the sim camera, 64 px, too) run for one
+iteration's episodes at a time (lockstep, faster than real time). `collect_all` runs every
+robot's iteration side by side.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mile_ros.params import resolve, ros_params_file
+from mile_ros.learning.observations import DEFAULT_IMAGE_SIZE
+from mile_ros.params import ros_params_file
 from mile_ros.runs import iteration_name
 from mile_ros.tools import collect
 
@@ -55,14 +57,18 @@ class DemoGraph:
         self.bags = out / self.robot_name if several else out
         self.logs = out / "logs" / self.robot_name if several else out / "logs"
         self.files = [args.params] if args.params else []
+        self.image = bool(getattr(args, "image", False))   # --image: the camera node runs too
         self.server: collect.Graph | None = None
         self.initial: Path | None = None      # the initial policy's checkpoint
         self.graph: collect.Graph | None = None
 
     def values(self, iteration: int) -> dict[str, dict]:
         a = self.args
-        over = collect.node_overrides(True, False, str(self.bags), iteration, a.episodes,
+        over = collect.node_overrides(True, self.image, str(self.bags), iteration, a.episodes,
                                       realtime_factor=0.0)
+        if self.image:   # the frames the policy takes: no resizing anywhere
+            over["camera"] = {**over["camera"], "width": DEFAULT_IMAGE_SIZE,
+                              "height": DEFAULT_IMAGE_SIZE}
         received = self.out / "received" / (self.robot_name if self.bags != self.out else "")
         over[SERVER] = {**over[SERVER], "checkpoint": str(self.initial or ""),  # allow_unsigned
                         "initial_seed": a.seed, "receive_dir": str(received)}
@@ -72,7 +78,7 @@ class DemoGraph:
             over["arm"]["episode_timeout_s"] = float(a.episode_timeout)
         over["sim_human"] = {"seed": a.seed, "episode_stream": self.index,
                              "target_rate": float(a.intervention_rate)}
-        return {node: resolve(node, self.files, values) for node, values in over.items()}
+        return collect.resolve_graph(self.files, over)
 
     def _start(self, nodes: list[str], iteration: int, log_dir: Path) -> collect.Graph:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +102,8 @@ class DemoGraph:
         """Run K episodes with the running policy; returns counts from the progress monitor."""
         episodes = self.args.episodes
         progress = None
-        self.graph = self._start(COLLECT_NODES, iteration, self.logs / iteration_name(iteration))
+        nodes = COLLECT_NODES + (["camera"] if self.image else [])
+        self.graph = self._start(nodes, iteration, self.logs / iteration_name(iteration))
         problem = None
         try:
             progress = collect.Progress(self.robot_name, episodes, show)
