@@ -187,13 +187,14 @@ class Source:
             raise job.error
         return job.records, job.base_stamp
 
-    def wait_for_arbiter(self, proc: subprocess.Popen, log, timeout: float = 30.0) -> None:
+    def wait_for_arbiter(self, proc: subprocess.Popen, log, sink, timeout: float = 60.0) -> None:
+        """Return once the arbiter hears the source and the sink hears the arbiter."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if proc.poll() is not None:
                 raise RuntimeError(f"the arbiter exited ({proc.returncode}): {tail(log)}")
             if (self.node.count_subscribers(itf.OBSERVATION) >= 1
-                    and self.node.count_publishers(itf.COMMAND) >= 1):
+                    and self.node.count_publishers(itf.COMMAND) >= 1 and sink.matched()):
                 time.sleep(1.0)                   # let discovery settle both ways
                 return
             time.sleep(0.05)
@@ -218,11 +219,16 @@ class Sink:
         rclpy.init(context=self.ctx)
         self.node = Node("bench_sink", context=self.ctx)
         self.commands, self.flags, self.duplicates = {}, {}, 0
-        self.node.create_subscription(JointState, itf.COMMAND, self._on(self.commands), 10)
-        self.node.create_subscription(JointState, itf.INTERVENTION, self._on(self.flags), 10)
+        self.subs = [
+            self.node.create_subscription(JointState, itf.COMMAND, self._on(self.commands), 10),
+            self.node.create_subscription(JointState, itf.INTERVENTION, self._on(self.flags), 10)]
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         threading.Thread(target=self.executor.spin, name="bench-sink", daemon=True).start()
+
+    def matched(self) -> bool:
+        """Return whether both subscriptions have matched the arbiter's publishers."""
+        return all(sub.get_publisher_count() >= 1 for sub in self.subs)
 
     def _on(self, store: dict):
         def cb(msg, info):
@@ -404,7 +410,7 @@ def measure(executor: str, priority: int, seconds: float, inference_s: float,
                 proc = start_arbiter(executor, priority, log, handback_ramp_s=0.5,
                                      **arbiter_params)
                 try:
-                    src.wait_for_arbiter(proc, log)
+                    src.wait_for_arbiter(proc, log, sink)
                     arbiter_sched.append(sched_of(proc.pid))
                     for name in names:
                         bar.set_postfix_str(name)
