@@ -27,8 +27,11 @@ SHARED = {("arbiter", "control_rate_hz"): ("arm", "control_rate_hz"),
           ("sim_human", "control_rate_hz"): ("arm", "control_rate_hz")}
 # The executors a control-path node can spin on (mile_ros.nodes._runtime.executor_factory).
 EXECUTORS = ("auto", "events", "single")
+# The simulated person's belief about the robot (mile_ros.sim.person_driver.MENTAL_MODELS).
+MENTAL_MODELS = ("initial", "policy")
 # String parameters with a fixed set of values: {(node, parameter): the values}.
-CHOICES = {("arbiter", "executor"): EXECUTORS, ("arm", "executor"): EXECUTORS}
+CHOICES = {("arbiter", "executor"): EXECUTORS, ("arm", "executor"): EXECUTORS,
+           ("sim_human", "mental_model"): MENTAL_MODELS}
 
 
 class ConfigError(ValueError):

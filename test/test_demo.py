@@ -26,7 +26,7 @@ def demo(*args, **kw):
 def test_tiny_demo_prints_the_table_and_writes_the_plot(tmp_path):
     out = tmp_path / "demo"
     p = demo("--iterations", 2, "--out", out, "--robot-name", "demo_test", "--compare",
-             "hg-dagger", *TINY)
+             "hg-dagger", "--mental-model", "policy", *TINY)
     _, err = p.communicate(timeout=240)
     assert p.returncode == 0, err[-4000:]
     assert "Traceback" not in err
@@ -52,6 +52,10 @@ def test_tiny_demo_prints_the_table_and_writes_the_plot(tmp_path):
     assert rows[2]["collected_with"] == rows[1]["policy"]
     for r in rows:
         assert r["policy"][:12] in err
+    # --mental-model policy: each iteration's person believes the checkpoint the robot runs
+    for it in (1, 2):
+        log = (out / "logs" / f"iter{it}" / "sim_human.log").read_text()
+        assert f"mental model: policy {rows[it - 1]['policy']}" in log, log[-2000:]
 
     png = (out / "demo.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

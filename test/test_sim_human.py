@@ -82,7 +82,8 @@ def test_bad_value_is_a_clear_startup_error():
 @pytest.mark.parametrize("override, needle", [("style:=flicker", "'style'"),
                                               ("dwell_s:=0.0", "'dwell_s'"),
                                               ("reaction_s:=-0.1", "'reaction_s'"),
-                                              ("handback_p:=1.0", "'handback_p'")])
+                                              ("handback_p:=1.0", "'handback_p'"),
+                                              ("mental_model:=frozen", "'mental_model'")])
 def test_bad_person_style_is_a_clear_startup_error(override, needle):
     import subprocess
     import sys

@@ -10,9 +10,15 @@ where set, `episode_stream`: one per simulated robot), so a run is deterministic
 Every tick t it reads the observation(t) and the scripted expert's action for t
 (`sim/expert_action`, published by the simulated arm and heard by no one else; the person never
 sees a_r). The decision is mile_ros.sim.person's SimulatedPerson: p(nu=1|s) from the expert (a
-Gaussian around the scripted action, `expert_sigma`) and a mental model (BC on rollouts of the
-initial policy), with cost `c` (< 0: calibrated so the initial policy would see `target_rate`
-interventions) and scale `beta`.
+Gaussian around the scripted action, `expert_sigma`) and a mental model pihat, with cost `c`
+(< 0: calibrated so the initial policy would see `target_rate` interventions) and scale `beta`.
+The mental model (`mental_model`): "initial" (default; the paper's Section V) is BC on rollouts
+of the initial policy, fixed for good; "policy" is the policy the robot runs, the checkpoint
+`mental_checkpoint` ("" = the initial policy) loaded when the node starts (`mile-ros demo` sets
+it to the checkpoint it last delivered, every iteration), as a deterministic policy server
+executes it: its mean action (sim/person.py ExecutedPolicy). c stays as calibrated on the
+initial policy, so the person intervenes less where the robot's actions come closer to the
+expert's.
 
 It then moves the PS3 controller as a person would, through the arbiter's own Joy map (fetched from
 the running arbiter's parameters, so a remapped controller is followed): taking over = a press of
@@ -32,7 +38,7 @@ from mile_ros import interfaces as itf
 from mile_ros.learning.specs import FrameStacker
 from mile_ros.nodes._runtime import say
 from mile_ros.params import ConfigError, declare_node_parameters, resolve
-from mile_ros.sim.person_driver import JoyPlayer, build_person, person_style
+from mile_ros.sim.person_driver import JoyPlayer, build_person, check_mental_model, person_style
 
 NODE = "sim_human"
 ARBITER = "arbiter"
@@ -48,6 +54,7 @@ class SimHumanNode(Node):
                 raise ConfigError(f"sim_human parameter '{name}' must be > 0, got {self.p[name]}")
         try:
             person_style(self.p)
+            check_mental_model(self.p)
         except ValueError as e:
             raise ConfigError(str(e)) from None
         self.person, self.info, self.state_names, k = person_factory(self.p)
@@ -63,7 +70,8 @@ class SimHumanNode(Node):
         rates = {k: round(v, 3) for k, v in self.info.items()
                  if k.endswith("_rate") and isinstance(v, float)}
         self.get_logger().info(f"sim_human: c={self.info['c']:.4g} beta={self.info['beta']} "
-                               f"(on the initial policy: {rates})")
+                               f"(on the initial policy: {rates}); mental model: "
+                               f"{self.info.get('mental_model', 'initial')}")
 
     # --- set-up: the arbiter's Joy map -----------------------------------------------------------
     def _arbiter_params(self, executor, timeout_s: float) -> dict | None:

@@ -10,7 +10,9 @@ sum over actions). nu ~ Bernoulli(p). When nu=1 the person's action is a sample 
 Gaussian N(mu(s), sigma^2) (`sample_actions`, the benchmark's default: a person is not a
 deterministic label, and an exact label drives a learner's sigma to its floor) or its mean;
 discrete: the heuristic's own choice. The person never sees the robot's action. The mental
-model is fixed: a BC policy fitted to rollouts of the initial policy.
+model is the paper's: a BC policy fitted to rollouts of the initial policy, fixed; or
+(`ExecutedPolicy`) the policy the robot currently runs, as a deterministic policy server
+executes it (its mean action, no spread).
 
 The probit scale: `beta_ratio` > 0 makes it grow with the cost, beta_eff = max(beta,
 beta_ratio * |c|) (`person_scale`). With sigma = 0.1 the log-likelihood gap is in the hundreds
@@ -100,6 +102,28 @@ def mental_distribution(mental_model, stacked_obs):
     """(mu, log_std) or logits of the mental model at [B, k*S] stacked observations."""
     return mental_model.action_distribution(
         np.atleast_2d(np.asarray(stacked_obs, dtype=np.float32)))
+
+
+class ExecutedPolicy:
+    """The person's belief pihat = the robot's policy as a deterministic policy server runs it.
+
+    `policy`: anything with `.action_distribution(stacked_obs)` -> (mu, log_std) or logits. The
+    robot executes the mean, so the belief is the mean with a negligible spread (std
+    `BELIEF_STD`; the policy's own std, 2-7 for MILE's trained policies, would make Kc ~ 1e4
+    and the person take over every tick). Discrete policies: their logits, unchanged.
+    """
+
+    BELIEF_STD = 1e-3
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def action_distribution(self, stacked_obs):
+        out = self.policy.action_distribution(stacked_obs)
+        if not isinstance(out, tuple):
+            return out
+        mu = np.asarray(out[0])
+        return mu, np.full(mu.shape, np.log(self.BELIEF_STD))
 
 
 class SimulatedPerson:

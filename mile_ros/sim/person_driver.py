@@ -5,6 +5,12 @@ into the Joy messages a person pressing the takeover button and moving the stick
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+# The person's belief pihat about the robot: "initial" (the paper's Section V: BC on rollouts of
+# the initial policy, fixed) | "policy" (the policy the robot runs now, `mental_checkpoint`).
+from mile_ros.params import MENTAL_MODELS, ConfigError
+
 TASK = "widowx"
 
 
@@ -32,17 +38,65 @@ def person_style(p: dict) -> dict:
             "dwell_ticks": max(1, round(p["dwell_s"] * rate)), "handback_p": p["handback_p"]}
 
 
+def check_mental_model(p: dict) -> None:
+    """Check the sim_human parameters `mental_model` and `mental_checkpoint`.
+
+    Raises ConfigError (a ValueError) naming the parameter.
+    """
+    if p["mental_model"] not in MENTAL_MODELS:
+        raise ConfigError(f"sim_human parameter 'mental_model' must be one of "
+                         f"{', '.join(MENTAL_MODELS)}, got {p['mental_model']!r}")
+    path = p["mental_checkpoint"]
+    if p["mental_model"] == "policy" and path and not Path(path).is_dir():
+        raise ConfigError(f"sim_human parameter 'mental_checkpoint': no checkpoint directory "
+                         f"at {path}")
+
+
+def load_belief(path: str, state_names: list[str], frame_stack: int):
+    """Return the checkpoint at `path` (a directory, or a root with `latest`) as a MileModel.
+
+    It must read the task's state vector with the person's frame stack and no image. Raises
+    ConfigError (a ValueError) naming the parameter `mental_checkpoint`.
+    """
+    from mile_ros.learning.checkpoint import load_checkpoint
+    from mile_ros.learning.specs import ObsSpec
+
+    try:
+        return load_checkpoint(path, expect_obs_spec=ObsSpec(state_names, frame_stack))
+    except ValueError as e:
+        raise ConfigError(f"sim_human parameter 'mental_checkpoint': {e}") from None
+
+
+def apply_mental_model(person, info: dict, p: dict, initial, state_names, frame_stack: int):
+    """Give `person` the belief `p["mental_model"]` asks for; returns info with it named.
+
+    "policy": the checkpoint `mental_checkpoint` ("" = the initial policy `initial`) as the
+    robot runs it (ExecutedPolicy); the cost c stays as calibrated on the initial policy.
+    """
+    from mile_ros.sim.person import ExecutedPolicy
+
+    if p["mental_model"] != "policy":
+        return info | {"mental_model": "initial (BC on rollouts of the initial policy)"}
+    path = p["mental_checkpoint"]
+    model = load_belief(path, state_names, frame_stack) if path else initial
+    person.mental_model = ExecutedPolicy(model)
+    name = getattr(model, "checkpoint_id", None) if path else "initial policy"
+    return info | {"mental_model": f"policy {name or path}"}
+
+
 def build_person(p: dict):
     """(SimulatedPerson, info, task state names, frame_stack) for the sim_human parameters `p`.
 
     The WidowX task's initial policy and the person calibrated on it (both cached per seed),
-    of the style `p["style"]` (see person_style).
+    of the style `p["style"]` (see person_style), with the belief `p["mental_model"]`
+    (apply_mental_model).
     """
     from mile_ros.sim.initial import InitialConfig, build_initial_policy
     from mile_ros.sim.initial import build_person as calibrated_person
     from mile_ros.sim.tasks import TaskOptions, make_task
 
     style = person_style(p)
+    check_mental_model(p)
     options = TaskOptions(expert_sigma=p["expert_sigma"])
     task = make_task(TASK, seed=p["seed"], options=options)
     try:
@@ -53,6 +107,7 @@ def build_person(p: dict):
         names = list(task.state_names)
     finally:
         task.close()
+    info = apply_mental_model(person, info, p, initial, names, cfg.frame_stack)
     person.reseed(p["seed"])
     return person, info, names, cfg.frame_stack
 

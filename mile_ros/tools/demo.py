@@ -10,6 +10,8 @@ mental model was fitted to). Then, N times:
      checkpoint, checkpoint -> <out>/checkpoints;
   3. hand the checkpoint to the policy server over ROS; it swaps at the next episode start (the
      policy server runs for the whole demo; the next iteration's bags record the swapped-in id);
+     the next iteration's simulated person gets it as `mental_checkpoint` (its belief about the
+     robot with `--mental-model policy`);
   4. evaluate the new policy alone (no person) on fixed-seed episodes, ROS-free;
   5. with `--compare hg-dagger` (any baseline of mile_ros.learning.baselines), train that
      baseline on the same bags and evaluate it on the same episodes (tools/demo_compare.py).
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from mile_ros._io import atomic_write
 from mile_ros.learning.observations import DEFAULT_IMAGE_SIZE
-from mile_ros.params import ConfigError
+from mile_ros.params import MENTAL_MODELS, ConfigError
 from mile_ros.runs import iteration_name
 from mile_ros.tools import collect
 from mile_ros.tools.demo_compare import NAMES as COMPARE_NAMES
@@ -94,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--intervention-rate", type=float, default=DEFAULT_INTERVENTION_RATE,
                     metavar="RATE", help="the simulated person's target intervention rate "
                     f"(sim_human target_rate; default {DEFAULT_INTERVENTION_RATE})")
+    ap.add_argument("--mental-model", choices=MENTAL_MODELS, default=None,
+                    help="the simulated person's belief about the robot (sim_human "
+                         "mental_model): initial = BC on the initial policy's rollouts, fixed; "
+                         "policy = the checkpoint the robot runs this iteration "
+                         "(default: the parameter files' value)")
     ap.add_argument("--robot-name", default="demo", help="ROS namespace of the graph")
     ap.add_argument("--robots", type=int, default=1, metavar="N",
                     help="N simulated robots side by side (namespaces r1..rN, each its own "
@@ -361,6 +368,8 @@ def run_iteration(it: int, graphs: list[DemoGraph], sender, args, task_kwargs: d
     if refused:
         raise RuntimeError(f"the policy server(s) did not take {res.checkpoint_id}: " + "; ".join(
             f"{r}: {a.state} ({a.reason})" for r, a in refused.items()))
+    for graph in graphs:      # the robots run it from the next episode on
+        graph.running = res.checkpoint
     row = pooled_row(it, graphs, counts, args)
     row.train_s, row.collect_s = res.metrics["timings_s"]["train"], collect_s
     row.swap = ",".join(dict.fromkeys(a.state for a in answers.values()))

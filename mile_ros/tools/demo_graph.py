@@ -60,6 +60,7 @@ class DemoGraph:
         self.image = bool(getattr(args, "image", False))   # --image: the camera node runs too
         self.server: collect.Graph | None = None
         self.initial: Path | None = None      # the initial policy's checkpoint
+        self.running: Path | None = None      # the checkpoint last delivered (None: initial)
         self.graph: collect.Graph | None = None
 
     def values(self, iteration: int) -> dict[str, dict]:
@@ -76,8 +77,12 @@ class DemoGraph:
         over["arm"]["seed"] = 100_000 * a.seed + 1_000 * iteration + 500 * self.index
         if a.episode_timeout is not None:
             over["arm"]["episode_timeout_s"] = float(a.episode_timeout)
+        # the person's belief when mental_model is "policy": the checkpoint the robot runs now
         over["sim_human"] = {"seed": a.seed, "episode_stream": self.index,
-                             "target_rate": float(a.intervention_rate)}
+                             "target_rate": float(a.intervention_rate),
+                             "mental_checkpoint": str(self.running or self.initial or "")}
+        if getattr(a, "mental_model", None):
+            over["sim_human"]["mental_model"] = a.mental_model
         return collect.resolve_graph(self.files, over)
 
     def _start(self, nodes: list[str], iteration: int, log_dir: Path) -> collect.Graph:
