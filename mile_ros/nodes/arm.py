@@ -50,6 +50,8 @@ EVENT_LEAD_S = 0.05
 # A node of the graph counts as up once it has these endpoints, not when its name appears: the
 # policy server, for one, is visible while it still loads its checkpoint (an episode started then
 # records ticks without a_r only).
+GRAPH_SETTLE_S = 1.5  # after the graph is seen complete: time for the others to match too
+
 READY_ENDPOINTS = {  # node: (topics it publishes, topics it subscribes)
     "policy_server": ((itf.ACTION_ROBOT,), (itf.OBSERVATION,)),
     "arbiter": ((itf.COMMAND, itf.INTERVENTION), (itf.OBSERVATION, itf.ACTION_ROBOT)),
@@ -324,7 +326,10 @@ class ArmNode(Node):
             ready = (not missing and person_ready and self.obs_pub.get_subscription_count() > 0
                      and self.count_publishers(self.resolve_topic_name(itf.COMMAND)) > 0)
             if ready:
-                self._stop.wait(0.5)  # let the late-comers' subscriptions match too
+                # Seen from here, every endpoint exists; the other nodes' subscriptions among
+                # themselves (the recorder's and the arbiter's to a_r, ...) match on their own
+                # discovery, which took over 0.5 s under load (a demo episode lost every a_r).
+                self._stop.wait(GRAPH_SETTLE_S)
                 return
             if time.monotonic() > give_up:
                 self.get_logger().warning(f"starting without nodes {sorted(missing)} "
