@@ -47,11 +47,11 @@ RCLError = rclpy_implementation.RCLError
 NODE = "arm"
 # Private to the simulation: the scripted expert's action for tick t (only sim_human listens).
 EVENT_LEAD_S = 0.05
+GRAPH_SETTLE_S = 1.5  # after the graph is seen complete: time for the others to match too
+
 # A node of the graph counts as up once it has these endpoints, not when its name appears: the
 # policy server, for one, is visible while it still loads its checkpoint (an episode started then
 # records ticks without a_r only).
-GRAPH_SETTLE_S = 1.5  # after the graph is seen complete: time for the others to match too
-
 READY_ENDPOINTS = {  # node: (topics it publishes, topics it subscribes)
     "policy_server": ((itf.ACTION_ROBOT,), (itf.OBSERVATION,)),
     "arbiter": ((itf.COMMAND, itf.INTERVENTION), (itf.OBSERVATION, itf.ACTION_ROBOT)),
