@@ -27,7 +27,7 @@ SHARED = {("arbiter", "control_rate_hz"): ("arm", "control_rate_hz"),
           ("sim_human", "control_rate_hz"): ("arm", "control_rate_hz")}
 # The executors a control-path node can spin on (mile_ros.nodes._runtime.executor_factory).
 EXECUTORS = ("auto", "events", "single")
-# The simulated person's belief about the robot (mile_ros.sim.person_driver.MENTAL_MODELS).
+# The simulated person's belief about the robot (sim_human mental_model; sim/person_driver.py).
 MENTAL_MODELS = ("initial", "policy")
 # String parameters with a fixed set of values: {(node, parameter): the values}.
 CHOICES = {("arbiter", "executor"): EXECUTORS, ("arm", "executor"): EXECUTORS,
