@@ -27,7 +27,14 @@ from mile_ros.policy import delivery, signing
 from mile_ros.tools import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from support.ros_graph import Watcher, latest_of, start_server, stop  # noqa: E402
+from support.ros_graph import (  # noqa: E402
+    Watcher,
+    latest_of,
+    log_stamp,
+    start_server,
+    start_store,
+    stop,
+)
 from support.train_helpers import simulate_episode, write_external_bag  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,35 +74,6 @@ def newest(fleet):
                        "2", "--no-deliver", *FAST]) == 0
     return {"b_dir": b_dir, "b_id": verify_checkpoint(b_dir)["id"],
             "c_dir": latest_of(tmp / "later")}
-
-
-def start_store(tmp: Path, name: str, robots, checkpoints: Path, key_file=None):
-    """Start a checkpoint_store process; return it once it offers a checkpoint."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), RCUTILS_LOGGING_BUFFERED_STREAM="0")
-    args = [sys.executable, "-m", "mile_ros.nodes.checkpoint_store", "--ros-args", "-r",
-            f"__node:={name}", "-p", f"checkpoints:={checkpoints}", "-p",
-            f"robot_names:=[{', '.join(robots)}]", "-p", "poll_period_s:=0.5"]
-    if key_file:
-        args += ["-p", f"key_file:={key_file}"]
-    log = tmp / f"{name}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                text=True)
-    proc.log = log
-    end = time.monotonic() + 120
-    while "offering" not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > end:
-            stop(proc)
-            raise AssertionError(f"the store did not offer a checkpoint: {log.read_text()}")
-        time.sleep(0.05)
-    return proc
-
-
-def log_stamp(log: Path, text: str, nth: int = 1) -> float:
-    """Return the ROS log stamp (s) of the `nth` line of `log` that holds `text`."""
-    lines = [line for line in log.read_text().splitlines() if text in line]
-    assert len(lines) >= nth, (text, log.read_text()[-3000:])
-    return float(re.search(r"\[(\d+\.\d+)\]", lines[nth - 1]).group(1))
 
 
 def test_the_exit_status_ranks_refused_over_no_answer_over_accepted():

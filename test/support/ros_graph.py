@@ -1,14 +1,17 @@
 """Helpers for the tests that start real policy servers: start and stop one, listen to answers.
 
 `start_server` starts `mile_ros.nodes.policy_server` as its own process in a robot's namespace
-(its log in a file: a pipe could block it); `Watcher` listens, on a context of its own, to the
+(its log in a file: a pipe could block it); `start_store` starts a checkpoint_store process and
+returns once it offers a checkpoint; `Watcher` listens, on a context of its own, to the
 policy/active of the given robots and keeps every answer with its arrival time; `stop` presses
-Ctrl-C and waits; `latest_of` reads a checkpoint root's `latest` pointer.
+Ctrl-C and waits; `latest_of` reads a checkpoint root's `latest` pointer; `log_stamp` reads the
+ROS log stamp of a line of a node's log.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -98,6 +101,40 @@ def start_server(tmp: Path, robot: str, checkpoint: Path, key_file=None, allow_u
                                 text=True)
     proc.log = log
     return proc
+
+
+def start_store(tmp: Path, name: str, robots, checkpoints: Path, key_file=None,
+                env: dict | None = None, timeout: float = 120.0):
+    """Start a checkpoint_store process; return it once it offers a checkpoint.
+
+    Its log is `<tmp>/<name>.log`; `env` as for `start_server`.
+    """
+    env = dict(os.environ if env is None else env, PYTHONPATH=str(ROOT),
+               RCUTILS_LOGGING_BUFFERED_STREAM="0")
+    args = [sys.executable, "-m", "mile_ros.nodes.checkpoint_store", "--ros-args", "-r",
+            f"__node:={name}", "-p", f"checkpoints:={checkpoints}", "-p",
+            f"robot_names:=[{', '.join(robots)}]", "-p", "poll_period_s:=0.5"]
+    if key_file:
+        args += ["-p", f"key_file:={key_file}"]
+    log = tmp / f"{name}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                text=True)
+    proc.log = log
+    end = time.monotonic() + timeout
+    while "offering" not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > end:
+            stop(proc)
+            raise AssertionError(f"the store did not offer a checkpoint: {log.read_text()}")
+        time.sleep(0.05)
+    return proc
+
+
+def log_stamp(log: Path, text: str, nth: int = 1) -> float:
+    """Return the ROS log stamp (s) of the `nth` line of `log` that holds `text`."""
+    lines = [line for line in log.read_text().splitlines() if text in line]
+    assert len(lines) >= nth, (text, log.read_text()[-3000:])
+    return float(re.search(r"\[(\d+\.\d+)\]", lines[nth - 1]).group(1))
 
 
 def stop(proc) -> None:
