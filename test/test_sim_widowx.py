@@ -11,6 +11,7 @@ from mile_ros.sim.widowx import (
     BLOCK_HALF,
     BOX_TOP,
     OBSERVATION_NAMES,
+    POLICY_STATE_NAMES,
     WidowXTask,
     block_in_box,
     expert_action_from_observation,
@@ -165,6 +166,30 @@ def test_api_names_and_shapes(env, kin):
     mujoco.mju_quat2Mat(R, quat)
     assert R.reshape(3, 3)[:, 0] @ [0, 0, -1] > 0.999       # gripper points down
     assert env.max_episode_steps == 300 and env.substeps > 1
+
+
+def test_relative_entries_are_the_differences_and_the_bench_task_reads_the_policy_names(env):
+    from mile_ros.sim.tasks import WidowXBenchTask
+
+    o = dict(zip(OBSERVATION_NAMES, env.reset(seed=5)[0]))
+    for axis in "xyz":
+        assert o[f"block_d{axis}"] == pytest.approx(o[f"block_{axis}"] - o[f"ee_{axis}"])
+    for axis in "xy":
+        assert o[f"hole_d{axis}"] == pytest.approx(o[f"hole_{axis}"] - o[f"block_{axis}"])
+    assert set(POLICY_STATE_NAMES) <= set(OBSERVATION_NAMES)
+    assert not {"ee_x", "ee_y", "block_x", "hole_x"} & set(POLICY_STATE_NAMES)
+    task = WidowXBenchTask(seed=0)
+    try:
+        state = task.reset(5)
+        assert task.state_names == POLICY_STATE_NAMES and task.obs_dim == len(state)
+        full = task._env.observation()
+        assert np.allclose(state, [full[OBSERVATION_NAMES.index(n)] for n in POLICY_STATE_NAMES])
+        moved, *_ = task.step(np.array([0.5, 0.0, 0.0, -1.0]))
+        assert moved.shape == state.shape
+    finally:
+        task.close()
+    with pytest.raises(ValueError, match="'policy', 'all' or names"):
+        WidowXBenchTask(seed=0, features=["ee_z", "no_such_entry"])
 
 
 def test_action_moves_end_effector_by_max_step(env):

@@ -85,9 +85,12 @@ def test_trains_on_a_short_simulated_collection(tmp_path):
     # the policy server's own loading and checks accept it against the simulated arm
     policy = load_policy_dir(m["checkpoint"])
     assert policy.id == m["checkpoint_id"]
-    check_compatible(policy, initial_policy(0))
+    from mile_ros.sim.widowx import OBSERVATION_NAMES
+
+    check_compatible(policy, initial_policy(0), OBSERVATION_NAMES)
+    assert policy.state_names == OBSERVATION_NAMES     # no warm start: everything recorded
     runner = policy.make_runner()
-    a = [runner.step(np.full(9, 0.1)) for _ in range(5)]
+    a = [runner.step(np.full(len(OBSERVATION_NAMES), 0.1)) for _ in range(5)]
     assert np.all(np.isfinite(a)) and np.shape(a) == (5, 4)
 
 
@@ -112,6 +115,31 @@ def test_trains_on_a_ros2_bag_record_bag_and_warm_starts(tmp_path, episodes):
     assert model.checkpoint_id == second["checkpoint_id"]
     assert list(model.obs_spec.state_names) == episodes[20]["state_names"]
     assert model.obs_spec.frame_stack == 4
+
+
+def test_a_warm_start_decides_which_recorded_names_a_state_policy_reads(tmp_path, episodes):
+    """The initial policy reads a named part of the observation; training keeps reading it."""
+    from mile_ros.learning import ActionSpec, MileConfig, ObsSpec, train_bc
+    from mile_ros.learning.checkpoint import load_checkpoint, save_checkpoint
+
+    run = external_run(tmp_path / "run", episodes)
+    names = episodes[20]["state_names"]
+    part = [names[2], names[3], names[-1]]
+    data = [{"state": episodes[20]["state"][:, [names.index(n) for n in part]],
+             "a_r": episodes[20]["a_r"]}]
+    init = train_bc(data, ObsSpec(part, 4), ActionSpec(episodes[20]["action_names"]),
+                    MileConfig(hidden=(16, 16), min_updates=5, max_updates=5, holdout=0.0),
+                    target="a_r", progress=False)
+    save_checkpoint(init, tmp_path / "init")
+    out = tmp_path / "ckpt"
+    assert train.main(["--bags", str(run / "iter1"), "--out", str(out), "--init",
+                       str(tmp_path / "init"), *FAST]) == 0
+    assert metrics_of(out)["training"]["warm_start"].startswith("init")
+    assert list(load_checkpoint(out).obs_spec.state_names) == part
+    # no warm start: the whole recorded observation
+    assert train.main(["--bags", str(run / "iter1"), "--out", str(tmp_path / "fresh"),
+                       "--init", "none", *FAST]) == 0
+    assert list(load_checkpoint(tmp_path / "fresh").obs_spec.state_names) == names
 
 
 def test_warm_start_budget_counts_only_the_bags_the_checkpoint_was_not_trained_on(

@@ -183,19 +183,28 @@ class WidowXBenchTask(BenchTask):
     """mile_ros.sim.widowx.WidowXTask through the same adapter.
 
     Its scripted expert (privileged state) becomes a Gaussian with fixed sigma like the Meta-World
-    ones.
+    ones. Its state is what a state policy reads, `features="policy"` (widowx.POLICY_STATE_NAMES,
+    a named part of the observation the arm publishes), the whole observation ("all"), or the
+    observation names listed.
     """
 
     kind = "continuous"
 
     def __init__(self, seed: int = 0, max_steps: int | None = None, expert_sigma: float = 0.1,
-                 **kwargs):
-        from mile_ros.sim.widowx import WidowXTask
+                 features="policy", **kwargs):
+        from mile_ros.sim.widowx import POLICY_STATE_NAMES, WidowXTask
         self.name = "widowx"
         self._env = WidowXTask(seed=seed, **kwargs)
         self._expert = GaussianScriptedExpert(lambda _obs: self._env.expert_action(),
                                               sigma=expert_sigma)
-        self.state_names = list(self._env.observation_names)
+        names = list(self._env.observation_names)
+        named = {"policy": POLICY_STATE_NAMES, "all": names}
+        chosen = named.get(features, features) if isinstance(features, str) else features
+        if isinstance(chosen, str) or any(n not in names for n in chosen):
+            raise ValueError(f"WidowX features must be 'policy', 'all' or names of {names}, "
+                             f"got {features!r}")
+        self.state_names = list(chosen)
+        self._cols = [names.index(n) for n in self.state_names]
         self.action_names = list(self._env.action_names)
         self.obs_dim, self.act_dim = len(self.state_names), len(self.action_names)
         self.max_steps = int(max_steps or self._env.max_episode_steps)
@@ -204,7 +213,7 @@ class WidowXBenchTask(BenchTask):
     def reset(self, seed: int) -> np.ndarray:
         obs, _ = self._env.reset(seed=int(seed))
         self._t = 0
-        return np.asarray(obs, dtype=np.float64)
+        return np.asarray(obs, dtype=np.float64)[self._cols]
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self._env.step(
@@ -212,7 +221,8 @@ class WidowXBenchTask(BenchTask):
         self._t += 1
         success = bool(info.get("success", False))
         done = success or bool(terminated or truncated) or self._t >= self.max_steps
-        return np.asarray(obs, dtype=np.float64), float(reward), done, {"success": success}
+        return (np.asarray(obs, dtype=np.float64)[self._cols], float(reward), done,
+                {"success": success})
 
     def expert(self, obs):
         return self._expert(obs)

@@ -284,7 +284,7 @@ def run_training(bags, out: Path | None = None, init: str = "latest", image: boo
                                  robot)
     t_load = time.perf_counter() - t0
 
-    obs_spec = obs.obs_spec(episodes[0].state_names, size)
+    obs_spec = policy_obs_spec(episodes[0].state_names, size, init, out)
     act_spec = obs.action_spec(episodes[0].action_names)
     arrays = obs.training_episodes(episodes, obs_spec)
     counts = obs.data_counts(arrays)
@@ -360,6 +360,30 @@ def trained_on(checkpoint: Path) -> list[str]:
     training = verify_checkpoint(checkpoint).get("extra", {}).get("training", {})
     listed = training.get("trained_on") if isinstance(training, dict) else None
     return [str(b) for b in listed] if isinstance(listed, list) else []
+
+
+def policy_obs_spec(recorded: list[str], image_size: int | None, init: str, out: Path):
+    """Return the ObsSpec to train: a state policy reads what its warm start reads.
+
+    The initial policy decides which named part of the recorded observation a state policy reads
+    (the simulated WidowX's: widowx.POLICY_STATE_NAMES); without a warm start, or one that reads
+    a name the bags lack, the whole recorded observation (warm_start then says why it does not
+    warm-start). Image policies: learning.observations.obs_spec.
+    """
+    from mile_ros.learning import observations as obs
+    from mile_ros.learning.checkpoint import verify_checkpoint
+    from mile_ros.learning.specs import ObsSpec
+
+    spec = obs.obs_spec(recorded, image_size)
+    path = resolve_init(init, out) if image_size is None else None
+    if path is None:
+        return spec
+    try:
+        wanted = ObsSpec.from_dict(verify_checkpoint(path)["obs_spec"])
+    except (ValueError, KeyError, TypeError):
+        return spec
+    usable = wanted.image_shape is None and set(wanted.state_names) <= set(recorded)
+    return wanted if usable else spec
 
 
 def warm_start(init: str, out: Path, obs_spec, act_spec, say=_say):
