@@ -13,7 +13,7 @@ from mile_ros.learning.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from mile_ros.learning.loop import resolve_device
+from mile_ros.learning.loop import _fused, resolve_device
 from mile_ros.learning.model import MileModel
 from mile_ros.learning.networks import GaussianPolicy, ImageEncoder, image_input
 from mile_ros.learning.specs import Normalizer
@@ -79,6 +79,36 @@ def test_encoder_output_shape_and_float_input(kind, shape):
         enc(frames(5, h, w + 4))
     with pytest.raises(ValueError, match="float image"):
         enc(image_input(x)[:, :, :-1])
+
+
+@pytest.mark.parametrize("kind", ["patch", "conv3"])
+def test_fast_training_path_computes_what_the_plain_one_did(kind):
+    """In-place ReLUs and scaling, fused Adam: the same features, gradients and steps."""
+    torch.manual_seed(0)
+    net = GaussianPolicy(3, 4, (16,), image_shape=(32, 32, 3), image_encoder=kind)
+    plain = GaussianPolicy(3, 4, (16,), image_shape=(32, 32, 3), image_encoder=kind)
+    plain.load_state_dict(net.state_dict())
+    for m in plain.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+    x = frames(8, 32, 32)
+    torch.testing.assert_close(image_input(x), x.permute(0, 3, 1, 2).float() / 255.0 - 0.5,
+                               rtol=0, atol=0)
+    obs = {"state": torch.randn(8, 3), "image": image_input(x)}
+    opts = [torch.optim.Adam(net.parameters(), **_fused(list(net.parameters()))),
+            torch.optim.Adam(plain.parameters())]
+    assert opts[0].defaults["fused"]
+    for step in range(5):
+        for model, opt in zip((net, plain), opts):
+            opt.zero_grad()
+            mu, log_std = model(obs)
+            (mu.square().sum() + log_std.sum()).backward()
+            opt.step()
+        if step == 0:
+            for a, b in zip(net.parameters(), plain.parameters()):
+                torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+    for a, b in zip(net.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_patch_encoder_is_much_lighter_than_conv3():

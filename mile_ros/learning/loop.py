@@ -213,7 +213,7 @@ class _Loop:
         if cost_params:
             groups.append({"params": list(cost_params), "lr": config.c_lr, "weight_decay": 0.0})
         self.params = [p for g in groups for p in g["params"]]
-        self.opt = torch.optim.Adam(groups)
+        self.opt = torch.optim.Adam(groups, **_fused(self.params))
 
     def _batches(self, idx):
         if self.sample_weight is not None:
@@ -262,7 +262,7 @@ class _Loop:
             loss, parts = self.loss_fn(next(batches), **kw)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            nn.utils.clip_grad_norm_(self.params, cfg.grad_clip, foreach=True)
             self.opt.step()
             last = parts["loss"] if "loss" in parts else float(loss.detach())
             if bar is not None:
@@ -288,6 +288,18 @@ class _Loop:
             m.eval()
         return {"history": history, "best_val": best[0], "best_update": best[1] or updates,
                 "best_state": best[2], "updates_run": u, "last_loss": last}
+
+
+def _fused(params) -> dict:
+    """Adam's `fused=True` where torch has it for these parameters (all on one CPU or CUDA).
+
+    The same update rule in one kernel over all tensors instead of ~10 small ops per tensor:
+    measured 1.9 -> 0.4 ms a step on the image policy (bench/bench_image.py).
+    """
+    devices = {p.device.type for p in params}
+    ok = (len(devices) == 1 and devices <= {"cpu", "cuda"}
+          and all(p.is_floating_point() for p in params))
+    return {"fused": True} if ok else {}
 
 
 class _Cost:
