@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -47,23 +48,21 @@ from rclpy.node import Node
 from mile_ros import interfaces as itf
 from mile_ros.nodes._runtime import say
 from mile_ros.params import ConfigError, declare_node_parameters
-from mile_ros.policy.serving import (
-    LoadedPolicy,
-    PolicyCounts,
-    _id_in_archive,
-    check_compatible,
-    check_not_older,
-    initial_policy,
-    load_policy_dir,
-)
 from mile_ros.policy.signing import loose_permissions, read_key, verify_signature
 
+if TYPE_CHECKING:
+    from mile_ros.policy.serving import LoadedPolicy
+
+# mile_ros.policy.serving (and torch, ~1 s of a start) is imported in the node's constructor,
+# after its DDS participant exists: discovery -- of the checkpoint store, say, whose offer a
+# (re)starting server takes -- runs on DDS's own threads meanwhile (README "Fleet").
 NODE = "policy_server"
 
 
 # --- the node -----------------------------------------------------------------------------------
 class PolicyServerNode(Node):
-    def __init__(self, context, policy_loader=None):
+    def __init__(self, context, policy_loader=None, torch_threads: int | None = None):
+        """Build the node; `torch_threads`: torch.set_num_threads before the policy is loaded."""
         super().__init__(NODE, context=context,
                          automatically_declare_parameters_from_overrides=True)
         from sensor_msgs.msg import Image, JointState
@@ -74,6 +73,12 @@ class PolicyServerNode(Node):
         self.allow_unsigned = bool(p["allow_unsigned"])
         self._key = self._read_key()
         self._String = String
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        from mile_ros.policy.serving import PolicyCounts
+
         self.counts = PolicyCounts()
         loader = policy_loader or self._load_configured
         try:
@@ -132,6 +137,8 @@ class PolicyServerNode(Node):
         return key
 
     def _load_configured(self) -> LoadedPolicy:
+        from mile_ros.policy.serving import initial_policy, load_policy_dir
+
         if self.p["checkpoint"]:
             return load_policy_dir(self.p["checkpoint"], self.deterministic)
         return initial_policy(self.p["initial_seed"], self.deterministic)
@@ -223,6 +230,8 @@ class PolicyServerNode(Node):
 
     # --- hot swap (worker thread) ---------------------------------------------------------------
     def _on_checkpoint(self, msg) -> None:
+        from mile_ros.policy.serving import _id_in_archive
+
         data, signature = bytes(msg.data), itf.checkpoint_signature(msg)
         t0 = time.monotonic()
         policy_id, offer = _id_in_archive(data), itf.offer_digest(data, signature)
@@ -264,6 +273,7 @@ class PolicyServerNode(Node):
         The exception carries `policy_id` once the archive was loaded.
         """
         from mile_ros.learning.checkpoint import checkpoint_from_bytes
+        from mile_ros.policy.serving import check_compatible, check_not_older, load_policy_dir
 
         # before anything is unpacked: only a station's key holder may replace its policy
         trust = verify_signature(data, signature, self._key, self.allow_unsigned)
@@ -298,14 +308,12 @@ class PolicyServerNode(Node):
 def main(argv: list[str] | None = None) -> int:
     from functools import partial
 
-    import torch
     from rclpy.executors import MultiThreadedExecutor
 
     from mile_ros.nodes._runtime import run_node
 
-    torch.set_num_threads(1)  # small networks, one tick at a time: threads only add contention
-
-    return run_node(NODE, PolicyServerNode, argv,
+    # small networks, one tick at a time: torch threads only add contention
+    return run_node(NODE, partial(PolicyServerNode, torch_threads=1), argv,
                     executor_cls=partial(MultiThreadedExecutor, num_threads=2))
 
 
