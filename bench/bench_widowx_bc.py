@@ -104,7 +104,8 @@ def main(argv=None) -> int:
     for variant in a.variants:
         for n in a.demos:
             for seed in a.seeds:
-                rows.append({"variant": variant, "n_demos": n, "seed": seed} | one(variant, n, seed))
+                row = {"variant": variant, "n_demos": n, "seed": seed}
+                rows.append(row | one(variant, n, seed))
                 print(json.dumps(rows[-1]), flush=True)
     out = {"variants": {k: {"features": v[0] if isinstance(v[0], str) else list(v[0]),
                             "noise": v[1], "bc_updates": v[2]} for k, v in VARIANTS.items()},

@@ -81,6 +81,22 @@ def data(person):
     return person.episodes(40)
 
 
+def test_policy_anchor_ties_pi_to_the_robot_where_nobody_intervened(person, data):
+    """policy_anchor > 0 adds BC on a_r at robot-driven ticks; 0 is the paper's loss alone."""
+    test = person.episodes(10, seed=3)
+    x = np.concatenate([stack_frames(e["state"], 4) for e in test])
+    states = np.concatenate([e["state"] for e in test])
+    mu_robot = np.tanh(states @ person.wm.T)
+    gaps = {}
+    for w in (0.0, 2.0):
+        model, _ = train_mile(data, OBS, ACT, MileConfig(**SMALL, policy_anchor=w),
+                              progress=False)
+        gaps[w] = np.abs(model.action_distribution(x)[0] - mu_robot).mean()
+    assert gaps[2.0] < 0.6 * gaps[0.0], gaps
+    with pytest.raises(ValueError, match="policy_anchor"):
+        MileConfig(policy_anchor=-1.0).validate()
+
+
 def test_stack_frames_current_first_and_padded():
     s = np.arange(12, dtype=float).reshape(4, 3)
     out = stack_frames(s, 3)

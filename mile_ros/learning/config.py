@@ -35,6 +35,11 @@ class MileConfig:
     refit: bool = True              # refit on all data (True) or keep the best held-out weights
     train_mental: bool = True
     mental_anchor: float = 0.1  # weight of a BC term tying pihat to the robot's a_r (0 = paper)
+    # weight of a BC term tying pi to the robot's a_r on ticks nobody intervened on (0 = paper).
+    # The paper's no-intervention term only keeps pi within the person's tolerance of pihat;
+    # with a tolerant person the mean drifts inside it (the WidowX demo: 0.1-0.3 per action
+    # dimension, every grasp lost; `mile-ros demo` sets 0.1, README "The demo")
+    policy_anchor: float = 0.0
     pretrain_updates: int = 300     # BC on a_r for both networks when there is no `init`
     grad_clip: float = 10.0
     weight_decay: float = 0.0
@@ -86,7 +91,7 @@ class MileConfig:
             bad("eval_every", "must be >= 1 or None")
         if not 0.0 <= self.holdout < 0.9:
             bad("holdout", "must be in [0, 0.9)")
-        for name in ("pretrain_updates", "weight_decay", "mental_anchor"):
+        for name in ("pretrain_updates", "weight_decay", "mental_anchor", "policy_anchor"):
             if not getattr(self, name) >= 0:
                 bad(name, "must be >= 0")
         return self

@@ -76,13 +76,13 @@ def _mile_loss(policy, mental, tensors, c, config, action_spec, form, scored=Non
         else:
             with torch.no_grad():
                 m_out = mental(obs)
+        out = policy(obs)
         if action_spec.continuous:
-            mu, ls = policy(obs)
-            loss, parts = mile.gaussian_mile_loss(mu, ls, m_out[0], m_out[1], tensors.a_h[idx],
-                                                  tensors.nu[idx], c(), c.beta(), config.lam,
-                                                  form, scored=sc)
+            loss, parts = mile.gaussian_mile_loss(out[0], out[1], m_out[0], m_out[1],
+                                                  tensors.a_h[idx], tensors.nu[idx], c(),
+                                                  c.beta(), config.lam, form, scored=sc)
         else:
-            loss, parts = mile.discrete_mile_loss(policy(obs), m_out, tensors.a_h[idx],
+            loss, parts = mile.discrete_mile_loss(out, m_out, tensors.a_h[idx],
                                                   tensors.nu[idx], c(), c.beta(), form,
                                                   scored=sc)
         if config.mental_anchor > 0 and config.train_mental and bool(tensors.has_a_r.any()):
@@ -95,8 +95,22 @@ def _mile_loss(policy, mental, tensors, c, config, action_spec, form, scored=Non
             anchor = (nll * ok).sum() / ok.sum().clamp(min=1)
             loss = loss + config.mental_anchor * anchor
             parts = dict(parts, loss=float(loss.detach()), mental_anchor=float(anchor.detach()))
+        if config.policy_anchor > 0 and bool(tensors.has_a_r.any()):
+            anchor = _robot_tick_nll(out, tensors, idx, action_spec)
+            loss = loss + config.policy_anchor * anchor
+            parts = dict(parts, loss=float(loss.detach()), policy_anchor=float(anchor.detach()))
         return loss, parts
     return loss_fn
+
+
+def _robot_tick_nll(out, tensors, idx, action_spec):
+    """Mean -log pi(a_r|s) over the batch's ticks the robot drove (no intervention, a_r known)."""
+    a_r, ok = tensors.a_r[idx], tensors.has_a_r[idx] * (~tensors.nu[idx].bool()).float()
+    if action_spec.continuous:
+        nll = -mile.gaussian_log_prob(out[0], out[1], torch.nan_to_num(a_r))
+    else:
+        nll = nn.functional.cross_entropy(out, a_r.clamp(min=0), reduction="none")
+    return (nll * ok).sum() / ok.sum().clamp(min=1)
 
 
 def _mean_probability(policy, mental, tensors, c, beta, action_spec) -> np.ndarray:
