@@ -38,8 +38,8 @@ class MileConfig:
     # weight of a BC term tying pi to the robot's a_r on ticks nobody intervened on (0 = paper).
     # The paper's no-intervention term only keeps pi within the person's tolerance of pihat;
     # with a tolerant person the mean drifts inside it (the WidowX demo, seed 0: 0.1-0.3 per
-    # action dimension, every grasp lost). 0.1 measured better on one demo seed and worse on
-    # another (README "The demo"), so the paper's loss stays the default
+    # action dimension, every grasp lost). `mile-ros demo` sets 0.1 (README "The demo"); the
+    # trainer and the benchmark keep the paper's loss
     policy_anchor: float = 0.0
     pretrain_updates: int = 300     # BC on a_r for both networks when there is no `init`
     grad_clip: float = 10.0
