@@ -87,25 +87,20 @@ def _mile_loss(policy, mental, tensors, c, config, action_spec, form, scored=Non
                                                   scored=sc)
         if config.mental_anchor > 0 and config.train_mental and bool(tensors.has_a_r.any()):
             # the person's mental model is a belief about the robot, whose actions a_r we see
-            a_r, ok = tensors.a_r[idx], tensors.has_a_r[idx]
-            if action_spec.continuous:
-                nll = -mile.gaussian_log_prob(m_out[0], m_out[1], torch.nan_to_num(a_r))
-            else:
-                nll = nn.functional.cross_entropy(m_out, a_r.clamp(min=0), reduction="none")
-            anchor = (nll * ok).sum() / ok.sum().clamp(min=1)
+            anchor = _mean_a_r_nll(m_out, tensors.a_r[idx], tensors.has_a_r[idx], action_spec)
             loss = loss + config.mental_anchor * anchor
             parts = dict(parts, loss=float(loss.detach()), mental_anchor=float(anchor.detach()))
         if config.policy_anchor > 0 and bool(tensors.has_a_r.any()):
-            anchor = _robot_tick_nll(out, tensors, idx, action_spec)
+            robot_drove = tensors.has_a_r[idx] * (~tensors.nu[idx].bool()).float()
+            anchor = _mean_a_r_nll(out, tensors.a_r[idx], robot_drove, action_spec)
             loss = loss + config.policy_anchor * anchor
             parts = dict(parts, loss=float(loss.detach()), policy_anchor=float(anchor.detach()))
         return loss, parts
     return loss_fn
 
 
-def _robot_tick_nll(out, tensors, idx, action_spec):
-    """Mean -log pi(a_r|s) over the batch's ticks the robot drove (no intervention, a_r known)."""
-    a_r, ok = tensors.a_r[idx], tensors.has_a_r[idx] * (~tensors.nu[idx].bool()).float()
+def _mean_a_r_nll(out, a_r, ok, action_spec):
+    """Mean -log net(a_r|s) over the rows where `ok` (float 0/1); `out` a network's output."""
     if action_spec.continuous:
         nll = -mile.gaussian_log_prob(out[0], out[1], torch.nan_to_num(a_r))
     else:

@@ -188,12 +188,10 @@ def demo_noise(task_name: str, cfg: InitialConfig) -> float:
 
 def bc_config(cfg: InitialConfig, seed: int, task_name: str = "") -> MileConfig:
     """Return the training settings of the initial policy and of the mental model."""
-    if task_name in BC_UPDATES:
-        n = BC_UPDATES[task_name]
-        return MileConfig(hidden=cfg.hidden, epochs=cfg.bc_epochs, lr=1e-3, min_updates=n,
-                          max_updates=n, holdout=0.0, seed=int(seed))
-    return MileConfig(hidden=cfg.hidden, epochs=cfg.bc_epochs, lr=1e-3, min_updates=300,
-                      max_updates=3000, seed=int(seed))
+    n = BC_UPDATES.get(task_name)
+    budget = ({"min_updates": n, "max_updates": n, "holdout": 0.0} if n
+              else {"min_updates": 300, "max_updates": 3000})
+    return MileConfig(hidden=cfg.hidden, epochs=cfg.bc_epochs, lr=1e-3, seed=int(seed), **budget)
 
 
 def fit_bc(episodes: list[dict], task, cfg: InitialConfig, seed: int):
