@@ -83,6 +83,7 @@ def drive(**overrides):
     ({"hold_keep": ["wrist"]}, ["hold_keep", "wrist"]),
     ({"deadzone": 1.0}, ["deadzone"]),
     ({"joy_timeout_s": 0.0}, ["joy_timeout_s"]),
+    ({"a_r_timeout_s": -0.1}, ["a_r_timeout_s"]),
     ({"action_names": ["dx", "dy", "dz", "roll"]}, ["axes.roll"]),
 ])
 def test_bad_configuration_names_the_parameter(override, names):
@@ -259,6 +260,26 @@ def test_stale_a_r_holds_says_why_and_resumes():
     tick = d.tick(a_r=(0.2, 0.2, 0.2, 0.2))
     assert not tick.hold
     np.testing.assert_allclose(tick.command, [0.2] * 4)
+
+
+def test_a_r_timeout_moves_the_deadline_and_a_slow_a_r_is_executed():
+    """Lockstep sim: an a_r 0.2 s late is executed, not held (the default holds it)."""
+    for timeout, held in ((0.0, True), (0.9, False)):
+        d = drive(a_r_timeout_s=timeout)
+        d.logic.on_observation(10**9, d.t)
+        assert d.logic.deadline() == pytest.approx(d.t + (timeout or PERIOD))
+        late = [] if held else d.logic.on_action_robot(10**9, [0.3] * 4, d.t + 0.2)
+        ticks = late or d.logic.on_deadline(d.t + PERIOD)
+        assert len(ticks) == 1 and ticks[0].hold == held, (timeout, ticks)
+        if held:
+            assert "one control period" in ticks[0].reason
+        else:
+            np.testing.assert_allclose(ticks[0].command, [0.3] * 4)
+    d = drive(a_r_timeout_s=0.9)
+    d.logic.on_observation(10**9, d.t)
+    for _ in range(4):        # the person's controller keeps talking (no Joy watchdog)
+        assert d.joy(dt=0.2) == []
+    assert "a_r_timeout_s (0.9 s)" in d.logic.on_deadline(d.t + 0.1)[0].reason
 
 
 def test_next_observation_holds_a_tick_that_never_got_a_r():

@@ -427,6 +427,18 @@ def test_same_nodes_and_parameters_as_mile_ros_collect(launch_file, sim, camera,
         assert params.resolve(name, [], flat) == flat   # and it is valid as it stands
 
 
+def test_lockstep_sim_lets_the_arbiter_wait_for_a_slow_policy():
+    lockstep = collect.node_overrides(True, False, "runs/x", 1, 2, realtime_factor=0.0)
+    assert lockstep["arbiter"]["a_r_timeout_s"] == collect.LOCKSTEP_A_R_TIMEOUT_S
+    arm = params.resolve("arm", [], lockstep["arm"])
+    assert 0 < collect.LOCKSTEP_A_R_TIMEOUT_S < arm["lockstep_timeout_s"]
+    for rate in (None, 1.0):   # the wall clock and the real robot keep one control period
+        over = collect.node_overrides(True, False, "x", 1, 2, rate)
+        assert "a_r_timeout_s" not in over["arbiter"]
+    assert "a_r_timeout_s" not in collect.node_overrides(False, False, "x", 1, 2, 0.0)["arbiter"]
+    assert params.resolve("arbiter")["a_r_timeout_s"] == 0.0
+
+
 def test_mile_ros_collect_command_lines_match_the_launch_node_names(tmp_path):
     graph = collect.Graph(collect.graph_nodes(True, True), "lab_arm", tmp_path / "p.yaml",
                           tmp_path)

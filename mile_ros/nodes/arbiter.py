@@ -44,7 +44,8 @@ class ArbiterNode(Node):
         self.create_subscription(JointState, itf.ACTION_ROBOT, self.on_action_robot, 10)
         self.create_subscription(Joy, itf.JOY, self.on_joy, 10)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self.deadline_timer = self.create_timer(self.cfg.period_s, self.on_deadline, clock=steady)
+        self.deadline_timer = self.create_timer(self.cfg.a_r_wait_s, self.on_deadline,
+                                                clock=steady)
         self.deadline_timer.cancel()
         self.create_timer(WATCHDOG_PERIOD_S, self.on_watchdog, clock=steady)
         self.last_status, self.last_status_time, self.last_counts = None, 0.0, {}
@@ -59,7 +60,7 @@ class ArbiterNode(Node):
     def on_observation(self, msg):
         self.emit(self.logic.on_observation(itf.stamp_to_ns(msg.header.stamp), time.monotonic()))
         if self.logic.pending is not None:
-            self.deadline_timer.reset()   # one control period from now
+            self.deadline_timer.reset()   # a_r_wait_s from now
 
     def on_action_robot(self, msg):
         try:

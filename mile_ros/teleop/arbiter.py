@@ -16,7 +16,8 @@ Transitions (buttons act on their rising edge, except e-stop, which acts on its 
 
 Besides the states, single ticks hold (zero motion, `hold_keep` dimensions such as the gripper kept
 at their last commanded value) when a_r(t) has not come within one control period of
-observation(t) ("a_r stale"), when a_r or a_h is malformed or not finite, when no Joy has been
+observation(t) ("a_r stale"; `a_r_timeout_s` > 0 waits that long instead, for the lockstep
+simulation), when a_r or a_h is malformed or not finite, when no Joy has been
 heard at all (`autonomy_requires_joy`), or, when the arbiter owns episodes, between episodes.
 Hold ticks have nu=0 and hold=1: a_h is published exactly when nu=1.
 
@@ -66,10 +67,16 @@ class ArbiterConfig:
     episode_buttons: bool = False
     joy_sync: bool = False
     autonomy_requires_joy: bool = True
+    a_r_timeout_s: float = 0.0          # hold a tick whose a_r is this late (0: one period)
 
     @property
     def period_s(self) -> float:
         return 1.0 / self.control_rate_hz
+
+    @property
+    def a_r_wait_s(self) -> float:
+        """Return how long a tick waits for a_r before it holds (one control period unless set)."""
+        return self.a_r_timeout_s or self.period_s
 
     @property
     def ramp_ticks(self) -> int:
@@ -131,15 +138,17 @@ class ArbiterConfig:
         for key in ("joy_timeout_s", "control_rate_hz"):
             if not float(p[key]) > 0.0:
                 fail(key, f"must be > 0, got {p[key]}")
-        if not float(p["handback_ramp_s"]) >= 0.0:
-            fail("handback_ramp_s", f"must be >= 0, got {p['handback_ramp_s']}")
+        for key in ("handback_ramp_s", "a_r_timeout_s"):
+            if not float(p[key]) >= 0.0:
+                fail(key, f"must be >= 0, got {p[key]}")
         return cls(action_names=names, axes=tuple(axes), axis_sign=tuple(signs), buttons=buttons,
                    mode=p["mode"], deadzone=deadzone, joy_timeout_s=float(p["joy_timeout_s"]),
                    handback_ramp_s=float(p["handback_ramp_s"]),
                    control_rate_hz=float(p["control_rate_hz"]),
                    hold_keep=tuple(n in keep for n in names),
                    episode_buttons=bool(p["episode_buttons"]), joy_sync=bool(p["joy_sync"]),
-                   autonomy_requires_joy=bool(p["autonomy_requires_joy"]))
+                   autonomy_requires_joy=bool(p["autonomy_requires_joy"]),
+                   a_r_timeout_s=float(p["a_r_timeout_s"]))
 
 
 class JoyMap:
@@ -309,7 +318,8 @@ class ArbiterLogic:
     def on_deadline(self, now: float) -> list[Tick]:
         """Handle the deadline of an undecided observation.
 
-        Called one control period after an observation that is still undecided.
+        Called `a_r_wait_s` (one control period unless set) after an observation that is still
+        undecided.
         """
         self.check_watchdog(now)
         if self.pending is None:
@@ -317,7 +327,7 @@ class ArbiterLogic:
         return self._resolve(now, deadline=True)
 
     def deadline(self) -> float | None:
-        return None if self.pending is None else self.pending.since + self.cfg.period_s
+        return None if self.pending is None else self.pending.since + self.cfg.a_r_wait_s
 
     def check_watchdog(self, now: float) -> bool:
         """Joy silent for joy_timeout_s: forget the buttons; while taken over, go to joy_lost."""
@@ -394,10 +404,14 @@ class ArbiterLogic:
             if not deadline:
                 return []
             self.counts["stale_a_r"] += 1
-            return [self._hold(p, "a_r stale: no policy action within one control period")]
+            return [self._hold(p, f"a_r stale: no policy action within {self._wait_text()}")]
         if a_r[1] is None:
             return [self._hold(p, f"a_r {a_r[2]}")]
         return [self._policy(p, a_r[1])]
+
+    def _wait_text(self) -> str:
+        t = self.cfg.a_r_timeout_s
+        return f"a_r_timeout_s ({t:g} s)" if t else "one control period"
 
     def _policy(self, p: _Pending, a_r: np.ndarray) -> Tick:
         n = self.cfg.ramp_ticks

@@ -30,6 +30,11 @@ from mile_ros.runs import iteration_name, split_out
 
 STOP_ORDER = ("arm", "sim_human", "joystick", "policy_server", "arbiter", "camera", "recorder")
 STOP_TIMEOUT_S = 15.0
+# Lockstep (realtime_factor 0): the arm waits up to its lockstep_timeout_s (1.0 s) for a command,
+# so the arbiter waits this long for a_r before holding (the default, one 50 ms control period,
+# held 65% of the robot's ticks of `mile-ros demo` iterations 2-6 on a busy 2-core machine:
+# bench/bench_demo_bags.py).
+LOCKSTEP_A_R_TIMEOUT_S = 0.9
 
 
 def graph_nodes(sim: bool, camera: bool) -> list[str]:
@@ -44,13 +49,16 @@ def node_overrides(sim: bool, camera: bool, out: str, iteration: int, episodes: 
                    realtime_factor: float | None = None) -> dict[str, dict]:
     """Parameters set from the command line / launch arguments, per node (on top of the YAML)."""
     arm = {"backend": "sim" if sim else "interbotix", "episodes": int(episodes)}
+    # sim: the person answers every tick, the simulated arm owns episodes;
+    # real robot: the person starts and ends episodes with the controller's buttons
+    arbiter = {"joy_sync": bool(sim), "episode_buttons": not sim}
     if realtime_factor is not None:
         arm["realtime_factor"] = float(realtime_factor)
+    if sim and realtime_factor == 0.0:   # lockstep: a slow a_r delays the tick, never holds it
+        arbiter["a_r_timeout_s"] = LOCKSTEP_A_R_TIMEOUT_S
     over = {"arm": arm,
             "recorder": {"out": str(out), "iteration": int(iteration)},
-            # sim: the person answers every tick, the simulated arm owns episodes;
-            # real robot: the person starts and ends episodes with the controller's buttons
-            "arbiter": {"joy_sync": bool(sim), "episode_buttons": not sim},
+            "arbiter": arbiter,
             # sim: unsigned checkpoints are accepted (the simulated default); a real robot
             # keeps the YAML's allow_unsigned (false: signed with checkpoint_key_file only).
             # sim + camera: an image policy acts with the frame of its own tick (lockstep)
