@@ -14,11 +14,11 @@ import time
 import pytest
 import yaml
 from rosbags.rosbag2 import Reader
-from test_bags import DT, T0, make_recorder, raw, string, tick_messages, vec
+from test_bags import ACTION, DT, T0, make_recorder, raw, string, tick_messages, vec
 
 from mile_ros import bags
 from mile_ros.bags import EpisodeBagWriter, EpisodeRecorder, read_episode
-from mile_ros.interfaces import ARM_REFUSED, REFUSED_NAMES, episode_event
+from mile_ros.interfaces import ARM_REFUSED, FLAG_NAMES, REFUSED_NAMES, episode_event
 
 
 def refusal_flags(messages, refused_ticks):
@@ -96,6 +96,28 @@ def test_a_tick_part_still_missing_is_waited_for_and_then_sealed_at_once(tmp_pat
     assert counts["/wx250s/command"] == 10 and counts[f"/wx250s/{ARM_REFUSED}"] == 10
     meta = read_episode(path).metadata
     assert meta["ik_refusals"] == 2 and sealed.events[0]["ik_refusals"] == 2
+
+
+def test_a_first_takeover_on_the_last_tick_waits_for_its_a_h(tmp_path):
+    """The episode's only nu=1 tick is its last, and its a_h comes after the end event.
+
+    No a_h had been seen in the episode before (found by `mile-ros collect` in lockstep: the bag
+    was sealed without it and the a_h counted as `outside_episode`).
+    """
+    rec, sealed = recorder(tmp_path, close_grace_s=5.0, max_close_wait_s=30.0)
+    last = T0 + 9 * DT
+    ep = [m for m in tick_messages(10, images=False) if m[0] != "action_human"]
+    ep = [(t, vec(FLAG_NAMES, [float(st == last), 0, 0], st) if t == "intervention" else m, st)
+          for t, m, st in ep]
+    submit(rec, ep)
+    time.sleep(0.5)
+    assert not sealed.at, "sealed without the last tick's a_h"
+    submit(rec, [("action_human", vec(ACTION, [-1, 0.5, 0, 9], last), last)])
+    assert sealed.done.wait(2.0)
+    rec.close()
+    data = read_episode(sealed.events[0]["path"])
+    assert len(data) == 10 and data.nu.tolist() == [False] * 9 + [True]
+    assert data.a_h[-1].tolist() == [-1, 0.5, 0, 9] and sum(rec.dropped.values()) == 0
 
 
 def test_an_end_stamped_between_ticks_waits_a_bounded_time_for_a_late_tick(tmp_path):

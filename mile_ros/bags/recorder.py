@@ -319,14 +319,19 @@ class EpisodeRecorder:
         if now >= ep.close_by:
             return True
         if ep.sealed_early:
-            return all(self._sealed_topic_done(ep, topic, now) for topic in ep.topics_seen)
-        for topic in ep.topics_seen:
+            return all(self._sealed_topic_done(ep, topic, now) for topic in self._awaited(ep))
+        for topic in self._awaited(ep):
             past_end = self._watermark.get(topic, -1) > ep.end_stamp
             quiet = (self._routed[topic] >= self._submitted[topic]
                      and now - self._last_submit.get(topic, 0.0) >= self.close_grace_s)
             if not (past_end or quiet):
                 return False
         return True
+
+    def _awaited(self, ep: _Episode) -> set:
+        """Return the topics seen in the episode, and a_h once a tick in it says nu=1."""
+        return ep.topics_seen | {ACTION_HUMAN for s, f in ep.flags.items()
+                                 if f[0] and (ep.start_stamp or 0) <= s <= ep.end_stamp}
 
     def _sealed_topic_done(self, ep: _Episode, topic: str, now: float) -> bool:
         """Whether an ended episode has everything of `topic` up to its end stamp.
