@@ -3,6 +3,8 @@
   lockstep   --realtime-factor 0: control ticks per second when each tick starts as soon as the
              previous one's command arrives (arm -> policy_server -> arbiter -> arm, with the
              simulated person's Joy in every tick), from the recorder's achieved rate per episode
+             and from ticks / wall time; once per policy_server `executor` named in
+             `--executors` (same episodes and seeds, one after the other), with the hold ticks
   realtime   --realtime-factor 1 at 20 Hz: tick period jitter |dt - 50 ms| from the observation
              stamps in the bags, ticks that held (no command in time / a_r stale), and a_r latency
              is not visible here (see bench_latency.py)
@@ -10,6 +12,7 @@
 Bags are read with `rosbags` directly. Prints the figures and writes bench/results/collect.json.
 
     python bench/bench_collect.py [--lockstep-episodes 3] [--episode-s 5] [--realtime-s 20]
+                                  [--executors single,events]
 """
 from __future__ import annotations
 
@@ -35,9 +38,11 @@ from rosbags.typesys import Stores, get_typestore  # noqa: E402
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 
 
-def run_collect(out: Path, episodes: int, episode_s: float, realtime_factor: float) -> float:
+def run_collect(out: Path, episodes: int, episode_s: float, realtime_factor: float,
+                executor: str = "auto") -> float:
     cfg = out.parent / f"{out.name}.yaml"
-    cfg.write_text(yaml.safe_dump({"arm": {"ros__parameters": {"episode_timeout_s": episode_s}}}))
+    cfg.write_text(yaml.safe_dump({"arm": {"ros__parameters": {"episode_timeout_s": episode_s}},
+                                   "policy_server": {"ros__parameters": {"executor": executor}}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(101, 200)))
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -67,31 +72,45 @@ def read(bag: Path) -> tuple[dict, dict]:
     return meta, stamps
 
 
+def lockstep(out: Path, args, executor: str) -> dict:
+    """Collect `--lockstep-episodes` in lockstep with the policy server on `executor`."""
+    t0 = time.monotonic()
+    wall = run_collect(out, args.lockstep_episodes, args.episode_s, 0.0, executor)
+    bags = sorted((out / "iter1").glob("episode_*"))
+    rates, ticks, nus, holds = [], 0, [], 0
+    for bag in bags:
+        meta, stamps = read(bag)
+        rates.append(meta["achieved_rate_hz"])
+        ticks += meta["ticks"]
+        holds += meta["hold_ticks"]
+        nus += [p[0] for _, p in stamps.get("intervention", [])]
+    print(f"lockstep, policy_server executor {executor}: {ticks} ticks in {wall:.1f} s "
+          f"({time.monotonic() - t0:.1f} s with reading)", file=sys.stderr)
+    return {"episodes": len(bags), "ticks": ticks, "hold_ticks": holds,
+            "ticks_per_s_per_episode": rates, "ticks_per_s_mean": float(np.mean(rates)),
+            "speedup_vs_20hz": float(np.mean(rates) / 20),
+            "ticks_per_wall_s": round(ticks / wall, 2),
+            "intervention_rate": float(np.mean(nus)) if nus else None,
+            "wall_s_incl_startup": round(wall, 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lockstep-episodes", type=int, default=3)
     ap.add_argument("--episode-s", type=float, default=5.0, help="simulated seconds per episode")
     ap.add_argument("--realtime-s", type=float, default=20.0)
+    ap.add_argument("--executors", default="single,events",
+                    help="policy_server executors to run the lockstep part on, in turn")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "collect.json"))
     args = ap.parse_args()
     result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "load_avg_1m_at_start": os.getloadavg()[0]}}
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "lockstep"
-        wall = run_collect(out, args.lockstep_episodes, args.episode_s, 0.0)
-        bags = sorted((out / "iter1").glob("episode_*"))
-        rates, ticks, nus = [], 0, []
-        for bag in bags:
-            meta, stamps = read(bag)
-            rates.append(meta["achieved_rate_hz"])
-            ticks += meta["ticks"]
-            nus += [p[0] for _, p in stamps.get("intervention", [])]
-        result["lockstep"] = {
-            "episodes": len(bags), "ticks": ticks, "ticks_per_s_per_episode": rates,
-            "ticks_per_s_mean": float(np.mean(rates)),
-            "speedup_vs_20hz": float(np.mean(rates) / 20),
-            "intervention_rate": float(np.mean(nus)) if nus else None,
-            "wall_s_incl_startup": round(wall, 1)}
+        result["lockstep"] = {ex: lockstep(Path(tmp) / f"lockstep_{ex}", args, ex)
+                              for ex in args.executors.split(",")}
+        rates = {ex: r["ticks_per_wall_s"] for ex, r in result["lockstep"].items()}
+        if {"single", "events"} <= rates.keys():
+            result["lockstep_events_vs_single"] = round(rates["events"] / rates["single"], 2)
 
         out = Path(tmp) / "realtime"
         run_collect(out, 1, args.realtime_s, 1.0)

@@ -31,6 +31,7 @@ EXECUTORS = ("auto", "events", "single")
 MENTAL_MODELS = ("initial", "policy")
 # String parameters with a fixed set of values: {(node, parameter): the values}.
 CHOICES = {("arbiter", "executor"): EXECUTORS, ("arm", "executor"): EXECUTORS,
+           ("policy_server", "executor"): EXECUTORS,
            ("sim_human", "mental_model"): MENTAL_MODELS}
 
 

@@ -16,11 +16,7 @@ import numpy as np
 import pytest
 import rclpy
 import torch
-from rclpy.executors import (
-    ExternalShutdownException,
-    MultiThreadedExecutor,
-    SingleThreadedExecutor,
-)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -30,6 +26,7 @@ from mile_ros import interfaces as itf
 from mile_ros import params
 from mile_ros.arms import ACTION_NAMES
 from mile_ros.interfaces import active_qos
+from mile_ros.nodes._runtime import executor_factory
 from mile_ros.nodes.policy_server import PolicyServerNode
 from mile_ros.policy.serving import LoadedPolicy, StackedRunner, check_compatible
 
@@ -62,7 +59,7 @@ def stub_policy(policy_id="stub:1", names=("a", "b")):
 
 
 class Harness:
-    """A PolicyServerNode (own context, multi-threaded executor) and a peer node."""
+    """A PolicyServerNode (own context, the executor its `executor` default names) and a peer."""
 
     def __init__(self, tmp_path, loader=stub_policy):
         self.ns = f"/ps_test_{next(_ns)}"
@@ -74,7 +71,7 @@ class Harness:
                          "--params-file", str(pfile)],
                    context=self.ctx)
         self.server = PolicyServerNode(self.ctx, policy_loader=loader)
-        self.ex = MultiThreadedExecutor(num_threads=2, context=self.ctx)
+        self.ex = executor_factory(values["executor"])[0](context=self.ctx)
         self.ex.add_node(self.server)
         self.peer_ctx = rclpy.Context()
         rclpy.init(args=[], context=self.peer_ctx)
@@ -258,6 +255,35 @@ def test_hot_swap_at_the_next_episode_start_and_refusals(tmp_path):
         expected = good.runner().step(np.array([0.5, 0.25]))
         np.testing.assert_allclose(h.tick([0.5, 0.25]), expected, atol=1e-6)
     finally:
+        h.close()
+
+
+def test_a_slow_checkpoint_validation_does_not_stall_the_control_path(tmp_path):
+    """While an offer is being validated (here: 3 s), observations are still answered at once.
+
+    The server spins one executor thread; the offer waits on its checkpoint worker thread.
+    """
+    h = Harness(tmp_path)
+    validating, release = threading.Event(), threading.Event()
+
+    def slow_validate(data, signature):
+        validating.set()
+        release.wait(3.0)
+        raise ValueError("too slow on purpose")
+
+    h.server._validate = slow_validate
+    try:
+        n = len(h.active)
+        h.ckpt_pub.publish(UInt8MultiArray(data=list(b"offer")))
+        assert validating.wait(10.0)
+        answered = [h.tick([0.5, 0.25], timeout=2.5) for _ in range(3)]
+        still_validating = len(h.active) == n
+        release.set()
+        h.wait(lambda: len(h.active) >= n + 2)
+        assert still_validating and all(a is not None for a in answered), answered
+        assert h.active[n]["state"] == "refused" and "too slow on purpose" in h.active[n]["reason"]
+    finally:
+        release.set()
         h.close()
 
 

@@ -8,10 +8,11 @@
 - A non-finite policy output is never published (the arbiter then holds for that tick) and is
   counted; an output outside [-1, 1] is clipped and counted.
 - Hot swap: a checkpoint arriving as bytes on `policy/checkpoint` is unpacked, loaded and checked
-  on a worker thread (never on the control path), announced on `policy/active` as "pending", and
-  made active at the next episode start event -- or at once while the server has not yet taken
-  an observation (it just started: it runs the checkpoint from its first episode); a checkpoint
-  that fails any check is "refused" with the reason and the running policy stays.
+  on the node's checkpoint worker thread (never on the control path), announced on
+  `policy/active` as "pending", and made active at the next episode start event -- or at once
+  while the server has not yet taken an observation (it just started: it runs the checkpoint
+  from its first episode); a checkpoint that fails any check is "refused" with the reason and
+  the running policy stays.
   `policy/active` (JSON {id, state, reason}, and for pending/refused `offer`, a digest of the
   bytes and signature answered) is transient local, so the recorder and the trainer see the
   active id whenever they join.
@@ -26,6 +27,11 @@
   --sim`, the sim launch and the demo set it), a wrongly signed one always. A key file that is
   missing, unreadable or empty is a configuration error (exit 2); the key is never logged.
 
+Executor: the `executor` parameter, as the arm's (auto = rclpy's EventsExecutor where there is
+one). The control path (observations, images, episode events) is this one executor thread; a
+checkpoint is only queued there. rclpy's MultiThreadedExecutor, which this node spun before, cost
+the lockstep simulation three quarters of its tick rate on 2 cores (bench/bench_collect_rate.py).
+
 Policies: `checkpoint` names a checkpoint directory (mile_ros.learning.checkpoint), or a
 directory with a `latest` pointer; "" = the simulated WidowX task's initial policy (BC on a few
 noisy expert demonstrations, built by mile_ros.benchmark, deterministic per `initial_seed` and
@@ -33,6 +39,7 @@ cached on disk).
 """
 from __future__ import annotations
 
+import queue
 import shutil
 import sys
 import tempfile
@@ -42,7 +49,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from mile_ros import interfaces as itf
@@ -90,7 +96,7 @@ class PolicyServerNode(Node):
         self.pending: LoadedPolicy | None = None
         self.observation_names: list[str] | None = None
         self._serving = False          # an observation was taken: swaps wait for an episode start
-        self._lock = threading.Lock()  # guards policy/pending/runner between the two groups
+        self._lock = threading.Lock()  # guards policy/pending/runner: executor and worker
         self._receive_dir = Path(p["receive_dir"]) if p["receive_dir"] else Path(
             tempfile.mkdtemp(prefix="mile_ros_checkpoints_"))
         self._own_receive_dir = not p["receive_dir"]
@@ -98,21 +104,22 @@ class PolicyServerNode(Node):
         self._waiting = None           # image_sync: the observation waiting for its frame
         self._last_report = time.monotonic()
 
-        control = MutuallyExclusiveCallbackGroup()
-        loading = MutuallyExclusiveCallbackGroup()
         # Deep queues: in lockstep the arm runs ahead while the person drives, and a 2-core
         # machine can stall this process for a second; an observation dropped here is a tick
         # without a_r, i.e. lost from the recorded data.
         self.action_pub = self.create_publisher(JointState, itf.ACTION_ROBOT, itf.control_qos())
         self.active_pub = self.create_publisher(String, itf.POLICY_ACTIVE, itf.active_qos())
         # Episode events before observations: with both ready, the executor takes them in order.
-        self.create_subscription(String, itf.EPISODE, self._on_episode, 20,
-                                 callback_group=control)
+        self.create_subscription(String, itf.EPISODE, self._on_episode, 20)
         self.create_subscription(JointState, itf.OBSERVATION, self._on_observation,
-                                 itf.control_qos(), callback_group=control)
-        self.create_subscription(Image, itf.IMAGE, self._on_image, 2, callback_group=control)
-        self.create_subscription(UInt8MultiArray, itf.CHECKPOINT, self._on_checkpoint,
-                                 itf.checkpoint_qos(), callback_group=loading)
+                                 itf.control_qos())
+        self.create_subscription(Image, itf.IMAGE, self._on_image, 2)
+        self._offers: queue.Queue = queue.Queue()      # (bytes, signature); None = stop
+        self._worker = threading.Thread(target=self._checkpoint_worker, daemon=True,
+                                        name="policy_server checkpoints")
+        self._worker.start()
+        self.create_subscription(UInt8MultiArray, itf.CHECKPOINT, self._queue_checkpoint,
+                                 itf.checkpoint_qos())
         self._announce(self.policy.id, itf.ACTIVE, f"loaded at start-up from {self.policy.source}")
         self.get_logger().info(f"policy_server: active policy {self.policy.id} "
                                f"(state {len(self.policy.state_names)}, actions "
@@ -229,10 +236,22 @@ class PolicyServerNode(Node):
             self.get_logger().info(f"policy_server: {c.summary()}")
 
     # --- hot swap (worker thread) ---------------------------------------------------------------
-    def _on_checkpoint(self, msg) -> None:
+    def _queue_checkpoint(self, msg) -> None:
+        """Executor thread: hand the offer to the worker (validating it takes up to seconds)."""
+        self._offers.put((bytes(msg.data), itf.checkpoint_signature(msg)))
+
+    def _checkpoint_worker(self) -> None:
+        """Answer each offer in arrival order until close() queues None."""
+        while (offer := self._offers.get()) is not None:
+            try:
+                self._on_checkpoint(*offer)
+            except Exception as e:  # noqa: BLE001 - the worker must outlive one bad answer
+                print(f"policy_server: checkpoint worker: {type(e).__name__}: {e}",
+                      file=sys.stderr)
+
+    def _on_checkpoint(self, data: bytes, signature: str | None) -> None:
         from mile_ros.policy.serving import _id_in_archive
 
-        data, signature = bytes(msg.data), itf.checkpoint_signature(msg)
         t0 = time.monotonic()
         policy_id, offer = _id_in_archive(data), itf.offer_digest(data, signature)
         try:
@@ -300,6 +319,8 @@ class PolicyServerNode(Node):
                        "running" + (f"; {pending.id} pending" if pending else ""))
 
     def close(self) -> None:
+        self._offers.put(None)
+        self._worker.join(timeout=10.0)
         say(self, f"policy_server: {self.counts.summary()}")
         if self._own_receive_dir:
             shutil.rmtree(self._receive_dir, ignore_errors=True)
@@ -308,13 +329,10 @@ class PolicyServerNode(Node):
 def main(argv: list[str] | None = None) -> int:
     from functools import partial
 
-    from rclpy.executors import MultiThreadedExecutor
-
     from mile_ros.nodes._runtime import run_node
 
     # small networks, one tick at a time: torch threads only add contention
-    return run_node(NODE, partial(PolicyServerNode, torch_threads=1), argv,
-                    executor_cls=partial(MultiThreadedExecutor, num_threads=2))
+    return run_node(NODE, partial(PolicyServerNode, torch_threads=1), argv)
 
 
 if __name__ == "__main__":
