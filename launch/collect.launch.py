@@ -5,6 +5,7 @@ the camera is started when asked.
 
     ros2 launch mile_ros collect.launch.py robot_name:=wx250s sim:=false camera:=true \
         out:=runs/lab iteration:=3
+    ros2 launch mile_ros collect.launch.py sim:=true realtime_factor:=0 episodes:=8
 
 Parameters: the installed config/collect.yaml (one section per node), with these overrides from
 the arguments -- the same nodes and parameters as `mile-ros collect` (mile_ros/tools/collect.py):
@@ -15,8 +16,13 @@ the arguments -- the same nodes and parameters as `mile-ros collect` (mile_ros/t
   policy_server.allow_unsigned  true when `sim` (unsigned checkpoints: the simulated default);
                    otherwise the YAML's own value (false as shipped: signed checkpoints only)
   policy_server.image_sync  `sim` and `camera` (an image policy waits for its tick's frame)
+  arm.realtime_factor  `realtime_factor` (sim: 1.0 the wall clock, 0 lockstep; default the YAML's)
+  arbiter.a_r_timeout_s  0.9 s (LOCKSTEP_A_R_TIMEOUT_S) when `sim` and `realtime_factor` 0: the
+                   arm waits for each command, so a late a_r delays the tick instead of holding
+                   it; otherwise the YAML's own value
 `sim` and `camera` take true/false (also True/False, 1/0); `episodes` and `iteration` whole
-numbers >= 0. A bad value is refused, with the argument named, before any node starts.
+numbers >= 0, `realtime_factor` a number >= 0. A bad value is refused, with the argument
+named, before any node starts.
 When the arm stops after `episodes` episodes (sim), the whole launch shuts down; when the arm
 fails (a non-zero exit status), the launch shuts down with an error naming the status and exits 1.
 The namespaced copy of the parameter file is kept in ~/.cache/mile_ros ($XDG_CACHE_HOME). The
@@ -46,6 +52,7 @@ from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
 from mile_ros.params import SHARED
+from mile_ros.tools.collect import LOCKSTEP_A_R_TIMEOUT_S
 
 PACKAGE = "mile_ros"
 # The spellings of a boolean argument: what IfCondition accepts on every distro. Parameters never
@@ -53,23 +60,29 @@ PACKAGE = "mile_ros"
 # rolling accept them), so bool parameters are given 'true' / 'false' (see `_when_sim`).
 BOOL_CHOICES = ["true", "false", "True", "False", "1", "0"]
 WHOLE_NUMBERS = ("episodes", "iteration")  # int parameters: checked before any node starts
+NUMBERS = ("realtime_factor",)              # float parameters >= 0: likewise
 
 
-def _check_whole_numbers(context):
-    """Refuse a bad `episodes` / `iteration` before the first node starts.
+def _number_ok(text: str, kind) -> bool:
+    try:
+        return kind(text) >= 0   # int() / float(), as ParameterValue(value_type=...) reads it
+    except ValueError:
+        return False
+
+
+def _check_numbers(context):
+    """Refuse a bad `episodes`, `iteration` or `realtime_factor` before the first node starts.
 
     A node's ParameterValue would refuse it only when that node is reached, after the earlier
     ones.
     """
-    for name in WHOLE_NUMBERS:
-        text = context.launch_configurations[name]
-        try:
-            ok = int(text) >= 0   # int(), as ParameterValue(value_type=int) reads it
-        except ValueError:
-            ok = False
-        if not ok:
-            raise RuntimeError(f'Argument "{name}" provided value "{text}" is not valid: '
-                               "expected a whole number >= 0")
+    for names, kind, what in ((WHOLE_NUMBERS, int, "a whole number"),
+                              (NUMBERS, float, "a number")):
+        for name in names:
+            text = context.launch_configurations[name]
+            if not _number_ok(text, kind):
+                raise RuntimeError(f'Argument "{name}" provided value "{text}" is not valid: '
+                                   f"expected {what} >= 0")
     return []
 
 
@@ -155,8 +168,10 @@ def generate_launch_description():
     shipped = os.path.join(get_package_share_directory(PACKAGE), "config", "collect.yaml")
     config = _for_any_namespace(shipped)
     with open(shipped) as f:   # a real robot keeps the file's own allow_unsigned
-        shipped_allow_unsigned = bool(
-            yaml.safe_load(f)["policy_server"]["ros__parameters"]["allow_unsigned"])
+        sections = yaml.safe_load(f)
+    shipped_allow_unsigned = bool(sections["policy_server"]["ros__parameters"]["allow_unsigned"])
+    shipped_rate = float(sections["arm"]["ros__parameters"]["realtime_factor"])
+    shipped_a_r_timeout = float(sections["arbiter"]["ros__parameters"]["a_r_timeout_s"])
 
     def node(name, overrides=None, **kwargs):
         parameters = [config]
@@ -167,9 +182,15 @@ def generate_launch_description():
                     output="screen", emulate_tty=True, **kwargs)
 
     sim = LaunchConfiguration("sim")
+    rate = LaunchConfiguration("realtime_factor")
     arm = node("arm", {"backend": _when_sim("sim", "interbotix"),
                        "episodes": ParameterValue(LaunchConfiguration("episodes"),
-                                                  value_type=int)})
+                                                  value_type=int),
+                       "realtime_factor": ParameterValue(rate, value_type=float)})
+    # lockstep sim: a late a_r delays the tick (the arm waits for it) rather than holding it
+    lockstep = PythonExpression([f"'{LOCKSTEP_A_R_TIMEOUT_S}' if '", sim,
+                                 "'.lower() in ('true', '1') and float('", rate,
+                                 f"') == 0 else '{shipped_a_r_timeout}'"])
     return LaunchDescription([
         DeclareLaunchArgument("robot_name", default_value="wx250s",
                               description="namespace of every node and topic"),
@@ -182,14 +203,18 @@ def generate_launch_description():
         DeclareLaunchArgument("iteration", default_value="1", description="iteration number"),
         DeclareLaunchArgument("episodes", default_value="0",
                               description="sim: stop after this many episodes (0: no limit)"),
-        OpaqueFunction(function=_check_whole_numbers),   # before the first node
+        DeclareLaunchArgument("realtime_factor", default_value=str(shipped_rate),
+                              description="sim: 1.0 = the wall clock, 0 = lockstep (as fast "
+                                          "as the graph answers)"),
+        OpaqueFunction(function=_check_numbers),   # before the first node
         node("recorder", {"out": ParameterValue(LaunchConfiguration("out"), value_type=str),
                           "iteration": ParameterValue(LaunchConfiguration("iteration"),
                                                       value_type=int)}),
         node("arbiter", {"joy_sync": ParameterValue(_when_sim("true", "false"),
                                                     value_type=bool),
                          "episode_buttons": ParameterValue(_when_sim("false", "true"),
-                                                           value_type=bool)}),
+                                                           value_type=bool),
+                         "a_r_timeout_s": ParameterValue(lockstep, value_type=float)}),
         node("policy_server", {"allow_unsigned": ParameterValue(
             _when_sim("true", str(shipped_allow_unsigned).lower()), value_type=bool),
             "image_sync": ParameterValue(_when_sim("true", "false", "camera"),

@@ -405,20 +405,24 @@ def evaluate(description, arguments, distro="humble"):
 def test_declares_the_documented_arguments(launch_file):
     description = launch_file.generate_launch_description()
     names = {e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)}
-    assert names == {"robot_name", "sim", "camera", "out", "iteration", "episodes"}
+    assert names == {"robot_name", "sim", "camera", "out", "iteration", "episodes",
+                     "realtime_factor"}
 
 
 @pytest.mark.parametrize("distro", DISTROS)
 @pytest.mark.parametrize("sim", [True, False])
 @pytest.mark.parametrize("camera", [True, False])
-def test_same_nodes_and_parameters_as_mile_ros_collect(launch_file, sim, camera, distro):
+@pytest.mark.parametrize("rate", [None, "0", "2.5"])
+def test_same_nodes_and_parameters_as_mile_ros_collect(launch_file, sim, camera, distro, rate):
     arguments = {"robot_name": "lab_arm", "sim": str(sim).lower(), "camera": str(camera).lower(),
-                 "out": "runs/x", "iteration": "3", "episodes": "7"}
+                 "out": "runs/x", "iteration": "3", "episodes": "7",
+                 **({"realtime_factor": rate} if rate is not None else {})}
     started = evaluate(launch_file.generate_launch_description(), arguments, distro)
 
     expected_nodes = collect.graph_nodes(sim, camera)
     assert sorted(started) == sorted(expected_nodes)
-    overrides = collect.node_overrides(sim, camera, "runs/x", 3, 7)
+    overrides = collect.node_overrides(sim, camera, "runs/x", 3, 7,
+                                       None if rate is None else float(rate))
     for name in expected_nodes:
         namespace, executable, package, flat = started[name]
         assert (namespace, executable, package) == ("lab_arm", name, "mile_ros")
@@ -488,7 +492,8 @@ def test_an_arm_stopped_by_the_shutdown_does_not_fail_the_launch(launch_file):
 @pytest.mark.parametrize("distro", DISTROS)
 @pytest.mark.parametrize("name, value", [
     ("sim", "maybe"), ("sim", "yes"), ("camera", "on"), ("episodes", "2.5"), ("episodes", "-1"),
-    ("iteration", "x"), ("iteration", "")])
+    ("iteration", "x"), ("iteration", ""), ("realtime_factor", "-1"),
+    ("realtime_factor", "fast"), ("realtime_factor", "nan")])
 def test_a_bad_argument_is_refused_before_any_node_starts(launch_file, distro, name, value):
     run = LaunchRun(launch_file.generate_launch_description(), {"sim": "true", name: value},
                     distro)
