@@ -30,7 +30,7 @@
 Executor: the `executor` parameter, as the arm's (auto = rclpy's EventsExecutor where there is
 one). The control path (observations, images, episode events) is this one executor thread; a
 checkpoint is only queued there. rclpy's MultiThreadedExecutor, which this node spun before, cost
-the lockstep simulation three quarters of its tick rate on 2 cores (bench/bench_collect_rate.py).
+the lockstep simulation 70-75% of its tick rate on 2 cores (bench/bench_collect.py, README).
 
 Policies: `checkpoint` names a checkpoint directory (mile_ros.learning.checkpoint), or a
 directory with a `latest` pointer; "" = the simulated WidowX task's initial policy (BC on a few
