@@ -143,19 +143,30 @@ def policy_answer(policy_id: str, state: str, reason: str = "", offer: str | Non
     return json.dumps(answer if offer is None else {**answer, "offer": offer})
 
 
-def offer_digest(data: bytes, signature: str | None = None) -> str:
-    """Name the checkpoint bytes offered on CHECKPOINT, with their signature (a sha256 prefix).
+def offer_digest(data: bytes, signature: str | None = None, nonce: str | None = None) -> str:
+    """Name one offer on CHECKPOINT: its bytes, signature and nonce (a sha256 prefix).
 
     The signature is part of the offer: the same bytes offered unsigned by one publisher (a
     misconfigured checkpoint store) and signed by another (`train --key-file`) get two answers,
-    and each sender takes its own.
+    and each sender takes its own. So is the nonce each publication carries (`new_offer_nonce`):
+    the same bytes offered again get a new name, and an answer to the earlier offer, arriving
+    late from the server's transient-local history, is not taken for the answer to this one.
     """
     import hashlib
 
     digest = hashlib.sha256(data)
     if signature:
         digest.update(b"\0" + signature.encode())
+    if nonce:
+        digest.update(b"\1" + nonce.encode())
     return digest.hexdigest()[:16]
+
+
+def new_offer_nonce() -> str:
+    """Return a fresh nonce for one publication of a checkpoint (`checkpoint_msg`)."""
+    import secrets
+
+    return secrets.token_hex(8)
 
 
 def parse_policy_answer(text: str) -> dict | None:
@@ -169,26 +180,40 @@ def parse_policy_answer(text: str) -> dict | None:
 
 # --- checkpoints on CHECKPOINT: the archive in `data`, its signature beside it ------------------
 # layout.dim[0].label = "hmac-sha256:<hex>" (mile_ros.policy.signing) over exactly `data`; an
-# unsigned checkpoint has no labelled dimension. Readers that do not check it ignore the layout.
+# unsigned checkpoint has no signature dimension. A last dimension labelled "offer:<hex>" (size 0)
+# carries the publication's nonce (`offer_digest`). Readers that do not check them ignore the
+# layout.
+OFFER_LABEL = "offer:"
 
 
-def checkpoint_msg(data: bytes, signature: str | None = None):
-    """Build the std_msgs/UInt8MultiArray that carries checkpoint bytes (and their signature)."""
+def checkpoint_msg(data: bytes, signature: str | None = None, nonce: str | None = None):
+    """Build the std_msgs/UInt8MultiArray that carries checkpoint bytes (signature, nonce)."""
     import array
 
     from std_msgs.msg import MultiArrayDimension, UInt8MultiArray
 
     msg = UInt8MultiArray()
     msg.data = array.array("B", data)
+    dims = []
     if signature:
         size = min(len(data), 0xFFFFFFFF)   # uint32
-        msg.layout.dim = [MultiArrayDimension(label=signature, size=size, stride=size)]
+        dims.append(MultiArrayDimension(label=signature, size=size, stride=size))
+    if nonce:
+        dims.append(MultiArrayDimension(label=OFFER_LABEL + nonce, size=0, stride=0))
+    msg.layout.dim = dims
     return msg
 
 
 def checkpoint_signature(msg) -> str | None:
     """Return the signature a CHECKPOINT message carries (its first label), or None (unsigned)."""
-    return next((dim.label for dim in msg.layout.dim if dim.label), None)
+    return next((dim.label for dim in msg.layout.dim
+                 if dim.label and not dim.label.startswith(OFFER_LABEL)), None)
+
+
+def checkpoint_nonce(msg) -> str | None:
+    """Return the nonce of a CHECKPOINT message's publication, or None (a sender without one)."""
+    return next((dim.label[len(OFFER_LABEL):] for dim in msg.layout.dim
+                 if dim.label.startswith(OFFER_LABEL)), None)
 
 
 # --- QoS profiles (rclpy imported only when a profile is asked for) ------------------------------

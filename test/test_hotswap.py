@@ -286,23 +286,32 @@ def other_robot_checkpoint(tmp: Path) -> Path:
     return root / (root / "latest").read_text().strip()
 
 
-def test_an_older_answer_about_the_same_id_is_not_taken_for_the_new_offers():
-    """Take only the answer to these bytes, not an older one about the same checkpoint id.
+def _answer_to(msg, state: str, reason: str) -> dict:
+    """Return the answer a policy server gives to this CHECKPOINT message."""
+    offer = itf.offer_digest(bytes(msg.data), itf.checkpoint_signature(msg),
+                             itf.checkpoint_nonce(msg))
+    return {"id": "X", "state": state, "reason": reason, "offer": offer}
+
+
+@pytest.mark.parametrize("earlier", ["other bytes", "the same bytes"])
+def test_an_older_answer_about_the_same_id_is_not_taken_for_the_new_offers(earlier):
+    """Take only the answer to this offer, not an older one about the same checkpoint id.
 
     policy/active's history can arrive after the sender settled (a loaded machine): a "pending"
-    about the same id but other bytes must not answer this offer.
+    about the same id, to other bytes or to an earlier offer of these bytes (another nonce),
+    must not answer this offer.
     """
     sender = delivery.CheckpointSender(f"{NS}_stale")
     try:
         sender._settled = True
         data = b"new bytes of checkpoint X"
+        old = itf.checkpoint_msg(b"older bytes of X" if earlier == "other bytes" else data,
+                                 None, itf.new_offer_nonce())
 
-        def publish(_msg):     # the server's history arrives late, then its answer to these bytes
+        def publish(msg):     # the server's history arrives late, then its answer to these bytes
             now = time.monotonic()
-            sender.answers.append((now, {"id": "X", "state": "pending", "reason": "earlier",
-                                         "offer": itf.offer_digest(b"older bytes of X")}))
-            sender.answers.append((now, {"id": "X", "state": "refused", "reason": "hash mismatch",
-                                         "offer": itf.offer_digest(data)}))
+            sender.answers.append((now, _answer_to(old, "pending", "earlier")))
+            sender.answers.append((now, _answer_to(msg, "refused", "hash mismatch")))
         sender.pub.publish = publish
         answer = sender.send(data, "X", 5.0)
         assert answer.state == "refused" and answer.reason == "hash mismatch", answer

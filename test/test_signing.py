@@ -77,6 +77,18 @@ def test_the_signature_travels_in_the_checkpoint_message(key):
     assert msg.layout.dim[0].size == len(DATA)
     unsigned = itf.checkpoint_msg(DATA)
     assert bytes(unsigned.data) == DATA and itf.checkpoint_signature(unsigned) is None
+    assert itf.checkpoint_nonce(msg) is None
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_each_publication_names_its_offer_apart_from_the_signature(key, signed):
+    signature = signing.sign(DATA, key) if signed else None
+    nonce = itf.new_offer_nonce()
+    msg = itf.checkpoint_msg(DATA, signature, nonce)
+    assert itf.checkpoint_signature(msg) == signature and itf.checkpoint_nonce(msg) == nonce
+    others = (itf.offer_digest(DATA, signature, itf.new_offer_nonce()),
+              itf.offer_digest(DATA, signature))
+    assert itf.offer_digest(DATA, signature, nonce) not in others
 
 
 def test_the_key_is_the_file_content_without_surrounding_whitespace(tmp_path, key):

@@ -119,8 +119,9 @@ class CheckpointStoreNode(Node):
             self._say_problem(f"{pointer} names {name!r}, which is not served: {e}")
             return
         signature = sign(data, self.key) if self.key is not None else None
-        msg = itf.checkpoint_msg(data, signature)
-        self.served = (name, checkpoint_id, itf.offer_digest(data, signature))
+        nonce = itf.new_offer_nonce()
+        msg = itf.checkpoint_msg(data, signature, nonce)
+        self.served = (name, checkpoint_id, itf.offer_digest(data, signature, nonce))
         self._problem = ""
         for pub in self.pubs.values():
             pub.publish(msg)

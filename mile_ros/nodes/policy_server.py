@@ -238,7 +238,8 @@ class PolicyServerNode(Node):
     # --- hot swap (worker thread) ---------------------------------------------------------------
     def _queue_checkpoint(self, msg) -> None:
         """Executor thread: hand the offer to the worker (validating it takes up to seconds)."""
-        self._offers.put((bytes(msg.data), itf.checkpoint_signature(msg)))
+        self._offers.put((bytes(msg.data), itf.checkpoint_signature(msg),
+                          itf.checkpoint_nonce(msg)))
 
     def _checkpoint_worker(self) -> None:
         """Answer each offer in arrival order until close() queues None."""
@@ -249,11 +250,11 @@ class PolicyServerNode(Node):
                 print(f"policy_server: checkpoint worker: {type(e).__name__}: {e}",
                       file=sys.stderr)
 
-    def _on_checkpoint(self, data: bytes, signature: str | None) -> None:
+    def _on_checkpoint(self, data: bytes, signature: str | None, nonce: str | None) -> None:
         from mile_ros.policy.serving import _id_in_archive
 
         t0 = time.monotonic()
-        policy_id, offer = _id_in_archive(data), itf.offer_digest(data, signature)
+        policy_id, offer = _id_in_archive(data), itf.offer_digest(data, signature, nonce)
         try:
             new, trust = self._validate(data, signature)
         except Exception as e:  # noqa: BLE001 - anything wrong with it means: refuse it

@@ -165,8 +165,9 @@ class CheckpointSender:
         t0 = time.monotonic()
         if not self._settled:
             self._settled = self._settle(min(wait_s, SETTLE_S))
-        msg = itf.checkpoint_msg(data, signature)
-        offer = itf.offer_digest(data, signature)
+        nonce = itf.new_offer_nonce()      # an answer to an earlier offer of the bytes is not ours
+        msg = itf.checkpoint_msg(data, signature, nonce)
+        offer = itf.offer_digest(data, signature, nonce)
         seen = {link.robot: len(link.answers) for link in self.links}
         t_pub = time.monotonic()
         for link in self.links:
