@@ -301,3 +301,42 @@ def test_bad_arguments_name_themselves():
     for needle, call in cases:
         with pytest.raises(ValueError, match=needle):
             call()
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_beta_nll_value_and_gradients_match_the_closed_form(beta):
+    """gaussian_nll: value -log N(a) * sigma^2beta; d/dmu = (mu - a) / sigma^(2(1-beta)).
+
+    d/dlog_sigma = sigma^2beta (1 - z^2): the weight carries no gradient (Seitzer et al. 2022).
+    """
+    rng = np.random.default_rng(7)
+    mu, ls = (torch.tensor(rng.uniform(lo, hi, (6, 3)), dtype=DT, requires_grad=True)
+              for lo, hi in ((-1, 1), (-4, 0.5)))
+    a = torch.tensor(rng.uniform(-1, 1, (6, 3)), dtype=DT)
+    loss = mile.gaussian_nll(mu, ls, a, beta)
+    sigma, z = torch.exp(ls.detach()), (a - mu.detach()) / torch.exp(ls.detach())
+    per_dim = 0.5 * z ** 2 + ls.detach() + 0.5 * math.log(2 * math.pi)
+    assert torch.allclose(loss, (per_dim * sigma ** (2 * beta)).sum(-1), atol=1e-12)
+    loss.sum().backward()
+    assert torch.allclose(mu.grad, (mu.detach() - a) / sigma ** (2 * (1 - beta)), atol=1e-10)
+    assert torch.allclose(ls.grad, sigma ** (2 * beta) * (1 - z ** 2), atol=1e-10)
+    if beta == 0.0:
+        assert torch.allclose(loss, -mile.gaussian_log_prob(mu, ls, a), atol=1e-12)
+
+
+@pytest.mark.parametrize("form", ["eq5", "joint"])
+def test_nll_beta_changes_only_the_mile_loss_nll_term(form):
+    """MILE's -log pi(a_h|s) becomes the beta-NLL; its intervention term and parts["nll"] stay."""
+    rng = np.random.default_rng(8)
+    mu, ls, mu_hat, ls_hat = _random_gaussians(rng, 8, 2)
+    a_h = torch.tensor(rng.uniform(-1, 1, (8, 2)), dtype=DT)
+    nu = torch.tensor([True, False] * 4)
+    plain, p0 = mile.gaussian_mile_loss(mu, ls, mu_hat, ls_hat, a_h, nu, 0.3, form=form)
+    beta, p1 = mile.gaussian_mile_loss(mu, ls, mu_hat, ls_hat, a_h, nu, 0.3, form=form,
+                                       nll_beta=0.5)
+    assert p1["bce"] == pytest.approx(p0["bce"]) and p1["nll"] == pytest.approx(p0["nll"])
+    weight = 0.5 if form == "eq5" else 1.0         # (1 - lam) for eq5
+    nll0 = torch.where(nu, -mile.gaussian_log_prob(mu, ls, a_h), 0.0)
+    nll1 = torch.where(nu, mile.gaussian_nll(mu, ls, a_h, 0.5), 0.0)
+    assert float(beta - plain) == pytest.approx(weight * float((nll1 - nll0).mean()), abs=1e-9)
+    assert float(beta - plain) != pytest.approx(0.0, abs=1e-6)

@@ -306,6 +306,8 @@ def test_temporal_model_is_the_per_tick_one_on_one_tick_takeovers(data):
     ("beta_update", "sometimes", "MileConfig.beta_update must be 'fixed' or 'learn'"),
     ("intervention_model", "hmm", "MileConfig.intervention_model must be 'per_tick' or"),
     ("min_updates", 2.5, "MileConfig.min_updates must be an integer"),
+    ("nll_beta", 1.5, r"MileConfig.nll_beta must be in \[0, 1\]"),
+    ("nll_beta", "half", r"MileConfig.nll_beta must be in \[0, 1\]"),
 ])
 def test_bad_config_values_name_the_field(name, value, words):
     with pytest.raises(ValueError, match=words):

@@ -24,7 +24,7 @@ from mile_ros.learning.model import MileModel
 from mile_ros.learning.specs import ActionSpec, Normalizer, ObsSpec
 
 
-def _bc_loss(net, tensors, target, action_spec, weight):
+def _bc_loss(net, tensors, target, action_spec, weight, nll_beta: float = 0.0):
     def loss_fn(idx, presampled=False):
         idx = tensors.index(idx)
         obs = tensors.obs_at(idx)
@@ -32,7 +32,7 @@ def _bc_loss(net, tensors, target, action_spec, weight):
         w = torch.ones(len(idx), device=idx.device) if presampled else weight[idx]
         if action_spec.continuous:
             mu, ls = net(obs)
-            nll = -mile.gaussian_log_prob(mu, ls, y)
+            nll = mile.gaussian_nll(mu, ls, y, nll_beta)
         else:
             nll = nn.functional.cross_entropy(net(obs), y, reduction="none")
         loss = (w * nll).sum() / w.sum().clamp(min=1e-8)
@@ -88,7 +88,7 @@ def train_bc(episodes, obs_spec: ObsSpec, action_spec: ActionSpec,
     tensors = _Tensors(data, normalizer, action_spec, device)
     gen = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    loss_fn = _bc_loss(net, tensors, tensors.a_r, action_spec, tensors.weight)
+    loss_fn = _bc_loss(net, tensors, tensors.a_r, action_spec, tensors.weight, config.nll_beta)
     metrics = _select_and_fit(loss_fn, [net], data, config, gen, rng, progress, f"BC ({target})",
                               sample_weight=data["weight"] if sampling == "weight" else None)
     metrics.update(time_s=time.perf_counter() - t0, target=target, device=str(device))

@@ -41,6 +41,9 @@ class MileConfig:
     # action dimension, every grasp lost). `mile-ros demo` sets 0.1 (README "The demo"); the
     # trainer and the benchmark keep the paper's loss
     policy_anchor: float = 0.0
+    # beta-NLL (mile.gaussian_nll) for every Gaussian fitting term: BC, MILE's -log pi(a_h|s),
+    # the anchors. 0 = the plain NLL (the paper's); `mile-ros demo` sets 0.5 (README "The demo")
+    nll_beta: float = 0.0
     pretrain_updates: int = 300     # BC on a_r for both networks when there is no `init`
     grad_clip: float = 10.0
     weight_decay: float = 0.0
@@ -76,6 +79,8 @@ class MileConfig:
             bad("image_encoder", f"must be one of {IMAGE_ENCODERS}")
         if not 0.0 <= self.lam <= 1.0:
             bad("lam", "must be in [0, 1]")
+        if not (isinstance(self.nll_beta, (int, float)) and 0.0 <= self.nll_beta <= 1.0):
+            bad("nll_beta", "must be in [0, 1]")
         allowed = (None, "eq5", "joint") if action_spec is None or action_spec.continuous \
             else (None, "eq3", "joint")
         if self.form not in allowed:

@@ -39,7 +39,8 @@ __all__ = [
     "intervention_probability_discrete", "intervention_probability_gaussian",
     "log_intervention_probability_discrete", "log_intervention_probability_gaussian",
     "discrete_log_likelihood", "discrete_mile_loss", "gaussian_mile_loss",
-    "gaussian_log_prob", "monte_carlo_intervention_probability_gaussian", "estimate_c",
+    "gaussian_log_prob", "gaussian_nll", "monte_carlo_intervention_probability_gaussian",
+    "estimate_c",
 ]
 
 
@@ -343,8 +344,32 @@ def gaussian_log_prob(mu, log_std, a) -> torch.Tensor:
     return (-0.5 * z * z - log_std - 0.5 * _LOG_2PI).sum(-1)
 
 
+def gaussian_nll(mu, log_std, a, beta: float = 0.0) -> torch.Tensor:
+    """Return the fitting loss -log N(a; mu, sigma^2), each dimension weighted by sg(sigma^2beta).
+
+    beta-NLL (Seitzer et al., "On the pitfalls of heteroscedastic uncertainty estimation with
+    probabilistic neural networks", ICLR 2022); sg = no gradient, summed over the last dim. Per
+    dimension, with z = (a - mu) / sigma,
+
+        d/dmu        = sg(sigma^2beta) (mu - a) / sigma^2 = (mu - a) / sigma^(2 (1 - beta))
+        d/dlog_sigma = sg(sigma^2beta) (1 - z^2)          (zero at sigma = |a - mu|, as the NLL's)
+
+    so sigma is still fitted to the residual, while the mean's step on a tick no longer grows as
+    1 / sigma^2. beta = 0 is the plain NLL (the paper's); beta = 1 gives the mean the squared
+    error's gradient. Why it matters: with the plain NLL a tick the mean already fits gets sigma
+    at its floor and weight up to e^10 (networks.LOG_STD_BOUNDS), and the ticks it fits worst get
+    a large sigma and almost no say on the mean. The value is the NLL times the weight; compare
+    values across runs of one beta only.
+    """
+    z = (a - mu) * torch.exp(-log_std)
+    nll = 0.5 * z * z + log_std + 0.5 * _LOG_2PI
+    if beta:
+        nll = nll * torch.exp((2.0 * float(beta)) * log_std).detach()
+    return nll.sum(-1)
+
+
 def gaussian_mile_loss(mu, log_std, mu_hat, log_std_hat, a_h, nu, c, beta=1.0, lam=0.5,
-                       form="eq5", scored=None):
+                       form="eq5", scored=None, nll_beta=0.0):
     """MILE loss for Gaussian policies -> (scalar loss, parts dict of floats).
 
     form="eq5" (paper Eq. 5): mean over the batch of
@@ -355,7 +380,9 @@ def gaussian_mile_loss(mu, log_std, mu_hat, log_std_hat, a_h, nu, c, beta=1.0, l
     a_h [B, D] is ignored (may be NaN) where nu is false. a_h is scored under N(mu, sigma).
     `scored` (bool [B], default all): rows that are intervention decisions; the intervention
     term of an unscored row (a takeover's continuation, `continuation_ticks`) is left out, its
-    -log pi(a_h|s) is kept (weight 1 - lam for eq5, 1 for joint).
+    -log pi(a_h|s) is kept (weight 1 - lam for eq5, 1 for joint). `nll_beta`: the -log pi(a_h|s)
+    term of either form is `gaussian_nll`'s beta-NLL (0: the plain NLL; parts["nll"] is always
+    the plain one).
     """
     _form(form, ("eq5", "joint"))
     lam = _lam(lam)
@@ -372,12 +399,13 @@ def gaussian_mile_loss(mu, log_std, mu_hat, log_std_hat, a_h, nu, c, beta=1.0, l
 
     m = 0.5 * _kc(mu, log_std, mu_hat, log_std_hat) - _c64(c)
     nll = -gaussian_log_prob(mu, log_std, a_h).to(torch.float64)
+    fit_nll = gaussian_nll(mu, log_std, a_h, nll_beta).to(torch.float64) if nll_beta else nll
     nuf = nu.to(torch.float64)
     if form == "eq5":
         bce = -_log_p_both(m, beta, mu.shape[1], select=nu)      # log p or log(1-p) per row
         if scored is not None:
             bce = torch.where(torch.as_tensor(scored, dtype=torch.bool), bce, 0.0)
-        per_row = lam * bce + (1.0 - lam) * nuf * nll
+        per_row = lam * bce + (1.0 - lam) * nuf * fit_nll
     else:
         mu64, ls64, muh64, lsh64, a64 = (x.to(torch.float64) for x in (mu, log_std, mu_hat,
                                                                        log_std_hat, a_h))
@@ -391,7 +419,7 @@ def gaussian_mile_loss(mu, log_std, mu_hat, log_std_hat, a_h, nu, c, beta=1.0, l
         bce = -torch.where(nu, torch.special.log_ndtr(u), log_q)
         if scored is not None:
             bce = torch.where(torch.as_tensor(scored, dtype=torch.bool), bce, 0.0)
-        per_row = torch.where(nu, nll, 0.0) + bce
+        per_row = torch.where(nu, fit_nll, 0.0) + bce
     loss = per_row.mean().to(mu.dtype)
     n_int = int(nu.sum())
     parts = {"loss": float(loss.detach()), "bce": float(bce.detach().mean()),

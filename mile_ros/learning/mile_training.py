@@ -80,29 +80,32 @@ def _mile_loss(policy, mental, tensors, c, config, action_spec, form, scored=Non
         if action_spec.continuous:
             loss, parts = mile.gaussian_mile_loss(out[0], out[1], m_out[0], m_out[1],
                                                   tensors.a_h[idx], tensors.nu[idx], c(),
-                                                  c.beta(), config.lam, form, scored=sc)
+                                                  c.beta(), config.lam, form, scored=sc,
+                                                  nll_beta=config.nll_beta)
         else:
             loss, parts = mile.discrete_mile_loss(out, m_out, tensors.a_h[idx],
                                                   tensors.nu[idx], c(), c.beta(), form,
                                                   scored=sc)
         if config.mental_anchor > 0 and config.train_mental and bool(tensors.has_a_r.any()):
             # the person's mental model is a belief about the robot, whose actions a_r we see
-            anchor = _mean_a_r_nll(m_out, tensors.a_r[idx], tensors.has_a_r[idx], action_spec)
+            anchor = _mean_a_r_nll(m_out, tensors.a_r[idx], tensors.has_a_r[idx], action_spec,
+                                   config.nll_beta)
             loss = loss + config.mental_anchor * anchor
             parts = dict(parts, loss=float(loss.detach()), mental_anchor=float(anchor.detach()))
         if config.policy_anchor > 0 and bool(tensors.has_a_r.any()):
             robot_drove = tensors.has_a_r[idx] * (~tensors.nu[idx].bool()).float()
-            anchor = _mean_a_r_nll(out, tensors.a_r[idx], robot_drove, action_spec)
+            anchor = _mean_a_r_nll(out, tensors.a_r[idx], robot_drove, action_spec,
+                                   config.nll_beta)
             loss = loss + config.policy_anchor * anchor
             parts = dict(parts, loss=float(loss.detach()), policy_anchor=float(anchor.detach()))
         return loss, parts
     return loss_fn
 
 
-def _mean_a_r_nll(out, a_r, ok, action_spec):
-    """Mean -log net(a_r|s) over the rows where `ok` (float 0/1); `out` a network's output."""
+def _mean_a_r_nll(out, a_r, ok, action_spec, nll_beta: float = 0.0):
+    """Mean -log net(a_r|s) (beta-NLL, `mile.gaussian_nll`) over the rows where `ok` (0/1)."""
     if action_spec.continuous:
-        nll = -mile.gaussian_log_prob(out[0], out[1], torch.nan_to_num(a_r))
+        nll = mile.gaussian_nll(out[0], out[1], torch.nan_to_num(a_r), nll_beta)
     else:
         nll = nn.functional.cross_entropy(out, a_r.clamp(min=0), reduction="none")
     return (nll * ok).sum() / ok.sum().clamp(min=1)
@@ -159,7 +162,8 @@ def _start_networks(init, data, obs_spec, action_spec, config, device, metrics):
         bc_idx = np.flatnonzero(has_ar)
         gen = torch.Generator().manual_seed(config.seed + 1)
         loop = _Loop(_bc_loss(policy, tensors, tensors.a_r, action_spec,
-                              torch.ones(tensors.n, device=device)), [policy], config, gen)
+                              torch.ones(tensors.n, device=device), config.nll_beta),
+                     [policy], config, gen)
         loop.run(bc_idx, config.pretrain_updates)
         metrics["warm_start"] = f"BC on a_r ({config.pretrain_updates} updates), both networks"
     return policy, copy.deepcopy(policy), normalizer, tensors
