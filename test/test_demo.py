@@ -26,7 +26,7 @@ def demo(*args, **kw):
 def test_tiny_demo_prints_the_table_and_writes_the_plot(tmp_path):
     out = tmp_path / "demo"
     p = demo("--iterations", 2, "--out", out, "--robot-name", "demo_test", "--compare",
-             "hg-dagger", "--mental-model", "policy", *TINY)
+             "hg-dagger", "--mental-model", "policy", "--set", "nll_beta=0.25", *TINY)
     _, err = p.communicate(timeout=240)
     assert p.returncode == 0, err[-4000:]
     assert "Traceback" not in err
@@ -37,6 +37,12 @@ def test_tiny_demo_prints_the_table_and_writes_the_plot(tmp_path):
     result = json.loads((out / "demo.json").read_text())
     rows = result["rows"]
     assert result["complete"] and [r["iteration"] for r in rows] == [0, 1, 2]
+    # --set: over the demo's training options, recorded, and what the checkpoints trained with
+    assert result["settings"]["training"]["nll_beta"] == 0.25
+    assert result["settings"]["training"]["policy_anchor"] == 0.1
+    latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
+    manifest = json.loads((latest / "manifest.json").read_text())
+    assert manifest["config"]["nll_beta"] == 0.25, manifest["config"]
     assert all(0.0 <= r["success"] <= 1.0 and r["eval_episodes"] == 2 for r in rows)
     for r in rows[1:]:
         assert r["episodes"] == 1 and 20 <= r["ticks"] <= 30      # 1.5 s at 20 Hz (ticks that
@@ -70,6 +76,10 @@ def test_tiny_demo_prints_the_table_and_writes_the_plot(tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 2 and "--compare: unknown baseline(s) dagger" in err, err
     assert "hg-dagger" in err and "Traceback" not in err           # the known names are listed
+    p = demo("--set", "nll_beta=2", "--out", out, *TINY)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "--set: " in err and "MileConfig.nll_beta must be in [0, 1]" \
+        in err and "Traceback" not in err, err
     assert (out / "demo.json").is_file()
 
 
