@@ -12,7 +12,12 @@ bench/results/person.json (one entry per setting, resumable).
         --settings 0:0.3:segments:10,0:0.3:segments:40,0:0.3:segments:100,0:0.3:paper
 
 A segments setting may end in `:DWELL` (ticks; default the InitialConfig's). Takeover lengths
-and the tick of the first onset per episode are reported too.
+and the tick of the first onset per episode are reported too. `--calibration-episodes N`: the
+closed-loop calibration's episodes per step (InitialConfig.closed_loop_episodes; sim_human's
+`calibration_episodes`); the rate measured here, on other seeds, shows how well it held:
+
+    python bench/bench_person.py --task widowx --seeds 0,1,2 --reaction-ticks 6 --episodes 20 \
+        --settings 0:0.3:segments --calibration-episodes 5   # then 20
 """
 from __future__ import annotations
 
@@ -49,8 +54,11 @@ def takeovers(nu: np.ndarray) -> list[tuple[int, int]]:
 
 
 def measure(task_name: str, seed: int, beta_ratio: float, rate: float, k: int,
-            style: str, dwell: int | None = None, reaction: int | None = None) -> dict:
+            style: str, dwell: int | None = None, reaction: int | None = None,
+            calibration: int | None = None) -> dict:
     cfg = InitialConfig(beta_ratio=beta_ratio, target_rate=rate, person=style)
+    if calibration is not None:
+        cfg.closed_loop_episodes = calibration
     if dwell is not None:
         cfg.dwell_ticks = dwell
     if reaction is not None:
@@ -79,6 +87,8 @@ def measure(task_name: str, seed: int, beta_ratio: float, rate: float, k: int,
             "first_onset_median": float(np.median([r[0][0] for r in runs if r])) if lengths
             else None, "episode_ticks_mean": ticks / k,
             "episodes": k, "c": info["c"], "scale": info.get("scale"),
+            "calibration_episodes": cfg.closed_loop_episodes,
+            "calibrated_rate": info.get("closed_loop_rate"),
             "rate": float(sum(e["nu"].sum() for e in with_person) / ticks),
             "assisted_success": float(np.mean([e["success"] for e in with_person])),
             "initial_success": float(np.mean([e["success"] for e in alone])),
@@ -96,6 +106,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reaction-ticks", type=int, default=None,
                     help="segments: ticks from the hazard firing to the takeover "
                          "(default: the InitialConfig's)")
+    ap.add_argument("--calibration-episodes", type=int, default=None,
+                    help="closed-loop calibration episodes per step (default: InitialConfig's)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     task = canonical_task_name(args.task)
@@ -106,17 +118,19 @@ def main(argv=None) -> int:
             ratio, rate, style, *dwell = item.split(":")
             ratio, rate = float(ratio), float(rate)
             dwell = int(dwell[0]) if dwell else None
-            key = (task, seed, style, ratio, rate, args.episodes, dwell, args.reaction_ticks)
+            key = (task, seed, style, ratio, rate, args.episodes, dwell, args.reaction_ticks,
+                   args.calibration_episodes)
             if any((d["task"], d["seed"], d.get("person", "paper"), d["beta_ratio"],
                     d["target_rate"], d["episodes"], d.get("dwell_set"),
-                    d.get("reaction_set")) == key for d in done):
+                    d.get("reaction_set"), d.get("calibration_set")) == key for d in done):
                 continue
             entry = measure(task, seed, ratio, rate, args.episodes, style, dwell,
-                            args.reaction_ticks)
-            done.append(entry | {"dwell_set": dwell, "reaction_set": args.reaction_ticks})
+                            args.reaction_ticks, args.calibration_episodes)
+            done.append(entry | {"dwell_set": dwell, "reaction_set": args.reaction_ticks,
+                                 "calibration_set": args.calibration_episodes})
             atomic_write(out, json.dumps(done, indent=1))
     print(f"{'task':26} seed person   ratio target      c  rate assisted initial hard  seconds"
-          "  dwell  takeovers  length  1st onset")
+          "  dwell  takeovers  length  1st onset  calib. eps  calib. rate")
     for d in done:
         if d["task"] == task:
             print(f"{d['task']:26} {d['seed']:4} {d.get('person', 'paper'):8} "
@@ -124,7 +138,9 @@ def main(argv=None) -> int:
                   f"{d['c']:6.1f} {d['rate']:5.2f} {d['assisted_success']:8.2f} "
                   f"{d['initial_success']:7.2f} {d['hard_share']:4.2f} {d['seconds']:8.0f}"
                   f"  {d.get('dwell_ticks', '-')!s:>5}  {d['takeovers']:9}  "
-                  f"{d.get('takeover_length_median')!s:>6}  {d.get('first_onset_median')!s:>9}")
+                  f"{d.get('takeover_length_median')!s:>6}  {d.get('first_onset_median')!s:>9}"
+                  f"  {d.get('calibration_episodes', '-')!s:>10}  "
+                  f"{d.get('calibrated_rate') or float('nan'):11.3f}")
     return 0
 
 

@@ -83,7 +83,9 @@ def test_bad_value_is_a_clear_startup_error():
                                               ("dwell_s:=0.0", "'dwell_s'"),
                                               ("reaction_s:=-0.1", "'reaction_s'"),
                                               ("handback_p:=1.0", "'handback_p'"),
-                                              ("mental_model:=frozen", "'mental_model'")])
+                                              ("mental_model:=frozen", "'mental_model'"),
+                                              ("calibration_episodes:=-1",
+                                               "'calibration_episodes'")])
 def test_bad_person_style_is_a_clear_startup_error(override, needle):
     import subprocess
     import sys

@@ -38,7 +38,13 @@ from mile_ros import interfaces as itf
 from mile_ros.learning.specs import FrameStacker
 from mile_ros.nodes._runtime import say
 from mile_ros.params import ConfigError, declare_node_parameters, resolve
-from mile_ros.sim.person_driver import JoyPlayer, build_person, check_mental_model, person_style
+from mile_ros.sim.person_driver import (
+    JoyPlayer,
+    build_person,
+    calibration_episodes,
+    check_mental_model,
+    person_style,
+)
 
 NODE = "sim_human"
 ARBITER = "arbiter"
@@ -55,6 +61,7 @@ class SimHumanNode(Node):
         try:
             person_style(self.p)
             check_mental_model(self.p)
+            calibration_episodes(self.p)
         except ValueError as e:
             raise ConfigError(str(e)) from None
         self.person, self.info, self.state_names, k = person_factory(self.p)
