@@ -143,6 +143,11 @@ def test_tiny_image_demo_records_frames_and_trains_an_image_policy(tmp_path):
     rows = json.loads((out / "demo.json").read_text())["rows"]
     assert [r["iteration"] for r in rows] == [0, 1] and 20 <= rows[1]["ticks"] <= 30
     assert rows[1]["collected_with"] == rows[0]["policy"]      # the image initial policy drove
+    # seed 0's person takes over; the arm then runs ahead of the camera, and every tick still gets
+    # its a_r (observations wait for their frames in order; one slot dropped 21 of 30 here)
+    assert rows[1]["interventions"] >= 10, rows[1]
+    log = (out / "logs" / "policy_server" / "policy_server.log").read_text()
+    assert "no_image=0 " in log, log[-2000:]
     # the sim camera's frames are in the bags: one per tick, stamped with it, at 64 px
     (episode,), _ = load_episodes([out / "iter1"], images=True, progress=False)
     assert episode.images.shape == (len(episode), 64, 64, 3)

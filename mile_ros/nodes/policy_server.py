@@ -3,8 +3,10 @@
 - `observation`(t) -> `action_robot`(t), stamped with the observation's stamp. The policy's frame
   history is reset at every episode start event. An image policy takes the newest camera frame
   (resized to its own size); with `image_sync` it waits for the frame stamped t (the simulated
-  camera renders each tick's state; lockstep would otherwise act on an older frame), and an
-  observation still waiting when the next comes in is dropped (counted as no_image).
+  camera renders each tick's state; lockstep would otherwise act on an older frame). Observations
+  wait in order, each acted on when the frame stamped t or later arrives: in lockstep the arm runs
+  ahead while the person drives, and a_r of those ticks (MILE's data) is late but not lost. Beyond
+  WAITING_MAX waiting observations the oldest is dropped (counted as no_image).
 - A non-finite policy output is never published (the arbiter then holds for that tick) and is
   counted; an output outside [-1, 1] is clipped and counted.
 - Hot swap: a checkpoint arriving as bytes on `policy/checkpoint` is unpacked, loaded and checked
@@ -45,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +66,7 @@ if TYPE_CHECKING:
 # after its DDS participant exists: discovery -- of the checkpoint store, say, whose offer a
 # (re)starting server takes -- runs on DDS's own threads meanwhile (README "Fleet").
 NODE = "policy_server"
+WAITING_MAX = 200   # image_sync: observations waiting for their frames (10 s at 20 Hz)
 
 
 # --- the node -----------------------------------------------------------------------------------
@@ -101,7 +105,7 @@ class PolicyServerNode(Node):
             tempfile.mkdtemp(prefix="mile_ros_checkpoints_"))
         self._own_receive_dir = not p["receive_dir"]
         self._latest_image = None      # (stamp ns, frame) of the newest camera frame
-        self._waiting = None           # image_sync: the observation waiting for its frame
+        self._waiting = deque()        # image_sync: observations waiting for their frames
         self._last_report = time.monotonic()
 
         # Deep queues: in lockstep the arm runs ahead while the person drives, and a 2-core
@@ -177,18 +181,17 @@ class PolicyServerNode(Node):
             stamp = itf.stamp_to_ns(msg.header.stamp)
             self._latest_image = (stamp, np.frombuffer(bytes(msg.data), np.uint8).reshape(
                 msg.height, msg.width, 3))
-            waiting = self._waiting
-            if waiting is not None and stamp >= itf.stamp_to_ns(waiting.header.stamp):
-                self._waiting = None
-                self._act(waiting)
+            while self._waiting and itf.stamp_to_ns(self._waiting[0].header.stamp) <= stamp:
+                self._act(self._waiting.popleft())
 
     def _on_observation(self, msg) -> None:
         if self.p["image_sync"] and self.policy.uses_image:
             frame = self._latest_image
-            if frame is None or frame[0] < itf.stamp_to_ns(msg.header.stamp):
-                if self._waiting is not None:
+            if frame is None or frame[0] < itf.stamp_to_ns(msg.header.stamp) or self._waiting:
+                self._waiting.append(msg)
+                if len(self._waiting) > WAITING_MAX:
+                    self._waiting.popleft()
                     self.counts.no_image += 1
-                self._waiting = msg
                 return
         self._act(msg)
 
