@@ -24,6 +24,7 @@ from mile_ros import interfaces as itf
 from mile_ros.cameras import CameraUnavailable, OpenCVSource, SimSource, check_params
 from mile_ros.params import declare_node_parameters
 
+PAIRING_MAX = 50   # sim: ticks waiting for their other half (joints or observation)
 __all__ = ["CameraNode", "CameraUnavailable", "OpenCVSource", "SimSource", "image_msg", "main"]
 
 
@@ -54,6 +55,7 @@ class CameraNode(Node):
             self.pending_frame = self.source.first
         else:
             self.source = SimSource(p["width"], p["height"])
+            self._ticks: dict[int, dict] = {}    # stamp -> the tick's joints / observation
             self.create_subscription(JointState, itf.JOINT_STATES, self.on_joints, 10)
             self.create_subscription(JointState, itf.OBSERVATION, self.on_observation, 10)
         self.pub = self.create_publisher(Image, itf.IMAGE, 10)
@@ -73,12 +75,29 @@ class CameraNode(Node):
             self.source.warm_up()
 
     def on_joints(self, msg):
-        self.source.set_joints(msg.name, msg.position, itf.stamp_to_ns(msg.header.stamp))
-        self.publish_sim()
+        self._arrive(itf.stamp_to_ns(msg.header.stamp), "joints", msg)
 
     def on_observation(self, msg):
-        self.source.set_observation(msg.name, msg.position,
-                                    itf.stamp_to_ns(msg.header.stamp))
+        self._arrive(itf.stamp_to_ns(msg.header.stamp), "observation", msg)
+
+    def _arrive(self, stamp: int, kind: str, msg) -> None:
+        """Pair a tick's joints and observation by stamp; render each tick once both are in.
+
+        The two topics interleave freely: in lockstep, while the person drives, the arm runs
+        ahead and the joints of tick t+1 can come before the observation of tick t. Mirroring
+        only the newest of each skipped tick t's frame; ticks are kept apart until paired.
+        """
+        entry = self._ticks.setdefault(stamp, {})
+        entry[kind] = msg
+        if len(entry) < 2:
+            if len(self._ticks) > PAIRING_MAX:           # a half tick whose other half is lost
+                del self._ticks[min(self._ticks)]
+            return
+        for old in [s for s in self._ticks if s <= stamp]:
+            del self._ticks[old]
+        joints, obs = entry["joints"], entry["observation"]
+        self.source.set_joints(joints.name, joints.position, stamp)
+        self.source.set_observation(obs.name, obs.position, stamp)
         self.publish_sim()
 
     def publish_sim(self):
