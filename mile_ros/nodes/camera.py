@@ -56,9 +56,12 @@ class CameraNode(Node):
         else:
             self.source = SimSource(p["width"], p["height"])
             self._ticks: dict[int, dict] = {}    # stamp -> the tick's joints / observation
-            self.create_subscription(JointState, itf.JOINT_STATES, self.on_joints, 10)
-            self.create_subscription(JointState, itf.OBSERVATION, self.on_observation, 10)
-        self.pub = self.create_publisher(Image, itf.IMAGE, 10)
+            # deep queues: a render can take longer than a lockstep tick while the person drives
+            self.create_subscription(JointState, itf.JOINT_STATES, self.on_joints,
+                                     itf.control_qos())
+            self.create_subscription(JointState, itf.OBSERVATION, self.on_observation,
+                                     itf.control_qos())
+        self.pub = self.create_publisher(Image, itf.IMAGE, itf.image_qos())
         self.failures = 0
         if p["source"] == "opencv":
             self.create_timer(1.0 / p["rate_hz"], self.tick)
