@@ -21,6 +21,12 @@ with the executed actions, and the same states labelled with the expert's mean a
 labels a person sampling the expert's Gaussian gives on average, without the noise.
 
     python bench/bench_widowx_dagger.py --rounds 6 --rollouts 8 --seed 0 --demos 10
+
+`--dagger-demos N ...` starts DAgger's data set with N noisy demonstrations (the D0 of Ross et
+al.; the same demonstrations as the reference's, seed stream 5), one DAgger run per N:
+
+    python bench/bench_widowx_dagger.py --fits beta0.5 --dagger-demos 0 3 10 --demos 10
+        --out bench/results/widowx_dagger_d0.json
 """
 from __future__ import annotations
 
@@ -88,8 +94,12 @@ def reference(task, seed: int, n: int, changes: dict, n_eval: int) -> dict:
             for kind, data in (("executed_labels", demos), ("expert_mean_labels", means))}
 
 
-def dagger(task, start, seed: int, rounds: int, rollouts: int, changes, n_eval: int) -> list:
-    data, policy, rows = [], start, []
+def dagger(task, start, seed: int, rounds: int, rollouts: int, changes, n_eval: int,
+           demos: int = 0) -> list:
+    """Run DAgger's rounds; the data set starts with `demos` noisy demonstrations (D0)."""
+    data = (initial.collect_demos(task, demos, initial.InitialConfig(), seed, stream=DEMO_STREAM)
+            if demos else [])
+    policy, rows = start, []
     for r in range(rounds):
         t0 = time.perf_counter()
         new = labelled_rollouts(task, policy, initial.seeds_for(seed, ROUND_STREAM + r, rollouts))
@@ -110,6 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rollouts", type=int, default=8, help="rollouts per round")
     ap.add_argument("--fits", nargs="+", default=list(FITS), choices=list(FITS))
     ap.add_argument("--demos", nargs="+", type=int, default=[10])
+    ap.add_argument("--dagger-demos", type=int, nargs="+", default=[0],
+                    help="noisy demonstrations DAgger's data set starts with (one run each)")
     ap.add_argument("--eval-episodes", type=int, default=20)
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args(argv)
@@ -125,8 +137,10 @@ def main(argv=None) -> int:
            "dagger": {}, "demos": {}}
     print(json.dumps(out["initial"]), flush=True)
     for name in a.fits:
-        out["dagger"][name] = dagger(task, start, a.seed, a.rounds, a.rollouts, FITS[name],
-                                     a.eval_episodes)
+        for d in a.dagger_demos:
+            key = name if d == 0 else f"{name}, {d} demos"
+            out["dagger"][key] = dagger(task, start, a.seed, a.rounds, a.rollouts, FITS[name],
+                                        a.eval_episodes, d)
         for n in a.demos:
             out["demos"][f"{name}, {n}"] = reference(task, a.seed, n, FITS[name], a.eval_episodes)
             print(json.dumps({"fit": name, "demos": n} | out["demos"][f"{name}, {n}"]),

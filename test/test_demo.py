@@ -80,12 +80,15 @@ def test_tiny_demo_prints_the_table_and_writes_the_plot(tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 2 and "--set: " in err and "MileConfig.nll_beta must be in [0, 1]" \
         in err and "Traceback" not in err, err
+    p = demo("--train-from", "scratch", "--out", out, *TINY)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "--train-from" in err and "'latest', 'initial'" in err, err
     assert (out / "demo.json").is_file()
 
 
 def test_two_robots_collect_side_by_side_and_share_one_trainer(tmp_path):
     out = tmp_path / "fleet"
-    p = demo("--iterations", 2, "--robots", 2, "--out", out, *TINY)
+    p = demo("--iterations", 2, "--robots", 2, "--out", out, "--train-from", "initial", *TINY)
     _, err = p.communicate(timeout=400)
     assert p.returncode == 0, err[-4000:]
     rows = json.loads((out / "demo.json").read_text())["rows"]
@@ -103,7 +106,12 @@ def test_two_robots_collect_side_by_side_and_share_one_trainer(tmp_path):
     data = json.loads(metrics.read_text())
     assert data["data"]["episodes"] == 2 and data["bags_used"] == 2, data
     (metrics,) = (out / "checkpoints").glob("iter2-*.metrics.json")
-    assert json.loads(metrics.read_text())["data"]["episodes"] == 4   # iterations 1 and 2
+    data = json.loads(metrics.read_text())
+    assert data["data"]["episodes"] == 4                         # iterations 1 and 2
+    # --train-from initial: every iteration starts from the initial policy, over all ticks
+    assert Path(data["init"]).name == "iter0-initial", data["init"]
+    assert data["budget"]["epochs_over"] == "all", data["budget"]
+    assert json.loads((out / "demo.json").read_text())["settings"]["train_from"] == "initial"
     table = err[err.rindex("iter  policy"):]
     assert "  r1  " in table and "  r2  " in table                  # per-robot lines
 

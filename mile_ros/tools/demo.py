@@ -55,6 +55,7 @@ DEFAULT_INTERVENTION_RATE = 0.3   # the simulated person's target (the paper kee
 # demo seeds 0/1/2 side by side (bench/results/demo/nll_beta*_seed*.json)
 TRAINING = {"lr": 1e-3, "holdout": 0.0, "epochs": 200.0, "max_updates": 3000,
             "policy_anchor": 0.1, "nll_beta": 0.5}
+TRAIN_FROM = ("latest", "initial")  # --train-from: MILE's warm start every iteration
 EVAL_SEED_BASE = 9_000_000        # evaluation episodes; collection seeds stay far below
 IMAGE_SIZE = DEFAULT_IMAGE_SIZE   # --image: the camera's and the policy's frame size, px
 
@@ -123,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a MILE training option over the demo's (mile_ros.learning.MileConfig; "
                          "e.g. --set nll_beta=0 for the paper's NLL); repeatable; the baselines "
                          "of --compare train with the same")
+    ap.add_argument("--train-from", choices=TRAIN_FROM, default="latest",
+                    help="MILE's start every iteration: latest = the checkpoint it delivered "
+                         "last, trained on the new bags' worth of ticks (the train node's "
+                         "default); initial = the initial policy, trained on all bags (the rule "
+                         "of every --compare baseline)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
 
@@ -372,6 +378,13 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+def train_start(checkpoints: Path, args) -> tuple[str, str]:
+    """`run_training`'s (init, epochs_over) for `--train-from`."""
+    if args.train_from == "initial":
+        return str(checkpoints / "iter0-initial"), "all"
+    return "latest", "new"
+
+
 def run_iteration(it: int, graphs: list[DemoGraph], sender, args, task_kwargs: dict) -> Row:
     """Collect on every robot, train on all their bags, deliver to each, evaluate (compare)."""
     from mile_ros.learning.checkpoint import checkpoint_to_bytes
@@ -382,10 +395,11 @@ def run_iteration(it: int, graphs: list[DemoGraph], sender, args, task_kwargs: d
     counts = collect_all(graphs, it, show)
     collect_s = time.monotonic() - t0
     bags = [g.bags / iteration_name(it) for g in graphs]
-    res = trainer.run_training(bags, out / "checkpoints", init="latest", image=args.image,
+    init, over = train_start(out / "checkpoints", args)
+    res = trainer.run_training(bags, out / "checkpoints", init=init, image=args.image,
                                image_size=image_size(args), seed=args.seed + it,
                                epochs_scale=args.epochs_scale, settings=args.training,
-                               progress=show, say=lambda m: None)
+                               progress=show, say=lambda m: None, epochs_over=over)
     answers = sender.send_all(checkpoint_to_bytes(res.checkpoint), res.checkpoint_id, 60.0)
     refused = {r: a for r, a in answers.items() if not a.accepted}
     if refused:
