@@ -43,6 +43,12 @@ def test_tiny_demo_prints_the_table_and_writes_the_plot(tmp_path):
     latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
     manifest = json.loads((latest / "manifest.json").read_text())
     assert manifest["config"]["nll_beta"] == 0.25, manifest["config"]
+    assert manifest["config"]["ema"] == 0.999, manifest["config"]
+    # --train-from initial (the default): every iteration starts from the initial policy
+    (metrics,) = (out / "checkpoints").glob("iter2-*.metrics.json")
+    metrics = json.loads(metrics.read_text())
+    assert Path(metrics["init"]).name == "iter0-initial", metrics["init"]
+    assert metrics["budget"]["epochs_over"] == "all", metrics["budget"]
     assert all(0.0 <= r["success"] <= 1.0 and r["eval_episodes"] == 2 for r in rows)
     for r in rows[1:]:
         assert r["episodes"] == 1 and 20 <= r["ticks"] <= 30      # 1.5 s at 20 Hz (ticks that
@@ -88,7 +94,7 @@ def test_tiny_demo_prints_the_table_and_writes_the_plot(tmp_path):
 
 def test_two_robots_collect_side_by_side_and_share_one_trainer(tmp_path):
     out = tmp_path / "fleet"
-    p = demo("--iterations", 2, "--robots", 2, "--out", out, "--train-from", "initial", *TINY)
+    p = demo("--iterations", 2, "--robots", 2, "--out", out, "--train-from", "latest", *TINY)
     _, err = p.communicate(timeout=400)
     assert p.returncode == 0, err[-4000:]
     rows = json.loads((out / "demo.json").read_text())["rows"]
@@ -108,10 +114,10 @@ def test_two_robots_collect_side_by_side_and_share_one_trainer(tmp_path):
     (metrics,) = (out / "checkpoints").glob("iter2-*.metrics.json")
     data = json.loads(metrics.read_text())
     assert data["data"]["episodes"] == 4                         # iterations 1 and 2
-    # --train-from initial: every iteration starts from the initial policy, over all ticks
-    assert Path(data["init"]).name == "iter0-initial", data["init"]
-    assert data["budget"]["epochs_over"] == "all", data["budget"]
-    assert json.loads((out / "demo.json").read_text())["settings"]["train_from"] == "initial"
+    # --train-from latest: iteration 2 starts from iteration 1's checkpoint, over its new ticks
+    assert Path(data["init"]).name.startswith("iter1-"), data["init"]
+    assert data["budget"]["epochs_over"] == "new", data["budget"]
+    assert json.loads((out / "demo.json").read_text())["settings"]["train_from"] == "latest"
     table = err[err.rindex("iter  policy"):]
     assert "  r1  " in table and "  r2  " in table                  # per-robot lines
 

@@ -16,7 +16,7 @@ from mile_ros.learning import (
     train_bc,
     train_mile,
 )
-from mile_ros.learning.loop import _budget, _split
+from mile_ros.learning.loop import _budget, _Loop, _split
 
 torch.set_num_threads(1)
 S, D = 3, 2
@@ -308,7 +308,38 @@ def test_temporal_model_is_the_per_tick_one_on_one_tick_takeovers(data):
     ("min_updates", 2.5, "MileConfig.min_updates must be an integer"),
     ("nll_beta", 1.5, r"MileConfig.nll_beta must be in \[0, 1\]"),
     ("nll_beta", "half", r"MileConfig.nll_beta must be in \[0, 1\]"),
+    ("ema", 1.0, r"MileConfig.ema must be in \[0, 1\)"),
+    ("ema", -0.1, r"MileConfig.ema must be in \[0, 1\)"),
 ])
 def test_bad_config_values_name_the_field(name, value, words):
     with pytest.raises(ValueError, match=words):
         MileConfig(**{name: value}).validate()
+
+
+def _iterates(ema: float, updates: int = 30) -> tuple[list[np.ndarray], np.ndarray]:
+    """Adam on a quadratic through the training loop: each update's weights and the final ones."""
+    w = torch.nn.Linear(3, 1)
+    seen = []
+
+    def loss_fn(_idx):
+        seen.append(w.weight.detach().clone().numpy())      # the weights before this update
+        loss = ((w.weight - 5.0) ** 2).sum() + w.bias ** 2
+        return loss.sum(), {"loss": float(loss.sum().detach())}
+
+    torch.manual_seed(0)
+    w.reset_parameters()
+    loop = _Loop(loss_fn, [w], MileConfig(lr=0.1, ema=ema), torch.Generator().manual_seed(0))
+    loop.run(np.arange(64), updates)
+    return seen, w.weight.detach().numpy().copy()
+
+
+def test_ema_ends_the_fit_with_the_average_of_the_iterates():
+    seen, last = _iterates(0.0)
+    _, averaged = _iterates(0.9)
+    iterates = seen[1:] + [last]                  # the weights after updates 1 .. 30
+    expect = seen[0].copy()
+    for u, w in enumerate(iterates, start=1):
+        d = min(0.9, (1 + u) / (10 + u))
+        expect = d * expect + (1 - d) * w
+    np.testing.assert_allclose(averaged, expect, rtol=1e-5, atol=1e-6)
+    assert np.all(averaged < last - 0.05)         # behind the last iterate on the way to 5

@@ -47,6 +47,9 @@ class MileConfig:
     pretrain_updates: int = 300     # BC on a_r for both networks when there is no `init`
     grad_clip: float = 10.0
     weight_decay: float = 0.0
+    # decay of an exponential moving average of the networks' weights over the updates; the fit
+    # ends with the average (0 = off: the last update's weights, the paper's). loop._Loop
+    ema: float = 0.0
     log_std_bounds: tuple = LOG_STD_BOUNDS
     seed: int = 0
 
@@ -97,6 +100,8 @@ class MileConfig:
             bad("eval_every", "must be >= 1 or None")
         if not 0.0 <= self.holdout < 0.9:
             bad("holdout", "must be in [0, 0.9)")
+        if not (isinstance(self.ema, (int, float)) and 0.0 <= self.ema < 1.0):
+            bad("ema", "must be in [0, 1)")
         for name in ("pretrain_updates", "weight_decay", "mental_anchor", "policy_anchor"):
             if not getattr(self, name) >= 0:
                 bad(name, "must be >= 0")

@@ -54,7 +54,7 @@ DEFAULT_INTERVENTION_RATE = 0.3   # the simulated person's target (the paper kee
 # plain NLL): at iteration 6 MILE 40/30/0% against 10/0/0%, HG-DAgger 0/85/0% against 0/45/0%,
 # demo seeds 0/1/2 side by side (bench/results/demo/nll_beta*_seed*.json)
 TRAINING = {"lr": 1e-3, "holdout": 0.0, "epochs": 200.0, "max_updates": 3000,
-            "policy_anchor": 0.1, "nll_beta": 0.5}
+            "policy_anchor": 0.1, "nll_beta": 0.5, "ema": 0.999}
 TRAIN_FROM = ("latest", "initial")  # --train-from: MILE's warm start every iteration
 EVAL_SEED_BASE = 9_000_000        # evaluation episodes; collection seeds stay far below
 IMAGE_SIZE = DEFAULT_IMAGE_SIZE   # --image: the camera's and the policy's frame size, px
@@ -124,11 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a MILE training option over the demo's (mile_ros.learning.MileConfig; "
                          "e.g. --set nll_beta=0 for the paper's NLL); repeatable; the baselines "
                          "of --compare train with the same")
-    ap.add_argument("--train-from", choices=TRAIN_FROM, default="latest",
-                    help="MILE's start every iteration: latest = the checkpoint it delivered "
-                         "last, trained on the new bags' worth of ticks (the train node's "
-                         "default); initial = the initial policy, trained on all bags (the rule "
-                         "of every --compare baseline)")
+    ap.add_argument("--train-from", choices=TRAIN_FROM, default="initial",
+                    help="MILE's start every iteration: initial (default) = the initial policy, "
+                         "trained on all bags (the rule of every --compare baseline); latest = "
+                         "the checkpoint it delivered last, trained on the new bags' worth of "
+                         "ticks (the train node's default)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     return ap
 
