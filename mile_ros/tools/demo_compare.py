@@ -46,12 +46,15 @@ def bag_arrays(bag_dirs: list[Path], obs_spec) -> list[dict]:
 
 
 def train_baseline(name: str, bag_dirs: list[Path], initial, seed: int, epochs_scale: float,
-                   settings: dict):
-    """Train baseline `name` from the `initial` MileModel on the bags so far; a MileModel."""
+                   settings: dict, demos: list[dict] | None = None):
+    """Train baseline `name` from the `initial` MileModel on the bags so far; a MileModel.
+
+    `demos`: expert demonstrations {"state", "action"} (the baseline's D0; none in the demo).
+    """
     from mile_ros.learning import MileConfig
     from mile_ros.tools import train as trainer
 
     config = trainer.scaled_config(MileConfig, seed=seed, epochs_scale=epochs_scale, c=None,
                                    settings=settings)
     episodes = bag_arrays(bag_dirs, initial.obs_spec)
-    return BASELINES[name](initial, episodes, [], BaselineConfig(), config)
+    return BASELINES[name](initial, episodes, demos or [], BaselineConfig(), config)
