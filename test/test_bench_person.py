@@ -201,12 +201,13 @@ class ScriptedHazard:
         e = ExpertInfo(action=np.zeros(2), mean=np.zeros(2), log_std=np.full(2, np.log(0.1)))
         person = Person(None, FixedMental("continuous", 2), c=1.0, seed=0, **kw)
 
-        def run():
+        def run(states=None):
             person.reseed(0)
             nu = []
             for t in range(len(hazard)):
                 person.t = t
-                nu.append(person.decide(np.zeros(4), e)[0])
+                obs = np.zeros(4) if states is None else states[t]
+                nu.append(person.decide(obs, e)[0])
             return np.array(nu)
         return run
 
@@ -236,6 +237,29 @@ def test_segment_person_takeovers_are_never_shorter_than_the_dwell_time():
         assert hazard[start - 3] > 0
 
 
+def test_segment_person_takes_over_a_robot_that_holds_still():
+    hazard = np.zeros(60)
+    states = np.minimum(np.arange(60), 20)[:, None] * np.full((1, 4), 0.01)  # still from 20
+    kw = {"reaction_ticks": 2, "dwell_ticks": 5, "handback_p": 0.1}
+    nu = ScriptedHazard.make(hazard, stall_ticks=10, stall_tol=0.003, **kw)(states)
+    # still over ticks 20..30 -> fires at 30, takes over at 32, hands back after 5 calm ticks;
+    # the robot holds still again for 10 ticks from 37 -> fires at 47, takes over at 49
+    assert _segments(nu) == [(32, 37), (49, 54)]
+    assert not ScriptedHazard.make(hazard, **kw)(states).any()          # off by default
+    creeping = np.arange(60)[:, None] * np.full((1, 4), 0.004)          # 4 mm a tick: moving
+    assert not ScriptedHazard.make(hazard, stall_ticks=10, **kw)(creeping).any()
+
+
+def test_the_stall_trigger_leaves_the_hazards_random_stream_alone():
+    rng = np.random.default_rng(7)
+    hazard = np.clip(rng.normal(0.1, 0.3, 400), 0, 1) * (rng.random(400) < 0.5)
+    moving = np.arange(400)[:, None] * np.ones((1, 4))
+    kw = {"reaction_ticks": 3, "dwell_ticks": 8, "handback_p": 0.2}
+    off = ScriptedHazard.make(hazard, **kw)(moving)
+    assert off.any()
+    assert np.array_equal(ScriptedHazard.make(hazard, stall_ticks=5, **kw)(moving), off)
+
+
 def test_bad_person_settings_name_what_is_wrong():
     from mile_ros.sim.initial import InitialConfig, _person
     from mile_ros.sim.person import SegmentPerson
@@ -245,6 +269,8 @@ def test_bad_person_settings_name_what_is_wrong():
         SegmentPerson(None, mental, c=1.0, dwell_ticks=0)
     with pytest.raises(ValueError, match="0 < handback_p < 1"):
         SegmentPerson(None, mental, c=1.0, handback_p=1.5)
+    with pytest.raises(ValueError, match="stall_ticks >= 0 and stall_tol > 0"):
+        SegmentPerson(None, mental, c=1.0, stall_ticks=5, stall_tol=0.0)
 
     class Task:
         expert, obs_dim = None, 2

@@ -102,6 +102,14 @@ def test_expected_calibration_error_known_answers():
     assert math.isnan(metrics.expected_calibration_error([], []))
 
 
+def test_rate_error_is_the_predicted_rates_distance_from_the_observed():
+    y = np.array([0, 0, 0, 1], bool)                        # observed rate 0.25
+    assert metrics.rate_error(y, [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.25)
+    assert metrics.rate_error(y, [0.0, 0.0, 0.0, 1.0]) == pytest.approx(0.0)
+    assert metrics.rate_error(y, [0.1, 0.1, 0.1, 0.1]) == pytest.approx(0.15)  # under, too
+    assert math.isnan(metrics.rate_error([], []))
+
+
 # --- bootstrap over episodes ------------------------------------------------------------------
 def episodes_with_predictions(n_eps, seed=0, T=40):
     """Make episodes whose intervention probability differs per episode and per tick.
@@ -134,6 +142,8 @@ def test_bootstrap_intervals_contain_the_point_estimate_and_shrink_with_more_epi
             for metric, m in by_metric.items():
                 if metric.endswith("ece") and (m["value"] or 0.0) < 1e-9:
                     continue    # the evaluation set's own rate: ECE at its floor 0, resamples > 0
+                if metric == "rate_error":
+                    continue    # |mean p - mean nu| near its floor 0: resamples lie above it
                 if m["value"] is not None and m["ci"] is not None:
                     assert m["ci"][0] <= m["value"] <= m["ci"][1], (n_eps, name, metric, m)
         d = rep["differences"]["mile - majority"]["log_likelihood"]

@@ -83,6 +83,7 @@ def test_bad_value_is_a_clear_startup_error():
                                               ("dwell_s:=0.0", "'dwell_s'"),
                                               ("reaction_s:=-0.1", "'reaction_s'"),
                                               ("handback_p:=1.0", "'handback_p'"),
+                                              ("stall_s:=-1.0", "'stall_s'"),
                                               ("mental_model:=frozen", "'mental_model'"),
                                               ("calibration_episodes:=-1",
                                                "'calibration_episodes'")])
@@ -107,10 +108,13 @@ def test_person_style_turns_seconds_into_ticks_at_the_control_rate():
     assert p["style"] == "segments" and p["control_rate_hz"] == params.resolve(
         "arm")["control_rate_hz"]                                 # shared from the arm
     assert person_style(p) == {"person": "segments", "reaction_ticks": 6, "dwell_ticks": 10,
-                               "handback_p": 0.1}                 # 0.3 s, 0.5 s at 20 Hz
+                               "handback_p": 0.1, "stall_ticks": 0,
+                               "stall_tol": 0.003}                # 0.3 s, 0.5 s at 20 Hz
     fast = person_style({**p, "control_rate_hz": 50.0, "dwell_s": 0.001, "style": "paper"})
     assert fast["person"] == "paper" and fast["reaction_ticks"] == 15
     assert fast["dwell_ticks"] == 1                               # never shorter than a tick
+    stall = person_style({**p, "stall_s": 1.0})["stall_ticks"]
+    assert stall == 20 and person_style({**p, "stall_s": 0.001})["stall_ticks"] == 1
 
 
 class RecordingPerson:

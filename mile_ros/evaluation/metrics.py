@@ -28,10 +28,10 @@ THRESHOLD = 0.5
 LEVEL = 0.95
 ECE_BINS = 10
 METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "average_precision",
-           "log_likelihood", "brier", "ece")
+           "log_likelihood", "brier", "ece", "rate_error")
 HIGHER_IS_BETTER = {"accuracy": True, "balanced_accuracy": True, "roc_auc": True,
                     "average_precision": True, "log_likelihood": True, "brier": False,
-                    "ece": False}
+                    "ece": False, "rate_error": False}
 DEFINITIONS = {
     "accuracy": "fraction of ticks where (p >= 0.5) == nu",
     "balanced_accuracy": "mean of the recall on nu=1 ticks and on nu=0 ticks, label p >= 0.5",
@@ -43,6 +43,8 @@ DEFINITIONS = {
     "brier": "mean over ticks of (p - nu)^2; lower is better",
     "ece": "expected calibration error: 10 equal-width bins of p ([0, 0.1), ..., [0.9, 1]), "
            "sum over bins of (n_bin / n) * |mean nu - mean p| in the bin; lower is better",
+    "rate_error": "|mean p - mean nu| over ticks: the predicted intervention rate's error "
+                  "(0.05 = 5 points); lower is better",
     "truth_mae": "mean |p_mile - p_true| over ticks",
     "truth_rmse": "sqrt(mean (p_mile - p_true)^2) over ticks",
     "truth_pearson": "Pearson correlation of p_mile and p_true over ticks",
@@ -156,10 +158,16 @@ def expected_calibration_error(y, p, bins: int = ECE_BINS) -> float:
     return float(np.sum(np.abs(sum_y - sum_p)) / len(y))
 
 
+def rate_error(y, p) -> float:
+    """Return |mean(p) - mean(y)|, the predicted intervention rate's error; NaN without ticks."""
+    y, p = _check(y, p)
+    return float(abs(np.mean(p) - np.mean(y))) if len(y) else math.nan
+
+
 METRIC_FUNCTIONS: dict[str, Callable] = {
     "accuracy": accuracy, "balanced_accuracy": balanced_accuracy, "roc_auc": roc_auc,
     "average_precision": average_precision, "log_likelihood": log_likelihood, "brier": brier,
-    "ece": expected_calibration_error}
+    "ece": expected_calibration_error, "rate_error": rate_error}
 
 
 def compute_metrics(y, p) -> dict[str, float]:

@@ -2,8 +2,10 @@
 
 Two styles (`style`): "segments" (default) takes over when the hazard p(nu=1|s) fires, after a
 reaction delay (`reaction_s`), drives with the expert for at least `dwell_s` and hands back once
-p(s) has stayed below `handback_p` for `dwell_s` (mile_ros.sim.person.SegmentPerson); "paper"
-decides afresh every tick (the paper's Section V person; in toggle mode it flickers). Each
+p(s) has stayed below `handback_p` for `dwell_s` (mile_ros.sim.person.SegmentPerson), and with
+`stall_s` > 0 also takes over a robot that has held still that long (every state value within
+`stall_tol`); "paper" decides afresh every tick (the paper's Section V person; in toggle mode it
+flickers). Each
 episode starts the person afresh with its own seed (the `seed` parameter, the episode number and,
 where set, `episode_stream`: one per simulated robot), so a run is deterministic per seed.
 

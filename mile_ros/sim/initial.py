@@ -89,6 +89,8 @@ class InitialConfig:
     reaction_ticks: int = 3            # segments: ticks from the hazard firing to the takeover
     dwell_ticks: int = 10              # segments: shortest takeover; calm ticks before handback
     handback_p: float = 0.1            # segments: "calm" = hazard below this
+    stall_ticks: int = 0               # segments: take over once the robot held still this long
+    stall_tol: float = 0.003           # segments: "still" = every state dim within this range
     c: float | None = None             # fixed c instead of calibrating
     task: TaskOptions = field(default_factory=TaskOptions)
 
@@ -109,6 +111,8 @@ def _key(task_name: str, seed: int, cfg: InitialConfig, what: str) -> str:
     d = asdict(cfg)
     if what.startswith("initial"):  # the person's settings do not change the initial policy
         d = {k: d[k] for k in INITIAL_FIELDS}
+    elif not cfg.stall_ticks:       # a person without the stall trigger: the key it always had
+        d = {k: v for k, v in d.items() if k not in ("stall_ticks", "stall_tol")}
     blob = json.dumps([CACHE_VERSION, what, task_name, seed, d], sort_keys=True, default=str)
     return (f"{task_name.replace('/', '_')}-s{seed}-{what}-"
             f"{hashlib.sha256(blob.encode()).hexdigest()[:12]}")
@@ -330,7 +334,8 @@ def _person(task, mental, c: float, cfg: InitialConfig, seed: int) -> SimulatedP
     if cfg.person != "segments":
         raise ValueError(f"person must be 'segments' or 'paper', got {cfg.person!r}")
     return SegmentPerson(task.expert, mental, c, cfg.beta, reaction_ticks=cfg.reaction_ticks,
-                         dwell_ticks=cfg.dwell_ticks, handback_p=cfg.handback_p, **kw)
+                         dwell_ticks=cfg.dwell_ticks, handback_p=cfg.handback_p,
+                         stall_ticks=cfg.stall_ticks, stall_tol=cfg.stall_tol, **kw)
 
 
 def widowx_initial_policy(seed: int, image_size: int | None = None):

@@ -25,6 +25,7 @@ learner's code (mile_ros.learning.mile computes the same quantities differentiab
 """
 from __future__ import annotations
 
+from collections import deque
 from functools import lru_cache
 
 import numpy as np
@@ -187,6 +188,12 @@ class SegmentPerson(SimulatedPerson):
     shorter than dwell_ticks, and none starts earlier than reaction_ticks after the hazard fired.
     Deterministic per reseed(), which also starts a new episode.
 
+    `stall_ticks` > 0 adds the trigger a person watching the arm has and the hazard lacks: the
+    robot has held still -- every state dimension within `stall_tol` of its range over the last
+    `stall_ticks` robot-controlled ticks -- while the episode is still running, so the person
+    takes over (after the same reaction delay) and hands back by the same rule. Off (0) by
+    default; the random stream is the same either way.
+
     Why: on Meta-World drawer-open the expert recovers every failing episode when it keeps
     control (15/15 from tick 0, 20, 50, 100 or 200), while alternating expert and robot every
     other tick succeeds no more than the robot alone (7/15 vs 6/15) -- a per-tick person whose
@@ -194,18 +201,24 @@ class SegmentPerson(SimulatedPerson):
     """
 
     def __init__(self, *args, reaction_ticks: int = 3, dwell_ticks: int = 10,
-                 handback_p: float = 0.1, **kwargs):
+                 handback_p: float = 0.1, stall_ticks: int = 0, stall_tol: float = 0.003,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         if int(reaction_ticks) < 0 or int(dwell_ticks) < 1 or not 0 < handback_p < 1:
             raise ValueError("segment person: reaction_ticks >= 0, dwell_ticks >= 1 and "
                              f"0 < handback_p < 1, got {reaction_ticks}, {dwell_ticks}, "
                              f"{handback_p}")
+        if int(stall_ticks) < 0 or not stall_tol > 0:
+            raise ValueError(f"segment person: stall_ticks >= 0 and stall_tol > 0, got "
+                             f"{stall_ticks}, {stall_tol}")
         self.reaction_ticks, self.dwell_ticks = int(reaction_ticks), int(dwell_ticks)
         self.handback_p = float(handback_p)
+        self.stall_ticks, self.stall_tol = int(stall_ticks), float(stall_tol)
         self._new_episode()
 
     def _new_episode(self) -> None:
         self.in_control, self.pending, self.held, self.calm = False, None, 0, 0
+        self.still = deque(maxlen=self.stall_ticks + 1)
 
     def reseed(self, seed) -> None:
         super().reseed(seed)
@@ -218,15 +231,27 @@ class SegmentPerson(SimulatedPerson):
         p = self.probability(stacked_obs, expert_info)
         if self.in_control and self._keeps_control(p):
             return True, self._action(expert_info), p
-        if self.pending is None and self.rng.random() < p:
+        stalled = self._stalled(stacked_obs)
+        if self.pending is None and (self.rng.random() < p or stalled):
             self.pending = self.reaction_ticks
         if self.pending is not None:
             if self.pending == 0:
                 self.in_control, self.pending, self.held = True, None, 1
+                self.still.clear()
                 self.calm = int(p < self.handback_p)
                 return True, self._action(expert_info), p
             self.pending -= 1
         return False, None, p
+
+    def _stalled(self, stacked_obs) -> bool:
+        """Record this robot tick's state; True once it has held still for stall_ticks."""
+        if not self.stall_ticks:
+            return False
+        s = np.asarray(stacked_obs, dtype=float)
+        self.still.append(s[: self.state_dim] if self.state_dim else s)
+        if len(self.still) < self.still.maxlen:
+            return False
+        return bool(np.ptp(np.asarray(self.still), axis=0).max() < self.stall_tol)
 
     def _keeps_control(self, p: float) -> bool:
         self.held += 1

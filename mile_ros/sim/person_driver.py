@@ -22,20 +22,26 @@ def person_style(p: dict) -> dict:
 
     Times are in seconds and become ticks at the control rate: `reaction_s` from the hazard
     firing to the takeover, `dwell_s` the shortest takeover and the calm time before handing
-    back (at least one tick). Raises ValueError naming the parameter.
+    back (at least one tick), `stall_s` how long the robot holds still (every state value within
+    `stall_tol`) before the person takes over for that alone (0: never). Raises ValueError
+    naming the parameter.
     """
     if p["style"] not in STYLES:
         raise ValueError(f"sim_human parameter 'style' must be one of {', '.join(STYLES)}, "
                          f"got {p['style']!r}")
     checks = {"reaction_s": p["reaction_s"] >= 0, "dwell_s": p["dwell_s"] > 0,
-              "handback_p": 0 < p["handback_p"] < 1, "control_rate_hz": p["control_rate_hz"] > 0}
+              "handback_p": 0 < p["handback_p"] < 1, "control_rate_hz": p["control_rate_hz"] > 0,
+              "stall_s": p["stall_s"] >= 0, "stall_tol": p["stall_tol"] > 0}
     for name, ok in checks.items():
         if not ok:
             raise ValueError(f"sim_human parameter '{name}' is out of range: {p[name]} "
-                             "(reaction_s >= 0, dwell_s > 0, 0 < handback_p < 1, rate > 0)")
+                             "(reaction_s >= 0, dwell_s > 0, 0 < handback_p < 1, rate > 0, "
+                             "stall_s >= 0, stall_tol > 0)")
     rate = p["control_rate_hz"]
+    stall = max(1, round(p["stall_s"] * rate)) if p["stall_s"] > 0 else 0
     return {"person": p["style"], "reaction_ticks": round(p["reaction_s"] * rate),
-            "dwell_ticks": max(1, round(p["dwell_s"] * rate)), "handback_p": p["handback_p"]}
+            "dwell_ticks": max(1, round(p["dwell_s"] * rate)), "handback_p": p["handback_p"],
+            "stall_ticks": stall, "stall_tol": p["stall_tol"]}
 
 
 def check_mental_model(p: dict) -> None:
